@@ -1,0 +1,43 @@
+"""Dispatch ``python -m jobs <command>`` to the module that implements it.
+
+Each command lives in its own module ``jobs.<command>`` exposing
+``add_arguments(parser)`` and ``run(args) -> int`` (the exit status).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+COMMANDS = {
+    "label": "Label the videos of a manifest into Parquet mask tables.",
+    "submit": "Send a label run to a Ray cluster as a Ray job.",
+    "train": "Fine-tune or train a SAM 2 model on videos with ground truth.",
+    "evaluate": "Score a mask table against ground truth (J&F).",
+    "fetch-checkpoint": "Download an official checkpoint and verify its SHA-256.",
+    "demo": "Generate sample videos, label them with the bundled model, and report.",
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m jobs")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    runners = {}
+    for name, help_text in COMMANDS.items():
+        module_name = "jobs." + name.replace("-", "_")
+        try:
+            module = importlib.import_module(module_name)
+        except ModuleNotFoundError as err:
+            if err.name != module_name:
+                raise
+            continue
+        p = sub.add_parser(name, help=help_text, description=help_text)
+        module.add_arguments(p)
+        runners[name] = module.run
+    args = parser.parse_args(argv)
+    return int(runners[args.command](args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Manifest-driven labeling runs: manifests, video reading, Ray workers, coordinator, Parquet sinks."""

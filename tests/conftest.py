@@ -1,0 +1,36 @@
+"""Shared fixtures: paths to ../shared data. Missing shared data fails loudly."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = REPO.parent / "shared"
+
+
+def _require(path: Path) -> Path:
+    if not path.exists():
+        pytest.fail(f"required shared data is missing: {path} (expected ../shared beside the checkout)")
+    return path
+
+
+@pytest.fixture(scope="session")
+def shared_dir() -> Path:
+    return _require(SHARED)
+
+
+@pytest.fixture(scope="session")
+def reference_dir() -> Path:
+    return _require(SHARED / "sam2_reference")
+
+
+@pytest.fixture(scope="session")
+def mini_a_dir() -> Path:
+    return _require(SHARED / "sam2_reference" / "mini_a")
+
+
+@pytest.fixture(scope="session")
+def videos_dir() -> Path:
+    return _require(SHARED / "videos")
