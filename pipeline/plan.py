@@ -1,0 +1,133 @@
+"""Turn validated video jobs into units of work with deterministic ids.
+
+A unit is one video with all of its objects, or a group of at most
+``max_objects_per_unit`` of them. Its ``unit_id`` hashes everything that
+decides its output -- the video URI and id, the object ids and their prompts,
+the model and the checkpoint digest -- so the same inputs always give the same
+id. That is what makes retries and resumed runs safe: a unit already committed
+under its id is skipped, and a re-run writes the same names again.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from pipeline.manifest import ObjectSpec, Reject, VideoJob
+
+_SLUG = re.compile(r"[^A-Za-z0-9_.-]+")
+
+
+@dataclass(frozen=True)
+class Unit:
+    """One schedulable piece of work: a video and the objects to track in it."""
+
+    unit_id: str
+    job: VideoJob
+    object_ids: tuple[int, ...]
+
+    @property
+    def video_id(self) -> str:
+        return self.job.video_id
+
+    @property
+    def objects(self) -> tuple[ObjectSpec, ...]:
+        """The job's objects that belong to this unit, in manifest order."""
+        wanted = set(self.object_ids)
+        return tuple(o for o in self.job.objects if o.object_id in wanted)
+
+    @property
+    def num_prompts(self) -> int:
+        return sum(len(o.prompts) for o in self.objects)
+
+
+def _prompt_record(prompt) -> dict:
+    record = dataclasses.asdict(prompt)
+    # Tuples and lists must hash the same; floats keep their repr.
+    return json.loads(json.dumps(record, sort_keys=True))
+
+
+def unit_id_for(
+    job: VideoJob, objects: Sequence[ObjectSpec], model_id: str, checkpoint_digest: str | None
+) -> str:
+    """Stable id of a unit: ``<video slug>-<24 hex digits of a sha256>``, safe as a file name."""
+    payload = {
+        "video": job.video,
+        "video_id": job.video_id,
+        "objects": [
+            {"object_id": int(o.object_id), "prompts": [_prompt_record(p) for p in o.prompts]}
+            for o in sorted(objects, key=lambda o: o.object_id)
+        ],
+        "model": model_id,
+        "checkpoint": checkpoint_digest or "",
+    }
+    digest = hashlib.sha256(json.dumps(payload, sort_keys=True).encode("utf-8")).hexdigest()
+    slug = _SLUG.sub("_", job.video_id).strip("._")[:48] or "video"
+    return f"{slug}-{digest[:24]}"
+
+
+def plan_units(
+    jobs: Sequence[VideoJob],
+    model_id: str,
+    checkpoint_digest: str | None,
+    max_objects_per_unit: int | None = None,
+) -> list[Unit]:
+    """Split jobs into units (in manifest order); a job with no objects gives no unit.
+
+    Objects are grouped in manifest order, at most ``max_objects_per_unit`` per
+    unit (None or 0: all of a video's objects in one unit).
+    """
+    if max_objects_per_unit is not None and max_objects_per_unit < 0:
+        raise ValueError(f"max_objects_per_unit must be >= 1, got {max_objects_per_unit}")
+    units: list[Unit] = []
+    seen: set[str] = set()
+    for job in jobs:
+        objects = list(job.objects)
+        size = max_objects_per_unit or max(1, len(objects))
+        for start in range(0, len(objects), size):
+            group = objects[start : start + size]
+            unit_id = unit_id_for(job, group, model_id, checkpoint_digest)
+            if unit_id in seen:  # the very same work listed twice: do it once
+                continue
+            seen.add(unit_id)
+            units.append(Unit(unit_id, job, tuple(int(o.object_id) for o in group)))
+    return units
+
+
+def conflicting_jobs(jobs: Sequence[VideoJob]) -> tuple[list[VideoJob], list[Reject]]:
+    """Keep the first job for each (video_id, object_id); reject later jobs that reuse one.
+
+    Two jobs writing rows for the same (video_id, object_id) would put two rows
+    per frame into the mask table; the later job is rejected, naming the first.
+    """
+    owner: dict[tuple[str, int], str] = {}
+    kept: list[VideoJob] = []
+    rejects: list[Reject] = []
+    for job in jobs:
+        clash = next(
+            ((o.object_id, owner[(job.video_id, o.object_id)]) for o in job.objects
+             if (job.video_id, o.object_id) in owner),
+            None,
+        )
+        if clash is not None:
+            rejects.append(
+                Reject(
+                    location=job.location,
+                    field="video_id",
+                    reason=(
+                        f"video_id {job.video_id!r} object {clash[0]} is already labeled by "
+                        f"{clash[1]}; use a distinct video_id or object_id"
+                    ),
+                    raw="",
+                    video=job.video,
+                )
+            )
+            continue
+        for o in job.objects:
+            owner[(job.video_id, o.object_id)] = job.location
+        kept.append(job)
+    return kept, rejects
