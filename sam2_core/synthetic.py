@@ -1,0 +1,548 @@
+"""Synthetic videos with exact ground truth, for training and testing video segmentation.
+
+Each video shows 1-4 textured shapes (ellipses, rectangles, polygons, smooth
+blobs) that move, rotate and scale over a translating textured background.
+The shapes have a depth order, so nearer ones occlude farther ones, and they
+may enter or leave the frame. Ground truth is the *visible* part of every
+object in every frame; the full (amodal) shapes are returned as well.
+
+Everything is plain numpy and deterministic from an integer seed, so a
+dataset is reproducible from its list of seeds. ``first_click`` and
+``corrective_click`` simulate a user's clicks (the interior-most point of an
+object, or of the largest prediction error), the usual robot-user rule of
+interactive segmentation benchmarks.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+SHAPES = ("ellipse", "rectangle", "polygon", "blob")
+PATTERNS = ("solid", "stripes", "checker", "rings", "noise", "gradient")
+
+_ANGLE_SAMPLES = 512  # samples of each shape's radial function r(theta) over one turn
+_NOISE_GRID = 8  # cells per side of an object's periodic noise texture
+
+
+@dataclass(frozen=True)
+class SyntheticConfig:
+    """How synthetic videos look and move.
+
+    Sizes are fractions of ``min(height, width)`` so one config scales with
+    the frame; speeds are per frame.
+    """
+
+    height: int = 256
+    width: int = 256
+    num_frames: int = 64
+    min_objects: int = 1
+    max_objects: int = 4
+    min_radius: float = 0.08  # object radius (largest extent from its centre)
+    max_radius: float = 0.25
+    max_speed: float = 0.03  # largest centre speed
+    max_rotation: float = 0.06  # radians per frame
+    max_scale_change: float = 0.6  # largest change of log(scale) over the video
+    background_speed: float = 1.5  # pixels per frame, largest background translation speed
+    pixel_noise: float = 0.0  # std of Gaussian noise added to every frame (0 = none)
+    min_visible_pixels: int = 16  # every object shows at least this many pixels in some frame
+
+    def __post_init__(self) -> None:
+        for name in ("height", "width", "num_frames", "min_objects", "max_objects"):
+            value = getattr(self, name)
+            if not isinstance(value, (int, np.integer)) or value < 1:
+                raise ValueError(
+                    f"SyntheticConfig.{name} must be a positive integer, got {value!r}"
+                )
+        if self.height < 16 or self.width < 16:
+            raise ValueError(
+                f"SyntheticConfig.height and width must be at least 16, got {self.height}x{self.width}"
+            )
+        if self.min_objects > self.max_objects:
+            raise ValueError(
+                f"SyntheticConfig.min_objects ({self.min_objects}) exceeds max_objects ({self.max_objects})"
+            )
+        if self.max_objects > 254:
+            raise ValueError(
+                f"SyntheticConfig.max_objects must be at most 254, got {self.max_objects}"
+            )
+        if not 0 < self.min_radius <= self.max_radius:
+            raise ValueError(
+                f"SyntheticConfig needs 0 < min_radius <= max_radius, got {self.min_radius}, {self.max_radius}"
+            )
+        for name in (
+            "max_speed",
+            "max_rotation",
+            "max_scale_change",
+            "background_speed",
+            "pixel_noise",
+        ):
+            if getattr(self, name) < 0:
+                raise ValueError(f"SyntheticConfig.{name} must be >= 0, got {getattr(self, name)}")
+        if self.min_visible_pixels < 1:
+            raise ValueError(
+                f"SyntheticConfig.min_visible_pixels must be >= 1, got {self.min_visible_pixels}"
+            )
+
+
+@dataclass(frozen=True)
+class SyntheticObject:
+    """What one object is: its id, shape, texture, colours (2 x 3 uint8) and depth (0 = farthest)."""
+
+    object_id: int
+    shape: str
+    pattern: str
+    colors: np.ndarray
+    depth: int
+
+
+@dataclass
+class SyntheticVideo:
+    """A generated video and its ground truth.
+
+    frames: T x H x W x 3 uint8 RGB.
+    masks: O x T x H x W bool, the visible part of each object (after occlusion
+        and cropping by the frame); row ``i`` belongs to ``object_ids[i]``.
+    amodal_masks: O x T x H x W bool, each object's whole shape inside the frame.
+    """
+
+    frames: np.ndarray
+    masks: np.ndarray
+    object_ids: list[int]
+    amodal_masks: np.ndarray
+    objects: tuple[SyntheticObject, ...]
+    seed: int
+
+
+@dataclass
+class _ObjectPlan:
+    shape: str
+    radial: np.ndarray  # (_ANGLE_SAMPLES,) r(theta), max 1
+    pattern: str
+    pattern_params: dict
+    colors: np.ndarray  # (2, 3) float
+    center: np.ndarray  # (T, 2) x, y in pixels
+    scale: np.ndarray  # (T,) pixels per unit radius
+    angle: np.ndarray  # (T,) radians
+
+
+# ---------------------------------------------------------------------------------------------
+# Generation
+
+
+def generate_video(seed: int, config: SyntheticConfig | None = None) -> SyntheticVideo:
+    """Generate one video with ground truth; the same seed and config give the same video."""
+    config = config or SyntheticConfig()
+    if not isinstance(seed, (int, np.integer)) or seed < 0:
+        raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
+    rng = np.random.default_rng(int(seed))
+    num_objects = int(rng.integers(config.min_objects, config.max_objects + 1))
+    background = _background_canvas(rng, config.height, config.width)
+    bg_velocity = rng.uniform(-1.0, 1.0, size=2) * config.background_speed
+    plans = [_plan_object(rng, config) for _ in range(num_objects)]
+
+    # Re-draw objects that end up (almost) never visible, e.g. hidden behind a
+    # nearer one all along; a few tries keep the object count, after which
+    # such an object is dropped.
+    for _attempt in range(6):
+        frames, labels, amodal = _render(plans, background, bg_velocity, config)
+        areas = np.stack([(labels == k + 1).sum(axis=(1, 2)) for k in range(len(plans))])
+        hidden = [k for k in range(len(plans)) if areas[k].max() < config.min_visible_pixels]
+        if not hidden:
+            break
+        for k in hidden:
+            plans[k] = _plan_object(rng, config)
+    else:
+        keep = [k for k in range(len(plans)) if k not in hidden]
+        if not keep:
+            raise ValueError(
+                f"seed {seed}: no object could be made visible; check SyntheticConfig sizes"
+            )
+        frames, labels, amodal = _render([plans[k] for k in keep], background, bg_velocity, config)
+        plans = [plans[k] for k in keep]
+
+    if config.pixel_noise > 0:
+        noisy = frames.astype(np.float32) + rng.normal(0.0, config.pixel_noise, size=frames.shape)
+        frames = np.clip(np.rint(noisy), 0, 255).astype(np.uint8)
+
+    ids = np.arange(1, len(plans) + 1, dtype=np.uint8)
+    masks = labels[None] == ids[:, None, None, None]
+    objects = tuple(
+        SyntheticObject(
+            object_id=k + 1,
+            shape=p.shape,
+            pattern=p.pattern,
+            colors=np.clip(np.rint(p.colors), 0, 255).astype(np.uint8),
+            depth=k,
+        )
+        for k, p in enumerate(plans)
+    )
+    return SyntheticVideo(
+        frames=frames,
+        masks=masks,
+        object_ids=[int(i) for i in ids],
+        amodal_masks=amodal,
+        objects=objects,
+        seed=int(seed),
+    )
+
+
+def _plan_object(rng: np.random.Generator, config: SyntheticConfig) -> _ObjectPlan:
+    """Draw one object's shape, texture and motion over the whole video."""
+    T = config.num_frames
+    side = min(config.height, config.width)
+    t = np.arange(T, dtype=np.float64)
+
+    shape = SHAPES[int(rng.integers(len(SHAPES)))]
+    radial = _radial_function(rng, shape)
+
+    # Scale: a base radius, a slow drift and a small oscillation (in log space).
+    base = rng.uniform(config.min_radius, config.max_radius) * side
+    drift = rng.uniform(-1.0, 1.0) * config.max_scale_change
+    wobble = rng.uniform(0.0, 0.25) * config.max_scale_change
+    progress = t / max(T - 1, 1) - 0.5
+    scale = base * np.exp(
+        drift * progress
+        + wobble * np.sin(rng.uniform(0.02, 0.15) * t + rng.uniform(0, 2 * math.pi))
+    )
+
+    # Motion: straight through an anchor point inside the frame at an anchor
+    # time, plus a sideways sway. Fast objects cross the frame edge, so they
+    # enter or leave during the video.
+    anchor = np.array([rng.uniform(0.1, 0.9) * config.width, rng.uniform(0.1, 0.9) * config.height])
+    anchor_t = rng.uniform(0, T - 1)
+    heading = rng.uniform(0, 2 * math.pi)
+    direction = np.array([math.cos(heading), math.sin(heading)])
+    speed = rng.uniform(0.1, 1.0) * config.max_speed * side
+    sway = (
+        rng.uniform(0.0, 0.04)
+        * side
+        * np.sin(rng.uniform(0.05, 0.3) * t + rng.uniform(0, 2 * math.pi))
+    )
+    normal = np.array([-direction[1], direction[0]])
+    center = anchor + np.outer((t - anchor_t) * speed, direction) + np.outer(sway, normal)
+
+    angle = rng.uniform(0, 2 * math.pi) + rng.uniform(-1.0, 1.0) * config.max_rotation * t
+
+    pattern = PATTERNS[int(rng.integers(len(PATTERNS)))]
+    params = {
+        "freq": rng.uniform(1.0, 3.0),
+        "phase": rng.uniform(0, 2 * math.pi),
+        "dir": rng.uniform(0, 2 * math.pi),
+        "grid": rng.uniform(0.0, 1.0, size=(_NOISE_GRID, _NOISE_GRID)),
+    }
+    return _ObjectPlan(
+        shape=shape,
+        radial=radial,
+        pattern=pattern,
+        pattern_params=params,
+        colors=_object_colors(rng),
+        center=center,
+        scale=scale,
+        angle=angle,
+    )
+
+
+def _radial_function(rng: np.random.Generator, shape: str) -> np.ndarray:
+    """The shape's boundary as r(theta) at ``_ANGLE_SAMPLES`` angles in [-pi, pi), scaled to max 1."""
+    theta = np.linspace(-math.pi, math.pi, _ANGLE_SAMPLES, endpoint=False)
+    c, s = np.cos(theta), np.sin(theta)
+    if shape == "ellipse":
+        b = rng.uniform(0.45, 1.0)
+        r = b / np.sqrt((b * c) ** 2 + s**2)
+    elif shape == "rectangle":
+        b = rng.uniform(0.35, 1.0)
+        with np.errstate(divide="ignore"):
+            r = np.minimum(1.0 / np.abs(c), b / np.abs(s))
+    elif shape == "polygon":
+        n = int(rng.integers(3, 8))
+        vertex_angles = np.sort(
+            (np.arange(n) + rng.uniform(-0.2, 0.2, size=n)) * (2 * math.pi / n)
+            + rng.uniform(0, 2 * math.pi)
+        )
+        vertex_angles = (vertex_angles + math.pi) % (2 * math.pi) - math.pi
+        order = np.argsort(vertex_angles)
+        vertex_angles = vertex_angles[order]
+        radii = rng.uniform(0.6, 1.0, size=n)[order]
+        pts = np.stack([radii * np.cos(vertex_angles), radii * np.sin(vertex_angles)], axis=1)
+        # Edge k joins vertex k-1 and vertex k; the ray at theta crosses the
+        # edge whose end vertex is the first one at a larger angle (wrapping).
+        k = np.searchsorted(vertex_angles, theta) % n
+        p0, p1 = pts[k - 1], pts[k]
+        edge = p1 - p0
+        num = p0[:, 0] * edge[:, 1] - p0[:, 1] * edge[:, 0]
+        den = c * edge[:, 1] - s * edge[:, 0]
+        r = num / den
+    elif shape == "blob":
+        r = np.ones_like(theta)
+        for k in range(2, 6):
+            r += rng.uniform(0.0, 0.3 / k) * np.cos(k * theta + rng.uniform(0, 2 * math.pi))
+    else:
+        raise ValueError(f"unknown shape {shape!r}; expected one of {SHAPES}")
+    return (r / r.max()).astype(np.float64)
+
+
+def _hsv_to_rgb(h: np.ndarray, s: np.ndarray, v: np.ndarray) -> np.ndarray:
+    """HSV in [0, 1] to RGB in [0, 255] (any matching shapes; result ... x 3)."""
+    h = np.asarray(h, dtype=np.float64) % 1.0
+    s = np.asarray(s, dtype=np.float64)
+    v = np.asarray(v, dtype=np.float64)
+    k = (np.array([5.0, 3.0, 1.0]) + h[..., None] * 6.0) % 6.0
+    rgb = v[..., None] - v[..., None] * s[..., None] * np.clip(np.minimum(k, 4.0 - k), 0.0, 1.0)
+    return rgb * 255.0
+
+
+def _object_colors(rng: np.random.Generator) -> np.ndarray:
+    """Two saturated colours of nearby hues (the background is kept unsaturated)."""
+    hue = rng.uniform()
+    h = np.array([hue, hue + rng.uniform(-0.08, 0.08)])
+    s = rng.uniform(0.6, 1.0, size=2)
+    v = np.array([rng.uniform(0.55, 1.0), rng.uniform(0.35, 1.0)])
+    return _hsv_to_rgb(h, s, v)
+
+
+def _periodic_upsample(grid: np.ndarray, height: int, width: int) -> np.ndarray:
+    """Smoothly interpolate a periodic gh x gw (x C) grid to height x width, wrapping at the edges."""
+
+    def axis_weights(n_out: int, n_in: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        pos = np.arange(n_out) * (n_in / n_out)
+        i0 = np.floor(pos).astype(np.int64)
+        w = pos - i0
+        w = w * w * (3.0 - 2.0 * w)  # smoothstep: no visible grid creases
+        return i0 % n_in, (i0 + 1) % n_in, w
+
+    r0, r1, wr = axis_weights(height, grid.shape[0])
+    c0, c1, wc = axis_weights(width, grid.shape[1])
+    extra = (None,) * (grid.ndim - 2)
+    rows = (
+        grid[r0] * (1 - wr)[(slice(None), None, *extra)]
+        + grid[r1] * wr[(slice(None), None, *extra)]
+    )
+    return (
+        rows[:, c0] * (1 - wc)[(None, slice(None), *extra)]
+        + rows[:, c1] * wc[(None, slice(None), *extra)]
+    )
+
+
+def _background_canvas(rng: np.random.Generator, height: int, width: int) -> np.ndarray:
+    """A periodic (tileable) smooth-noise texture in muted colours, H x W x 3 uint8."""
+    hues = rng.uniform(size=3)
+    palette = _hsv_to_rgb(hues, rng.uniform(0.0, 0.35, size=3), rng.uniform(0.2, 0.85, size=3))
+    coarse = _periodic_upsample(
+        rng.uniform(size=(int(rng.integers(2, 6)), int(rng.integers(2, 6)))), height, width
+    )
+    medium = _periodic_upsample(
+        rng.uniform(size=(int(rng.integers(6, 14)), int(rng.integers(6, 14)))), height, width
+    )
+    fine = _periodic_upsample(
+        rng.uniform(-1, 1, size=(max(height // 4, 2), max(width // 4, 2))), height, width
+    )
+    canvas = palette[0] * (1 - coarse)[..., None] + palette[1] * coarse[..., None]
+    canvas = canvas * (1 - 0.5 * medium)[..., None] + palette[2] * (0.5 * medium)[..., None]
+    canvas += 14.0 * fine[..., None]
+    return np.clip(np.rint(canvas), 0, 255).astype(np.uint8)
+
+
+def _pattern(plan: _ObjectPlan, u: np.ndarray, v: np.ndarray) -> np.ndarray:
+    """Texture weight in [0, 1] at object-local coordinates (u, v), radius 1 = object's extent."""
+    p = plan.pattern_params
+    along = u * math.cos(p["dir"]) + v * math.sin(p["dir"])
+    if plan.pattern == "solid":
+        return 0.15 * (along + 1.0) * 0.5
+    if plan.pattern == "stripes":
+        return 0.5 + 0.5 * np.sin(2 * math.pi * p["freq"] * along + p["phase"])
+    if plan.pattern == "checker":
+        f = p["freq"] + 0.5
+        return ((np.floor(u * f + p["phase"]) + np.floor(v * f)) % 2).astype(np.float64)
+    if plan.pattern == "rings":
+        return 0.5 + 0.5 * np.cos(2 * math.pi * p["freq"] * np.hypot(u, v) + p["phase"])
+    if plan.pattern == "noise":
+        return _sample_periodic(
+            p["grid"], (u + 1.0) * (_NOISE_GRID / 2), (v + 1.0) * (_NOISE_GRID / 2)
+        )
+    if plan.pattern == "gradient":
+        return np.clip((along + 1.0) * 0.5, 0.0, 1.0)
+    raise ValueError(f"unknown pattern {plan.pattern!r}; expected one of {PATTERNS}")
+
+
+def _sample_periodic(grid: np.ndarray, x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """Bilinear sample of a periodic 2-D grid at float positions (x along columns)."""
+    gh, gw = grid.shape
+    x0, y0 = np.floor(x), np.floor(y)
+    wx, wy = x - x0, y - y0
+    xi, yi = x0.astype(np.int64) % gw, y0.astype(np.int64) % gh
+    xj, yj = (xi + 1) % gw, (yi + 1) % gh
+    top = grid[yi, xi] * (1 - wx) + grid[yi, xj] * wx
+    bottom = grid[yj, xi] * (1 - wx) + grid[yj, xj] * wx
+    return top * (1 - wy) + bottom * wy
+
+
+def _render(
+    plans: list[_ObjectPlan],
+    background: np.ndarray,
+    bg_velocity: np.ndarray,
+    config: SyntheticConfig,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Paint objects back to front over the moving background.
+
+    Returns frames (T x H x W x 3 uint8), the per-pixel label of the visible
+    object (T x H x W uint8, 0 = background, k + 1 = plans[k]) and the amodal
+    masks (O x T x H x W bool).
+    """
+    T, H, W = config.num_frames, config.height, config.width
+    frames = np.empty((T, H, W, 3), dtype=np.uint8)
+    labels = np.zeros((T, H, W), dtype=np.uint8)
+    amodal = np.zeros((len(plans), T, H, W), dtype=bool)
+    angles = np.linspace(-math.pi, math.pi, _ANGLE_SAMPLES, endpoint=False)
+    closed = [np.append(p.radial, p.radial[0]) for p in plans]  # for interpolation across +-pi
+    step = 2 * math.pi / _ANGLE_SAMPLES
+    for t in range(T):
+        dy, dx = np.rint(bg_velocity[::-1] * t).astype(np.int64)
+        frames[t] = np.roll(background, (int(dy), int(dx)), axis=(0, 1))
+        for k, plan in enumerate(plans):
+            cx, cy = plan.center[t]
+            s = plan.scale[t]
+            x0, x1 = max(int(math.floor(cx - s)), 0), min(int(math.ceil(cx + s)) + 1, W)
+            y0, y1 = max(int(math.floor(cy - s)), 0), min(int(math.ceil(cy + s)) + 1, H)
+            if x0 >= x1 or y0 >= y1:
+                continue
+            px = (np.arange(x0, x1) + 0.5 - cx)[None, :]
+            py = (np.arange(y0, y1) + 0.5 - cy)[:, None]
+            ca, sa = math.cos(plan.angle[t]), math.sin(plan.angle[t])
+            u = (px * ca + py * sa) / s
+            v = (py * ca - px * sa) / s
+            rho2 = u * u + v * v
+            near = rho2 <= 1.0
+            if not near.any():
+                continue
+            un, vn = u[near], v[near]
+            theta = np.arctan2(vn, un)
+            pos = (theta - angles[0]) / step
+            i = np.minimum(pos.astype(np.int64), _ANGLE_SAMPLES - 1)
+            frac = pos - i
+            r = closed[k][i] * (1 - frac) + closed[k][i + 1] * frac
+            inside_near = rho2[near] <= r * r
+            inside = np.zeros_like(near)
+            inside[near] = inside_near
+            alpha = _pattern(plan, un[inside_near], vn[inside_near])
+            color = plan.colors[0] + alpha[:, None] * (plan.colors[1] - plan.colors[0])
+            frames[t, y0:y1, x0:x1][inside] = np.clip(np.rint(color), 0, 255).astype(np.uint8)
+            labels[t, y0:y1, x0:x1][inside] = k + 1
+            amodal[k, t, y0:y1, x0:x1] = inside
+    return frames, labels, amodal
+
+
+# ---------------------------------------------------------------------------------------------
+# Simulated clicks
+
+
+def distance_transform(mask: np.ndarray) -> np.ndarray:
+    """Euclidean distance from each True pixel to the nearest False pixel (H x W float32).
+
+    Pixels outside the image count as False, so a click chosen from it also
+    keeps away from the frame edge. Exact: a column pass gives each pixel's
+    vertical distance to the nearest False pixel, then a row pass minimises
+    ``g(x')**2 + (x - x')**2`` over offsets, stopping once no offset can
+    improve any pixel.
+    """
+    mask = np.asarray(mask, dtype=bool)
+    if mask.ndim != 2:
+        raise ValueError(f"distance_transform needs an H x W mask, got shape {mask.shape}")
+    out = np.zeros(mask.shape, dtype=np.float32)
+    if not mask.any():
+        return out
+    rows = np.flatnonzero(mask.any(axis=1))
+    cols = np.flatnonzero(mask.any(axis=0))
+    r0, r1, c0, c1 = rows[0], rows[-1] + 1, cols[0], cols[-1] + 1
+    m = np.pad(mask[r0:r1, c0:c1], 1)
+    h, w = m.shape
+
+    idx = np.arange(h, dtype=np.int64)[:, None]
+    big = np.int64(4 * (h + w))
+    above = np.maximum.accumulate(np.where(m, -big, idx), axis=0)
+    below = np.minimum.accumulate(np.where(m, big, idx)[::-1], axis=0)[::-1]
+    g2 = np.minimum(idx - above, below - idx).astype(np.int64) ** 2  # vertical distance squared
+
+    d2 = g2.copy()
+    k = 1
+    while k < w and k * k < d2.max():
+        cand = g2[:, k:] + k * k  # from the pixel k columns to the right
+        np.minimum(d2[:, :-k], cand, out=d2[:, :-k])
+        cand = g2[:, :-k] + k * k  # from the pixel k columns to the left
+        np.minimum(d2[:, k:], cand, out=d2[:, k:])
+        k += 1
+    out[r0:r1, c0:c1] = np.sqrt(d2[1:-1, 1:-1].astype(np.float64)).astype(np.float32)
+    return out
+
+
+def first_click(mask: np.ndarray) -> tuple[int, int]:
+    """A positive click well inside the object: the (x, y) pixel farthest from its boundary.
+
+    Ties go to the first such pixel in raster order, so the click is deterministic.
+    """
+    mask = np.asarray(mask, dtype=bool)
+    if mask.ndim != 2:
+        raise ValueError(f"first_click needs an H x W mask, got shape {mask.shape}")
+    if not mask.any():
+        raise ValueError("first_click needs a non-empty mask")
+    dist = distance_transform(mask)
+    y, x = np.unravel_index(int(np.argmax(dist)), dist.shape)
+    return int(x), int(y)
+
+
+def corrective_click(
+    pred_mask: np.ndarray, gt_mask: np.ndarray, rng: np.random.Generator | None = None
+) -> tuple[int, int, int] | None:
+    """The next click a user would make to fix ``pred_mask``: (x, y, label), or None if it is perfect.
+
+    The click goes into whichever error is larger, measured by its thickest
+    part (largest distance to its own boundary): missed foreground gives
+    label 1, false positive label 0. Without ``rng`` the click is the
+    interior-most error pixel; with ``rng`` it is drawn uniformly from the
+    pixels at least half that deep (varied clicks for training).
+    """
+    pred = np.asarray(pred_mask, dtype=bool)
+    gt = np.asarray(gt_mask, dtype=bool)
+    if pred.shape != gt.shape or gt.ndim != 2:
+        raise ValueError(
+            f"corrective_click needs two H x W masks of one shape, got {pred.shape} and {gt.shape}"
+        )
+    missed = gt & ~pred
+    extra = pred & ~gt
+    if not missed.any() and not extra.any():
+        return None
+    d_missed = distance_transform(missed)
+    d_extra = distance_transform(extra)
+    if d_missed.max() >= d_extra.max():
+        dist, label = d_missed, 1
+    else:
+        dist, label = d_extra, 0
+    if rng is None:
+        y, x = np.unravel_index(int(np.argmax(dist)), dist.shape)
+    else:
+        ys, xs = np.nonzero(dist >= max(0.5 * float(dist.max()), 1.0))
+        i = int(rng.integers(len(ys)))
+        y, x = ys[i], xs[i]
+    return int(x), int(y), label
+
+
+def prompt_frame(track: np.ndarray, min_fraction: float = 0.25) -> int:
+    """The first frame where an object is clearly visible, for placing its first click.
+
+    ``track`` is T x H x W bool (one object's masks). The frame chosen is the
+    first whose area reaches ``min_fraction`` of the object's largest area,
+    so an object entering the frame is not prompted on a sliver;
+    ``min_fraction=0`` gives the first frame where any of it shows.
+    """
+    track = np.asarray(track, dtype=bool)
+    if track.ndim != 3:
+        raise ValueError(f"prompt_frame needs a T x H x W mask track, got shape {track.shape}")
+    if not 0.0 <= min_fraction <= 1.0:
+        raise ValueError(f"min_fraction must be in [0, 1], got {min_fraction}")
+    areas = track.reshape(track.shape[0], -1).sum(axis=1)
+    if areas.max() == 0:
+        raise ValueError("prompt_frame: the object is never visible")
+    threshold = max(min_fraction * areas.max(), 1)
+    return int(np.flatnonzero(areas >= threshold)[0])
