@@ -1,0 +1,58 @@
+"""Building models: by official name, from an official-style config file, or from a ModelConfig."""
+
+from __future__ import annotations
+
+import torch
+
+from .checkpoint import load_checkpoint
+from .config import (
+    OFFICIAL_CONFIG_FILES,
+    ConfigError,
+    ModelConfig,
+    config_from_document,
+    official_config,
+    parse_config_text,
+)
+from .modeling.sam2 import SAM2Model
+
+
+def resolve_config(model: str | dict | ModelConfig, storage_options: dict | None = None) -> ModelConfig:
+    """An official name, a path/URL to a YAML or config.json, a config tree, or a ModelConfig."""
+    if isinstance(model, ModelConfig):
+        return model
+    if isinstance(model, dict):
+        return config_from_document(model)
+    if model in OFFICIAL_CONFIG_FILES:
+        return official_config(model)
+    looks_like_file = any(model.endswith(ext) for ext in (".yaml", ".yml", ".json")) or "/" in model
+    if not looks_like_file:
+        raise ConfigError(f"unknown model {model!r}: use an official name ({', '.join(sorted(OFFICIAL_CONFIG_FILES))}) or a path to a config file")
+    import fsspec
+
+    fs, path = fsspec.core.url_to_fs(model, **(storage_options or {}))
+    if not fs.exists(path):
+        raise FileNotFoundError(f"model config not found: {model}")
+    with fs.open(path, "rt") as f:
+        text = f.read()
+    return parse_config_text(text, name=model)
+
+
+def build_model(
+    model: str | dict | ModelConfig,
+    checkpoint: str | None = None,
+    device: str | torch.device = "cpu",
+    storage_options: dict | None = None,
+) -> SAM2Model:
+    """Build a SAM 2 model in eval mode; load ``checkpoint`` strictly when given (random weights otherwise)."""
+    cfg = resolve_config(model, storage_options)
+    net = SAM2Model(cfg)
+    if checkpoint is not None:
+        load_checkpoint(net, checkpoint, storage_options)
+    return net.to(device).eval()
+
+
+def build_meta(model: str | dict | ModelConfig) -> SAM2Model:
+    """Build on the meta device: shapes and names without allocating weights."""
+    cfg = resolve_config(model)
+    with torch.device("meta"):
+        return SAM2Model(cfg)

@@ -1,0 +1,94 @@
+"""Loading official checkpoints (``torch.save({"model": state_dict})``) strictly.
+
+A checkpoint is refused, with a message listing the offending tensors, when
+any tensor is missing, unexpected or of the wrong shape; files that are not
+SAM 2 checkpoints or are truncated are refused too. Loading never unpickles
+arbitrary objects (``weights_only=True``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import pickle
+import zipfile
+from collections.abc import Mapping
+
+import torch
+from torch import nn
+
+
+class CheckpointError(ValueError):
+    """A file that cannot be loaded as the requested SAM 2 checkpoint."""
+
+
+def _open(uri: str, storage_options: dict | None):
+    import fsspec
+
+    fs, path = fsspec.core.url_to_fs(uri, **(storage_options or {}))
+    if not fs.exists(path):
+        raise FileNotFoundError(f"checkpoint not found: {uri}")
+    return fs.open(path, "rb")
+
+
+def read_bytes(uri: str, storage_options: dict | None = None) -> bytes:
+    """The raw bytes of a checkpoint at a local path or any fsspec URL."""
+    with _open(uri, storage_options) as f:
+        return f.read()
+
+
+def file_digest(uri: str, storage_options: dict | None = None) -> str:
+    """SHA-256 (hex) of a file at a local path or fsspec URL."""
+    h = hashlib.sha256()
+    with _open(uri, storage_options) as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def read_state_dict(data: bytes, source: str = "<bytes>") -> dict[str, torch.Tensor]:
+    """Parse checkpoint bytes into a state dict, refusing anything but ``{"model": {name: tensor}}``."""
+    try:
+        obj = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+    except (RuntimeError, EOFError, zipfile.BadZipFile, pickle.UnpicklingError, ValueError, OSError) as err:
+        reason = "truncated or corrupt" if zipfile.is_zipfile(io.BytesIO(data)) or data[:2] == b"PK" else "not a PyTorch checkpoint"
+        raise CheckpointError(f"{source}: cannot read checkpoint ({reason}): {err}") from err
+    if not isinstance(obj, Mapping) or "model" not in obj:
+        keys = list(obj)[:5] if isinstance(obj, Mapping) else type(obj).__name__
+        raise CheckpointError(f"{source}: not a SAM 2 checkpoint (expected a dict with a 'model' state dict, got {keys})")
+    state = obj["model"]
+    if not isinstance(state, Mapping) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise CheckpointError(f"{source}: 'model' is not a state dict of tensors")
+    return dict(state)
+
+
+def _listing(names: list[str], limit: int = 20) -> str:
+    shown = ", ".join(names[:limit])
+    return shown + (f" ... (+{len(names) - limit} more)" if len(names) > limit else "")
+
+
+def load_state_dict_strict(model: nn.Module, state: Mapping[str, torch.Tensor], source: str = "<checkpoint>") -> None:
+    """Copy ``state`` into ``model``, refusing missing, unexpected or mis-shaped tensors."""
+    expected = model.state_dict()
+    missing = sorted(set(expected) - set(state))
+    unexpected = sorted(set(state) - set(expected))
+    wrong = sorted(
+        f"{k} {tuple(state[k].shape)} (model: {tuple(expected[k].shape)})"
+        for k in set(expected) & set(state)
+        if tuple(state[k].shape) != tuple(expected[k].shape)
+    )
+    problems = []
+    if missing:
+        problems.append(f"{len(missing)} missing: {_listing(missing)}")
+    if unexpected:
+        problems.append(f"{len(unexpected)} unexpected: {_listing(unexpected)}")
+    if wrong:
+        problems.append(f"{len(wrong)} of the wrong shape: {_listing(wrong)}")
+    if problems:
+        raise CheckpointError(f"{source} does not fit this model ({getattr(getattr(model, 'cfg', None), 'name', '?')}): " + "; ".join(problems))
+    model.load_state_dict(state, strict=True)
+
+
+def load_checkpoint(model: nn.Module, uri: str, storage_options: dict | None = None) -> None:
+    """Load an official checkpoint from a local path or fsspec URL into ``model``, strictly."""
+    load_state_dict_strict(model, read_state_dict(read_bytes(uri, storage_options), uri), uri)

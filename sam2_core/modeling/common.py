@@ -1,0 +1,113 @@
+"""Small building blocks shared by several SAM 2 modules."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+class MLP(nn.Module):
+    """A stack of ``num_layers`` linear layers with an activation between them.
+
+    Parameter names (``layers.<i>``) match the official checkpoints.
+    """
+
+    def __init__(
+        self,
+        input_dim: int,
+        hidden_dim: int,
+        output_dim: int,
+        num_layers: int,
+        activation: type[nn.Module] = nn.ReLU,
+        sigmoid_output: bool = False,
+    ):
+        super().__init__()
+        dims = [input_dim] + [hidden_dim] * (num_layers - 1) + [output_dim]
+        self.layers = nn.ModuleList(nn.Linear(a, b) for a, b in zip(dims[:-1], dims[1:]))
+        self.act = activation()
+        self.sigmoid_output = sigmoid_output
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        last = len(self.layers) - 1
+        for i, layer in enumerate(self.layers):
+            x = layer(x)
+            if i < last:
+                x = self.act(x)
+        return torch.sigmoid(x) if self.sigmoid_output else x
+
+
+class LayerNorm2d(nn.Module):
+    """Layer norm over the channel axis of a B x C x H x W tensor."""
+
+    def __init__(self, num_channels: int, eps: float = 1e-6):
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(num_channels))
+        self.bias = nn.Parameter(torch.zeros(num_channels))
+        self.eps = eps
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        mean = x.mean(1, keepdim=True)
+        var = (x - mean).pow(2).mean(1, keepdim=True)
+        x = (x - mean) / torch.sqrt(var + self.eps)
+        return self.weight[:, None, None] * x + self.bias[:, None, None]
+
+
+def sine_position_encoding_2d(
+    batch: int, height: int, width: int, num_pos_feats: int, temperature: float, device: torch.device
+) -> torch.Tensor:
+    """DETR-style normalised sine encoding of a H x W grid: B x num_pos_feats x H x W.
+
+    Half the channels encode y, half x; coordinates run 1..H (1..W) scaled to (0, 2*pi].
+    """
+    half = num_pos_feats // 2
+    eps = 1e-6
+    scale = 2 * torch.pi
+    ys = torch.arange(1, height + 1, dtype=torch.float32, device=device)
+    xs = torch.arange(1, width + 1, dtype=torch.float32, device=device)
+    ys = ys / (ys[-1] + eps) * scale
+    xs = xs / (xs[-1] + eps) * scale
+    k = torch.arange(half, dtype=torch.float32, device=device)
+    dim_t = temperature ** (2 * torch.div(k, 2, rounding_mode="floor") / half)
+
+    def encode(values: torch.Tensor) -> torch.Tensor:
+        angles = values[:, None] / dim_t  # N x half
+        return torch.stack((angles[:, 0::2].sin(), angles[:, 1::2].cos()), dim=2).flatten(1)
+
+    enc_y = encode(ys)[:, None, :].expand(height, width, half)
+    enc_x = encode(xs)[None, :, :].expand(height, width, half)
+    pos = torch.cat((enc_y, enc_x), dim=2).permute(2, 0, 1)
+    return pos.unsqueeze(0).expand(batch, -1, -1, -1)
+
+
+class PositionEmbeddingSine(nn.Module):
+    """Sine position encoding of a feature map (no parameters)."""
+
+    def __init__(self, num_pos_feats: int, temperature: float = 10000.0):
+        super().__init__()
+        if num_pos_feats % 2:
+            raise ValueError(f"num_pos_feats must be even, got {num_pos_feats}")
+        self.num_pos_feats = num_pos_feats
+        self.temperature = temperature
+        self._cache: dict[tuple, torch.Tensor] = {}
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, _, h, w = x.shape
+        key = (h, w, x.device)
+        if key not in self._cache:
+            self._cache[key] = sine_position_encoding_2d(1, h, w, self.num_pos_feats, self.temperature, x.device).contiguous()
+        return self._cache[key].expand(b, -1, -1, -1).to(x.dtype)
+
+
+def sine_encoding_1d(positions: torch.Tensor, dim: int, temperature: float = 10000.0) -> torch.Tensor:
+    """Sine/cosine encoding of scalar positions: N -> N x dim (sines first, then cosines)."""
+    half = dim // 2
+    k = torch.arange(half, dtype=torch.float32, device=positions.device)
+    dim_t = temperature ** (2 * torch.div(k, 2, rounding_mode="floor") / half)
+    angles = positions.unsqueeze(-1) / dim_t
+    return torch.cat([angles.sin(), angles.cos()], dim=-1)
+
+
+def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None = None, dropout_p: float = 0.0) -> torch.Tensor:
+    """Scaled dot-product attention on B x heads x L x d tensors; ``mask`` is True where keys count."""
+    return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout_p)

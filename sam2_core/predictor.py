@@ -1,0 +1,148 @@
+"""Image prediction: set one image (or a batch), then ask for masks from points, boxes and masks."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .modeling.sam2 import ImageFeatures, SAM2Model
+from .transforms import as_rgb_array, box_to_points, image_to_input, to_model_coords
+
+
+@dataclass
+class ImagePrediction:
+    """Masks for B prompts (B omitted when the prompt was not batched).
+
+    masks: B x M x H x W, logits or booleans at the image's resolution; ious: B x M predicted
+    IoU; low_res_logits: B x M x h x w (pass one back as ``mask_input`` to refine);
+    object_score_logits: B x 1 (> 0: the object is judged present).
+    """
+
+    masks: torch.Tensor
+    ious: torch.Tensor
+    low_res_logits: torch.Tensor
+    object_score_logits: torch.Tensor
+
+    def numpy(self) -> dict[str, np.ndarray]:
+        return {k: v.detach().cpu().numpy() for k, v in vars(self).items()}
+
+
+class ImagePredictor:
+    """SAM 2 on still images. Prompts are in pixels of the original image."""
+
+    def __init__(self, model: SAM2Model, mask_threshold: float = 0.0):
+        self.model = model
+        self.mask_threshold = mask_threshold
+        self._features: ImageFeatures | None = None
+        self._sizes: list[tuple[int, int]] = []
+
+    @torch.inference_mode()
+    def set_image(self, image) -> None:
+        """Encode one image (H x W x 3 uint8 array or PIL image)."""
+        self.set_images([image])
+
+    @torch.inference_mode()
+    def set_images(self, images: Sequence) -> None:
+        """Encode a batch of images (they may differ in size); address them by ``image_index``."""
+        if len(images) == 0:
+            raise ValueError("set_images needs at least one image")
+        arrays = [as_rgb_array(im) for im in images]
+        size = self.model.image_size
+        batch = torch.cat([image_to_input(a, size, self.model.device) for a in arrays])
+        feats = self.model.encode_image(batch)
+        if self.model.cfg.tracking.directly_add_no_mem_embed:
+            feats.levels[-1] = self.model.add_no_memory(feats.levels[-1])
+        self._features = feats
+        self._sizes = [(a.shape[0], a.shape[1]) for a in arrays]
+
+    @property
+    def features(self) -> ImageFeatures:
+        if self._features is None:
+            raise RuntimeError("call set_image() before predicting")
+        return self._features
+
+    @torch.inference_mode()
+    def predict(
+        self,
+        point_coords=None,
+        point_labels=None,
+        box=None,
+        mask_input=None,
+        multimask_output: bool = True,
+        return_logits: bool = False,
+        image_index: int = 0,
+    ) -> ImagePrediction:
+        """Predict masks on image ``image_index``.
+
+        point_coords: N x 2 or B x N x 2 (x, y pixels); point_labels: N or B x N (1 foreground,
+        0 background); box: 4 or B x 4 (x1, y1, x2, y2 pixels); mask_input: 1 x h x w or
+        B x 1 x h x w low-res logits from an earlier prediction. Leading B dims batch many
+        prompts on the same image in one call.
+        """
+        feats = self.features
+        if not 0 <= image_index < len(self._sizes):
+            raise IndexError(f"image_index {image_index} out of range for {len(self._sizes)} image(s)")
+        dev = self.model.device
+        orig_hw = self._sizes[image_index]
+        size = self.model.image_size
+
+        coords = labels = None
+        batched = False
+        if (point_coords is None) != (point_labels is None):
+            raise ValueError("point_coords and point_labels must be given together")
+        if point_coords is not None:
+            coords = torch.as_tensor(np.asarray(point_coords), dtype=torch.float32, device=dev)
+            labels = torch.as_tensor(np.asarray(point_labels), dtype=torch.int32, device=dev)
+            if coords.ndim == 2:
+                coords, labels = coords[None], labels[None]
+            else:
+                batched = True
+            if coords.shape[-1] != 2 or coords.shape[:2] != labels.shape[:2]:
+                raise ValueError(f"point_coords {tuple(coords.shape)} and point_labels {tuple(labels.shape)} do not match")
+            coords = to_model_coords(coords, orig_hw, size)
+        if box is not None:
+            boxes = torch.as_tensor(np.asarray(box), dtype=torch.float32, device=dev)
+            batched = batched or boxes.ndim == 2
+            boxes = boxes.reshape(-1, 4)
+            bcoords, blabels = box_to_points(to_model_coords(boxes.reshape(-1, 2), orig_hw, size).reshape(-1, 4))
+            if coords is not None:
+                if coords.shape[0] != bcoords.shape[0]:
+                    if coords.shape[0] == 1:
+                        coords, labels = coords.expand(bcoords.shape[0], -1, -1), labels.expand(bcoords.shape[0], -1)
+                    else:
+                        raise ValueError(f"{bcoords.shape[0]} boxes but {coords.shape[0]} point sets")
+                coords = torch.cat([bcoords, coords], dim=1)
+                labels = torch.cat([blabels, labels], dim=1)
+            else:
+                coords, labels = bcoords, blabels
+        masks_in = None
+        if mask_input is not None:
+            masks_in = torch.as_tensor(np.asarray(mask_input), dtype=torch.float32, device=dev)
+            if masks_in.ndim == 3:
+                masks_in = masks_in[None]
+            else:
+                batched = True
+        n = coords.shape[0] if coords is not None else (masks_in.shape[0] if masks_in is not None else 1)
+
+        pe = self.model.sam_prompt_encoder
+        sparse, dense = pe(coords, labels, masks_in, batch_size=n)
+        image = feats.take(image_index)
+        out = self.model.sam_mask_decoder(
+            image.embedding, pe.get_dense_pe(), sparse, dense,
+            multimask_output=multimask_output,
+            high_res_features=[x.expand(n, -1, -1, -1) for x in image.high_res],
+            repeat_image=n > 1,
+        )
+        low = out.masks.float()
+        masks = F.interpolate(low, size=orig_hw, mode="bilinear", align_corners=False)
+        low = low.clamp(-32.0, 32.0)
+        if not return_logits:
+            masks = masks > self.mask_threshold
+        pred = ImagePrediction(masks, out.iou.float(), low, out.object_score_logits.float())
+        if not batched:
+            pred = ImagePrediction(*(t[0] for t in (pred.masks, pred.ious, pred.low_res_logits, pred.object_score_logits)))
+        return pred
