@@ -1,0 +1,109 @@
+"""Per-frame mask rows: the output table schema and COCO RLE encoding/decoding.
+
+Masks are stored as COCO compressed RLE (pycocotools), ``counts`` as ASCII
+text, so a row is a few hundred bytes instead of H*W. pycocotools does no
+bounds checking when decoding, so every RLE read from outside is checked
+here (:func:`validate_rle`) before it reaches pycocotools.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pyarrow as pa
+from pycocotools import mask as mask_utils
+
+MASK_SCHEMA = pa.schema(
+    [
+        pa.field("video_id", pa.string(), nullable=False),
+        pa.field("object_id", pa.int64(), nullable=False),
+        pa.field("frame_index", pa.int64(), nullable=False),
+        pa.field("height", pa.int32(), nullable=False),
+        pa.field("width", pa.int32(), nullable=False),
+        pa.field("rle", pa.string(), nullable=False),  # COCO compressed counts (ASCII)
+        pa.field("area", pa.int64(), nullable=False),  # pixels inside the mask
+        pa.field("bbox", pa.list_(pa.float64(), 4), nullable=False),  # x, y, w, h; zeros if empty
+        pa.field("score", pa.float32()),  # predicted IoU of the mask
+        pa.field("present", pa.bool_()),  # object judged visible on this frame
+        pa.field("prompted", pa.bool_()),  # this frame carried a prompt for this object
+        pa.field("run_id", pa.string()),
+        pa.field("model", pa.string()),
+    ]
+)
+
+
+def encode_mask(mask: np.ndarray) -> tuple[str, int, tuple[float, float, float, float]]:
+    """Encode an H x W mask (bool, or nonzero = inside) as (COCO counts text, area, bbox x,y,w,h)."""
+    mask = np.asarray(mask)
+    if mask.ndim != 2:
+        raise ValueError(f"encode_mask expects an H x W mask, got shape {mask.shape}")
+    binary = np.asfortranarray(mask != 0, dtype=np.uint8)
+    rle = mask_utils.encode(binary)
+    area = int(mask_utils.area(rle))
+    x, y, w, h = (float(v) for v in mask_utils.toBbox(rle))
+    return rle["counts"].decode("ascii"), area, (x, y, w, h)
+
+
+def decode_mask(rle: str, height: int, width: int) -> np.ndarray:
+    """Decode COCO compressed counts into an H x W bool mask (checked before pycocotools sees it)."""
+    validate_rle(rle, height, width)
+    decoded = mask_utils.decode({"size": [int(height), int(width)], "counts": rle.encode("ascii")})
+    return decoded.astype(bool)
+
+
+def rle_counts(counts: str) -> list[int]:
+    """Run lengths from COCO's compressed counts string (LEB128-like, 6 bits a character).
+
+    Each character holds 5 payload bits plus a continuation bit; the last
+    character of a value carries its sign; from the fourth value on, values are
+    stored as differences to the value two places earlier.
+    """
+    runs: list[int] = []
+    value, shift = 0, 0
+    for position, char in enumerate(counts):
+        code = ord(char) - 48
+        if not 0 <= code < 64:
+            raise ValueError(f"RLE counts: invalid character {char!r} at position {position}")
+        value |= (code & 0x1F) << shift
+        shift += 5
+        if code & 0x20:
+            continue
+        if code & 0x10:
+            value -= 1 << shift
+        if len(runs) > 2:
+            value += runs[-2]
+        runs.append(value)
+        value, shift = 0, 0
+    if shift:
+        raise ValueError("RLE counts: text ends in the middle of a value")
+    return runs
+
+
+def validate_rle(counts: str, height: int, width: int) -> None:
+    """Raise ValueError unless ``counts`` is a well-formed RLE of exactly height x width pixels."""
+    if not isinstance(counts, str) or not counts:
+        raise ValueError(f"RLE counts must be a non-empty string, got {counts!r:.60}")
+    for name, value in (("height", height), ("width", width)):
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value <= 0:
+            raise ValueError(f"RLE size: {name} must be a positive integer, got {value!r}")
+    runs = rle_counts(counts)
+    if any(run < 0 for run in runs):
+        raise ValueError("RLE counts: negative run length")
+    total = sum(runs)
+    if total != int(height) * int(width):
+        raise ValueError(
+            f"RLE counts cover {total} pixels but size {height}x{width} has {int(height) * int(width)}"
+        )
+
+
+def masks_from_table(table: pa.Table) -> dict[tuple[str, int, int], np.ndarray]:
+    """Turn mask rows back into bool masks keyed by (video_id, object_id, frame_index)."""
+    columns = table.select(["video_id", "object_id", "frame_index", "height", "width", "rle"])
+    out: dict[tuple[str, int, int], np.ndarray] = {}
+    for video_id, object_id, frame_index, height, width, rle in zip(
+        *(column.to_pylist() for column in columns.columns)
+    ):
+        key = (video_id, int(object_id), int(frame_index))
+        if key in out:
+            raise ValueError(f"mask table holds more than one row for {key}")
+        out[key] = decode_mask(rle, height, width)
+    return out
