@@ -8,6 +8,8 @@ here (:func:`validate_rle`) before it reaches pycocotools.
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pyarrow as pa
 from pycocotools import mask as mask_utils
@@ -46,7 +48,12 @@ def encode_mask(mask: np.ndarray) -> tuple[str, int, tuple[float, float, float, 
 def decode_mask(rle: str, height: int, width: int) -> np.ndarray:
     """Decode COCO compressed counts into an H x W bool mask (checked before pycocotools sees it)."""
     validate_rle(rle, height, width)
-    decoded = mask_utils.decode({"size": [int(height), int(width)], "counts": rle.encode("ascii")})
+    with warnings.catch_warnings():
+        # pycocotools' Cython decode trips a NumPy 2 "copy keyword" DeprecationWarning; harmless
+        warnings.simplefilter("ignore", DeprecationWarning)
+        decoded = mask_utils.decode(
+            {"size": [int(height), int(width)], "counts": rle.encode("ascii")}
+        )
     return decoded.astype(bool)
 
 
