@@ -475,14 +475,14 @@ def _evaluate_video(
 def read_mask_table(uri: str, storage_options: dict | None = None) -> pa.Table:
     """Read a mask table from a Parquet file, a folder of Parquet files, or a label run's output folder.
 
-    A label run's output folder (one holding ``_commits/``) is read through
-    ``pipeline.sink.read_masks``, so only committed units count.
+    A label run's output folder (one holding ``_commits/`` or ``masks/``) is
+    read through ``pipeline.sink.read_masks``, so only committed units count.
     """
     fs, path = url_to_fs(uri, storage_options)
     if not fs.exists(path):
         raise FileNotFoundError(f"mask table not found: {uri}")
     if fs.isdir(path):
-        if fs.exists(posixpath.join(path, "_commits")):
+        if any(fs.exists(posixpath.join(path, name)) for name in ("_commits", "masks")):
             from pipeline.sink import read_masks  # only label-run outputs need the sink
 
             return read_masks(uri, storage_options)

@@ -331,3 +331,21 @@ def test_report_json_has_no_nan():
     report = evaluate_tables(table(gt), table(gt))
     assert report.objects == [] and math.isnan(report.jf)
     assert json.loads(json.dumps(report.to_dict()))["overall"]["J&F"] is None
+
+
+def test_label_run_output_counts_only_committed_units(tmp_path):
+    from pipeline.sink import OutputStore
+
+    gt, pred = video_one()
+    run = tmp_path / "run"
+    store = OutputStore(str(run))
+    store.commit_unit("unit-a", table(pred), {"note": "test"})
+    # A unit that crashed after writing its data file but before its commit record.
+    pq.write_table(table(rows("v1", 2, {0: square()})), run / "masks" / "unit-b.parquet")
+    store.write_summary({"units": 1})
+    pq.write_table(table(gt), tmp_path / "gt.parquet")
+
+    report = evaluate_uris(str(run), str(tmp_path / "gt.parquet"), skip="none")
+    j, f = expected([0, 1, 2, 3, 4])
+    assert report.jf == pytest.approx((j + f) / 2)
+    assert not any("[2]" in w for w in report.warnings)  # unit-b's object 2 was never seen

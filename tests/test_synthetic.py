@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 import math
 
 import av
@@ -297,39 +296,22 @@ def test_encode_mp4_rejects_odd_sizes():
         encode_mp4(np.zeros((2, 15, 16, 3), np.uint8))
 
 
-@pytest.fixture
-def s3_server():
-    from moto.server import ThreadedMotoServer
+@pytest.fixture(scope="module")
+def s3():
+    from s3_server import start_s3
 
-    logging.getLogger("werkzeug").setLevel(logging.ERROR)
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0)
-    server.start()
-    host, port = server.get_host_and_port()
-    try:
-        yield f"http://{host}:{port}"
-    finally:
-        server.stop()
+    with start_s3(buckets=["synth-data"]) as server:
+        yield server
 
 
-def test_dataset_round_trip_on_s3(s3_server):
-    import boto3
-
-    options = {"key": "testing", "secret": "testing", "client_kwargs": {"endpoint_url": s3_server}}
-    boto3.client(
-        "s3",
-        endpoint_url=s3_server,
-        aws_access_key_id="testing",
-        aws_secret_access_key="testing",
-        region_name="us-east-1",
-    ).create_bucket(Bucket="synth-data")
+def test_dataset_round_trip_on_s3(s3):
+    options = s3.storage_options
     config = SyntheticConfig(height=48, width=64, num_frames=6)
     dataset = write_synthetic_dataset("s3://synth-data/sets/a", [11], config, options)
     assert dataset.manifest == "s3://synth-data/sets/a/manifest.jsonl"
     assert dataset.videos == ("s3://synth-data/sets/a/videos/synthetic-000011.mp4",)
 
-    import fsspec
-
-    fs = fsspec.filesystem("s3", skip_instance_cache=True, **options)
+    fs = s3.filesystem()
     with fs.open("synth-data/sets/a/videos/synthetic-000011.mp4", "rb") as handle:
         assert _decode(handle).shape == (6, 48, 64, 3)
     from pipeline.manifest import read_manifest
