@@ -224,6 +224,12 @@ def test_dataset_round_trip_local(tmp_path):
         decoded = _decode(video_uri)
         assert decoded.shape == generated.frames.shape
         assert np.abs(decoded.astype(int) - generated.frames.astype(int)).mean() < 4.0
+        # The pipeline's own reader sees the same frames the ground truth refers to.
+        from pipeline.video import open_video
+
+        with open_video(video_uri) as reader:
+            assert (len(reader), reader.height, reader.width) == (10, 64, 80)
+            assert np.array_equal(reader[9], decoded[9])
 
         table = pq.read_table(tmp_path / "ds" / "ground_truth" / f"{video_id}.parquet")
         assert table.schema.equals(MASK_SCHEMA)
