@@ -1,0 +1,614 @@
+"""Manifests: which videos to label and the prompts for each object, validated into jobs.
+
+A manifest is JSON Lines (one video per line)::
+
+    {"video": "s3://bucket/clips/cups.mp4", "video_id": "cups",
+     "objects": [{"object_id": 1, "prompts": [{"frame": 0, "points": [[412, 300]], "labels": [1]}]},
+                 {"object_id": 2, "prompts": [{"frame": 0, "box": [100, 120, 300, 400]}]},
+                 {"object_id": 3, "prompts": [{"frame": 10, "mask": {"size": [540, 960], "counts": "..."}}]}]}
+
+or a Parquet/CSV table with one prompt per row (columns ``video, video_id,
+object_id, frame, points, labels, box, mask_rle``; in CSV the last four are
+JSON text), grouped by video then object. Coordinates are pixels of the
+original video. A relative ``video`` path is resolved against the
+manifest's folder.
+
+Every problem becomes a :class:`Reject` naming the line/row and field; a
+video with any problem yields no job (labeling it with some prompts missing
+would silently give different masks), and never stops the valid rest.
+Whether a prompt's frame lies inside the video is only known after decoding,
+so that is checked by the worker.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import json
+import math
+import posixpath
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from pipeline.masks import validate_rle
+from pipeline.storage import has_protocol, url_to_fs
+
+
+@dataclass(frozen=True)
+class Prompt:
+    """Prompts for one object on one frame; coordinates in original-video pixels.
+
+    points: N x (x, y) with labels N x {0: background, 1: foreground};
+    box: (x1, y1, x2, y2); mask_rle: {"size": [h, w], "counts": str} (COCO compressed RLE).
+    """
+
+    frame: int
+    points: tuple[tuple[float, float], ...] | None = None
+    labels: tuple[int, ...] | None = None
+    box: tuple[float, float, float, float] | None = None
+    mask_rle: dict | None = None
+
+
+@dataclass(frozen=True)
+class ObjectSpec:
+    """One object to track and its prompts (on one or more frames)."""
+
+    object_id: int
+    prompts: tuple[Prompt, ...]
+
+
+@dataclass(frozen=True)
+class VideoJob:
+    """A validated video to label; ``location`` says where it came from (e.g. "m.jsonl line 3")."""
+
+    video: str
+    video_id: str
+    objects: tuple[ObjectSpec, ...]
+    location: str
+
+
+@dataclass(frozen=True)
+class Reject:
+    """One problem with a manifest entry: where, which field, why, and the raw entry text."""
+
+    location: str
+    field: str
+    reason: str
+    raw: str
+    video: str | None = None
+
+
+VIDEO_FIELDS = ("video", "video_id", "objects")
+OBJECT_FIELDS = ("object_id", "prompts")
+PROMPT_FIELDS = ("frame", "points", "labels", "box", "mask")
+TABLE_COLUMNS = ("video", "video_id", "object_id", "frame", "points", "labels", "box", "mask_rle")
+TABLE_REQUIRED = ("video", "object_id", "frame")
+TABLE_JSON_COLUMNS = ("points", "labels", "box", "mask_rle")
+JSONL_SUFFIXES = (".jsonl", ".ndjson", ".json")
+PARQUET_SUFFIXES = (".parquet", ".pq")
+CSV_SUFFIXES = (".csv",)
+MAX_ID = 2**63 - 1
+_ID_UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
+
+
+class _Invalid(Exception):
+    """A single validation problem inside one entry (turned into a Reject)."""
+
+    def __init__(self, field: str, reason: str, location: str | None = None):
+        super().__init__(f"{field}: {reason}")
+        self.field = field
+        self.reason = reason
+        self.location = location  # set for table rows; None means the entry's own location
+
+
+def default_video_id(uri: str) -> str:
+    """Stable id for a video URI: its file/folder name (made safe) plus a short hash of the URI.
+
+    The hash keeps ids distinct for equal names in different folders; the name keeps them readable.
+    """
+    normalized = uri.rstrip("/") or uri
+    stem = posixpath.basename(normalized.replace("\\", "/"))
+    for suffix in (".mp4", ".mov", ".mkv", ".avi", ".webm", ".m4v"):
+        if stem.lower().endswith(suffix):
+            stem = stem[: -len(suffix)]
+            break
+    stem = _ID_UNSAFE.sub("_", stem).strip("._-") or "video"
+    digest = hashlib.sha256(normalized.encode("utf-8")).hexdigest()[:10]
+    return f"{stem[:64]}-{digest}"
+
+
+def read_manifest(
+    uri: str, storage_options: dict | None = None
+) -> tuple[list[VideoJob], list[Reject]]:
+    """Read and validate a JSONL / Parquet / CSV manifest (chosen by extension) at a path or fsspec URL.
+
+    Returns the valid jobs in manifest order and one Reject per problem found.
+    Raises FileNotFoundError if the manifest is missing or unreadable, and
+    ValueError for an unknown extension or a table whose columns are wrong.
+    """
+    fs, path = url_to_fs(uri, storage_options)
+    name = posixpath.basename(path)
+    lowered = name.lower()
+    base = _manifest_base(uri)
+    try:
+        if lowered.endswith(JSONL_SUFFIXES):
+            with fs.open(path, "rb") as handle:
+                data = handle.read()
+            entries = _jsonl_entries(data, name)
+        elif lowered.endswith(PARQUET_SUFFIXES):
+            with fs.open(path, "rb") as handle:
+                table = pq.read_table(handle)
+            entries = None
+        elif lowered.endswith(CSV_SUFFIXES):
+            with fs.open(path, "rb") as handle:
+                data = handle.read()
+            table = None
+        else:
+            raise ValueError(
+                f"manifest {uri}: unknown extension (expected one of "
+                f"{', '.join(JSONL_SUFFIXES + PARQUET_SUFFIXES + CSV_SUFFIXES)})"
+            )
+    except FileNotFoundError as error:
+        raise FileNotFoundError(f"manifest not found: {uri}") from error
+    except (PermissionError, IsADirectoryError) as error:
+        raise FileNotFoundError(f"manifest unreadable: {uri} ({error})") from error
+    except pa.ArrowInvalid as error:
+        raise ValueError(f"manifest {uri}: not a readable Parquet file ({error})") from error
+
+    if lowered.endswith(JSONL_SUFFIXES):
+        return _validate_entries(entries, base)
+    if lowered.endswith(CSV_SUFFIXES):
+        rows = _csv_rows(data, name)
+    else:
+        rows = _parquet_rows(table, name)
+    return _validate_entries(_group_rows(rows), base)
+
+
+# ---------------------------------------------------------------- reading
+
+
+@dataclass
+class _Entry:
+    """One video's raw description before validation, or the problems that prevent building it."""
+
+    location: str
+    raw: str
+    value: Any = None  # parsed dict in the JSONL layout
+    problems: list[_Invalid] | None = None
+    locations: dict | None = None  # (object index, prompt index) -> row location (tables)
+    row_raws: dict | None = None  # row location -> that row as JSON text (tables)
+
+
+def _manifest_base(uri: str) -> str:
+    """Folder of the manifest, for resolving relative video paths."""
+    if has_protocol(uri):
+        return uri.rsplit("/", 1)[0]
+    _, path = url_to_fs(uri)
+    return posixpath.dirname(path)
+
+
+def _resolve_video(video: str, base: str) -> str:
+    if has_protocol(video) or video.startswith("/"):
+        return video
+    return (
+        posixpath.normpath(posixpath.join(base, video)) if "://" not in base else f"{base}/{video}"
+    )
+
+
+def _jsonl_entries(data: bytes, name: str) -> list[_Entry]:
+    entries = []
+    for number, line in enumerate(data.split(b"\n"), start=1):
+        location = f"{name} line {number}"
+        try:
+            text = line.decode("utf-8").strip()
+        except UnicodeDecodeError as error:
+            raw = line.decode("utf-8", errors="replace")
+            entries.append(
+                _Entry(location, raw, problems=[_Invalid("line", f"not UTF-8 ({error})")])
+            )
+            continue
+        if not text:
+            continue
+        try:
+            value = json.loads(text)
+        except json.JSONDecodeError as error:
+            entries.append(
+                _Entry(location, text, problems=[_Invalid("line", f"malformed JSON: {error}")])
+            )
+            continue
+        entries.append(_Entry(location, text, value=value))
+    return entries
+
+
+def _csv_rows(data: bytes, name: str) -> list[tuple[str, dict]]:
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as error:
+        raise ValueError(f"manifest {name}: not UTF-8 text ({error})") from error
+    reader = csv.reader(io.StringIO(text, newline=""))
+    header = next(reader, None)
+    if header is None:
+        return []
+    header = [column.strip() for column in header]
+    _check_columns(header, name)
+    rows = []
+    for number, cells in enumerate(reader, start=1):
+        if not any(cell.strip() for cell in cells):
+            continue
+        location = f"{name} row {number}"
+        if len(cells) != len(header):
+            problem = f"{len(cells)} cells, header has {len(header)}"
+            video = cells[header.index("video")] if len(cells) > header.index("video") else None
+            rows.append((location, {"__problem__": problem, "__raw__": cells, "video": video}))
+            continue
+        row = {column: (cell if cell.strip() else None) for column, cell in zip(header, cells)}
+        rows.append((location, row))
+    return rows
+
+
+def _parquet_rows(table: pa.Table, name: str) -> list[tuple[str, dict]]:
+    _check_columns(table.column_names, name)
+    return [(f"{name} row {number}", row) for number, row in enumerate(table.to_pylist(), start=1)]
+
+
+def _check_columns(columns: list[str], name: str) -> None:
+    unknown = [column for column in columns if column not in TABLE_COLUMNS]
+    if unknown:
+        raise ValueError(
+            f"manifest {name}: unknown column(s) {unknown} (allowed: {', '.join(TABLE_COLUMNS)})"
+        )
+    missing = [column for column in TABLE_REQUIRED if column not in columns]
+    if missing:
+        raise ValueError(f"manifest {name}: missing required column(s) {missing}")
+    duplicated = sorted({column for column in columns if columns.count(column) > 1})
+    if duplicated:
+        raise ValueError(f"manifest {name}: repeated column(s) {duplicated}")
+
+
+def _group_rows(rows: list[tuple[str, dict]]) -> list[_Entry]:
+    """Group one-prompt rows into per-video entries in the JSONL layout (first-seen order).
+
+    A row whose cells do not match the header still rejects the video named in
+    its video cell (when there is one), so no video is labeled with prompts missing.
+    """
+    entries: list[_Entry] = []
+    groups: dict[str, _Entry] = {}
+    for location, row in rows:
+        raw = json.dumps(row.get("__raw__", row), default=str)
+        video = row.get("video")
+        if "__problem__" in row and not (isinstance(video, str) and video.strip()):
+            problem = _Invalid("row", row["__problem__"], location=location)
+            entries.append(_Entry(location, raw, problems=[problem]))
+            continue
+        key = video if isinstance(video, str) and video.strip() else f"\0{location}"
+        entry = groups.get(key)
+        if entry is None:
+            value = {"video": video, "objects": []}
+            entry = _Entry(location, "", value=value, problems=[], locations={}, row_raws={})
+            groups[key] = entry
+            entries.append(entry)
+        entry.raw = f"{entry.raw}\n{raw}" if entry.raw else raw
+        entry.row_raws[location] = raw
+        if "__problem__" in row:
+            problem = _Invalid("row", row["__problem__"], location=location)
+        else:
+            problem = _row_into_entry(entry, location, row)
+        if problem is not None:
+            entry.problems.append(problem)
+    return entries
+
+
+def _row_into_entry(entry: _Entry, location: str, row: dict) -> _Invalid | None:
+    value = entry.value
+    video_id = row.get("video_id")
+    if video_id is not None:
+        if "video_id" in value and value["video_id"] != video_id:
+            return _Invalid(
+                "video_id",
+                location=location,
+                reason=f"{video_id!r} differs from {value['video_id']!r} given for the same video",
+            )
+        value["video_id"] = video_id
+    prompt: dict[str, Any] = {"frame": _table_int(row.get("frame"))}
+    for column in TABLE_JSON_COLUMNS:
+        cell = row.get(column)
+        if isinstance(cell, str):
+            try:
+                cell = json.loads(cell)
+            except json.JSONDecodeError as error:
+                return _Invalid(column, location=location, reason=f"malformed JSON text: {error}")
+        if cell is not None:
+            prompt["mask" if column == "mask_rle" else column] = cell
+    object_id = _table_int(row.get("object_id"))
+    objects = value["objects"]
+    object_index = next(
+        (index for index, spec in enumerate(objects) if spec["object_id"] == object_id), None
+    )
+    if object_index is None:
+        object_index = len(objects)
+        objects.append({"object_id": object_id, "prompts": []})
+    objects[object_index]["prompts"].append(prompt)
+    entry.locations[(object_index, len(objects[object_index]["prompts"]) - 1)] = location
+    return None
+
+
+def _table_int(cell: Any) -> Any:
+    """Integers from a CSV cell ("12") stay checkable; anything else is passed on for validation."""
+    if isinstance(cell, str) and re.fullmatch(r"\s*-?\d+\s*", cell):
+        return int(cell)
+    if isinstance(cell, float) and cell.is_integer():
+        return int(cell)  # Parquet columns with nulls come back as float
+    return cell
+
+
+# ---------------------------------------------------------------- validation
+
+
+def _validate_entries(entries: Iterable[_Entry], base: str) -> tuple[list[VideoJob], list[Reject]]:
+    jobs: list[VideoJob] = []
+    rejects: list[Reject] = []
+    seen_ids: dict[str, str] = {}
+    for entry in entries:
+        problems = list(entry.problems or [])
+        job = None
+        video = None
+        if entry.value is not None:
+            video, video_id, job, found = _validate_video(entry, base)
+            problems.extend(found)
+            if video_id is not None:
+                if video_id in seen_ids:
+                    problems.append(
+                        _Invalid("video_id", f"{video_id!r} already used by {seen_ids[video_id]}")
+                    )
+                else:
+                    seen_ids[video_id] = entry.location
+        if problems:
+            for problem in problems:
+                field = problem.field if entry.locations is None else _column_for(problem.field)
+                location = problem.location or entry.location
+                raw = (entry.row_raws or {}).get(location, entry.raw)
+                rejects.append(Reject(location, field, problem.reason, raw, video))
+        elif job is not None:
+            jobs.append(job)
+    return jobs, rejects
+
+
+def _column_for(field: str) -> str:
+    """Table column behind a JSONL-style field path ("objects[0].prompts[2].box[1]" -> "box")."""
+    column = re.sub(r"\[\d+\]", "", field.rsplit(".", 1)[-1])
+    return {"mask": "mask_rle", "prompts": "frame", "objects": "object_id"}.get(column, column)
+
+
+def _validate_video(
+    entry: _Entry, base: str
+) -> tuple[str | None, str | None, VideoJob | None, list[_Invalid]]:
+    value = entry.value
+    problems: list[_Invalid] = []
+    if not isinstance(value, dict):
+        return (
+            None,
+            None,
+            None,
+            [_Invalid("line", f"expected a JSON object, got {type(value).__name__}")],
+        )
+    for key in value:
+        if key not in VIDEO_FIELDS:
+            problems.append(_Invalid(key, f"unknown field (allowed: {', '.join(VIDEO_FIELDS)})"))
+
+    video = value.get("video")
+    if not isinstance(video, str) or not video.strip():
+        problems.append(_Invalid("video", f"must be a non-empty path or URL, got {video!r}"))
+        video = None
+    else:
+        video = _resolve_video(video.strip(), base)
+
+    video_id = value.get("video_id")
+    if video_id is None:
+        video_id = default_video_id(video) if video else None
+    elif not isinstance(video_id, str) or not video_id.strip() or video_id != video_id.strip():
+        problems.append(
+            _Invalid(
+                "video_id",
+                f"must be a non-empty string without surrounding spaces, got {video_id!r}",
+            )
+        )
+        video_id = None
+    elif any(ord(char) < 32 for char in video_id):
+        problems.append(_Invalid("video_id", f"contains control characters: {video_id!r}"))
+        video_id = None
+
+    objects = value.get("objects")
+    specs: list[ObjectSpec] = []
+    if not isinstance(objects, list) or not objects:
+        if not entry.problems:  # a table video whose only rows were unusable has no objects left
+            problems.append(_Invalid("objects", f"must be a non-empty list, got {_short(objects)}"))
+    else:
+        seen_objects: set[int] = set()
+        for index, obj in enumerate(objects):
+            spec, found = _validate_object(obj, f"objects[{index}]", index, entry)
+            problems.extend(found)
+            if spec is None:
+                continue
+            if spec.object_id in seen_objects:
+                problems.append(
+                    _Invalid(
+                        f"objects[{index}].object_id",
+                        f"duplicate object id {spec.object_id} in this video",
+                    )
+                )
+            seen_objects.add(spec.object_id)
+            specs.append(spec)
+    job = None
+    if not problems and video is not None and video_id is not None:
+        job = VideoJob(
+            video=video, video_id=video_id, objects=tuple(specs), location=entry.location
+        )
+    return video, video_id, job, problems
+
+
+def _validate_object(
+    obj: Any, where: str, object_index: int, entry: _Entry
+) -> tuple[ObjectSpec | None, list[_Invalid]]:
+    if not isinstance(obj, dict):
+        return None, [_Invalid(where, f"must be an object, got {_short(obj)}")]
+    problems: list[_Invalid] = []
+    for key in obj:
+        if key not in OBJECT_FIELDS:
+            problems.append(
+                _Invalid(f"{where}.{key}", f"unknown field (allowed: {', '.join(OBJECT_FIELDS)})")
+            )
+    object_id = obj.get("object_id")
+    if not _is_int(object_id) or not 0 <= object_id <= MAX_ID:
+        problems.append(
+            _Invalid(
+                f"{where}.object_id",
+                f"must be a non-negative integer, got {_short(object_id)}",
+                location=(entry.locations or {}).get((object_index, 0)),
+            )
+        )
+        object_id = None
+    prompts = obj.get("prompts")
+    parsed: list[Prompt] = []
+    if not isinstance(prompts, list) or not prompts:
+        problems.append(
+            _Invalid(f"{where}.prompts", f"must be a non-empty list, got {_short(prompts)}")
+        )
+    else:
+        frames: dict[int, int] = {}
+        for index, raw_prompt in enumerate(prompts):
+            prompt_where = f"{where}.prompts[{index}]"
+            row_location = (entry.locations or {}).get((object_index, index))
+            try:
+                prompt = _validate_prompt(raw_prompt, prompt_where)
+            except _Invalid as problem:
+                problem.location = problem.location or row_location
+                problems.append(problem)
+                continue
+            if prompt.frame in frames:
+                problem = _Invalid(
+                    f"{prompt_where}.frame",
+                    f"second prompt on frame {prompt.frame} for this object (first is prompts[{frames[prompt.frame]}]); "
+                    "put all clicks of one frame in one prompt",
+                )
+                problem.location = problem.location or row_location
+                problems.append(problem)
+                continue
+            frames[prompt.frame] = index
+            parsed.append(prompt)
+    if problems or object_id is None:
+        return None, problems
+    return ObjectSpec(object_id=object_id, prompts=tuple(parsed)), []
+
+
+def _validate_prompt(raw: Any, where: str) -> Prompt:
+    if not isinstance(raw, dict):
+        raise _Invalid(where, f"must be an object, got {_short(raw)}")
+    for key in raw:
+        if key not in PROMPT_FIELDS:
+            raise _Invalid(f"{where}.{key}", f"unknown field (allowed: {', '.join(PROMPT_FIELDS)})")
+    frame = raw.get("frame")
+    if frame is None:
+        raise _Invalid(f"{where}.frame", "missing")
+    if not _is_int(frame) or frame < 0:
+        raise _Invalid(f"{where}.frame", f"must be a non-negative integer, got {_short(frame)}")
+
+    points = labels = box = mask = None
+    has_points = raw.get("points") is not None
+    has_labels = raw.get("labels") is not None
+    if has_points != has_labels:
+        missing, given = ("labels", "points") if has_points else ("points", "labels")
+        raise _Invalid(f"{where}.{missing}", f"missing: {given} given without {missing}")
+    if has_points:
+        points = _points(raw["points"], f"{where}.points")
+        labels = _labels(raw["labels"], f"{where}.labels", len(points))
+    if raw.get("box") is not None:
+        box = _box(raw["box"], f"{where}.box")
+    if raw.get("mask") is not None:
+        if box is not None or points is not None:
+            raise _Invalid(
+                f"{where}.mask", "a mask prompt stands alone: give it without points or box"
+            )
+        mask = _mask(raw["mask"], f"{where}.mask")
+    if points is None and box is None and mask is None:
+        raise _Invalid(where, "needs points (with labels), a box, or a mask")
+    return Prompt(frame=frame, points=points, labels=labels, box=box, mask_rle=mask)
+
+
+def _points(value: Any, where: str) -> tuple[tuple[float, float], ...]:
+    if not isinstance(value, list) or not value:
+        raise _Invalid(where, f"must be a non-empty list of [x, y] pairs, got {_short(value)}")
+    points = []
+    for index, pair in enumerate(value):
+        if not isinstance(pair, list) or len(pair) != 2 or not all(_is_number(v) for v in pair):
+            raise _Invalid(
+                f"{where}[{index}]", f"must be [x, y] with two finite numbers, got {_short(pair)}"
+            )
+        points.append((float(pair[0]), float(pair[1])))
+    return tuple(points)
+
+
+def _labels(value: Any, where: str, count: int) -> tuple[int, ...]:
+    if not isinstance(value, list):
+        raise _Invalid(where, f"must be a list of 0/1 labels, got {_short(value)}")
+    if len(value) != count:
+        raise _Invalid(where, f"has {len(value)} labels for {count} points")
+    for index, label in enumerate(value):
+        if not _is_int(label) or label not in (0, 1):
+            raise _Invalid(
+                f"{where}[{index}]",
+                f"must be 1 (foreground) or 0 (background), got {_short(label)}",
+            )
+    return tuple(int(label) for label in value)
+
+
+def _box(value: Any, where: str) -> tuple[float, float, float, float]:
+    if not isinstance(value, list) or len(value) != 4 or not all(_is_number(v) for v in value):
+        raise _Invalid(
+            where, f"must be [x1, y1, x2, y2] with four finite numbers, got {_short(value)}"
+        )
+    x1, y1, x2, y2 = (float(v) for v in value)
+    if x2 <= x1 or y2 <= y1:
+        raise _Invalid(where, f"needs x2 > x1 and y2 > y1, got {value}")
+    return (x1, y1, x2, y2)
+
+
+def _mask(value: Any, where: str) -> dict:
+    if not isinstance(value, dict) or set(value) != {"size", "counts"}:
+        raise _Invalid(
+            where, f'must be {{"size": [h, w], "counts": "<COCO RLE>"}}, got {_short(value)}'
+        )
+    size = value["size"]
+    if not isinstance(size, list) or len(size) != 2 or not all(_is_int(v) and v > 0 for v in size):
+        raise _Invalid(
+            f"{where}.size", f"must be [height, width] with positive integers, got {_short(size)}"
+        )
+    counts = value["counts"]
+    if not isinstance(counts, str):
+        raise _Invalid(
+            f"{where}.counts",
+            "must be COCO compressed RLE text (uncompressed lists are not accepted)",
+        )
+    try:
+        validate_rle(counts, size[0], size[1])
+    except ValueError as error:
+        raise _Invalid(f"{where}.counts", str(error)) from None
+    return {"size": [int(size[0]), int(size[1])], "counts": counts}
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _short(value: Any, limit: int = 80) -> str:
+    text = json.dumps(value, default=str) if not isinstance(value, str) else repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
