@@ -1,0 +1,255 @@
+"""Output store: commit protocol (no duplicates, crashes invisible), on a local folder and on S3."""
+
+from __future__ import annotations
+
+import json
+import uuid
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.dataset as pads
+import pyarrow.parquet as pq
+import pytest
+from pyarrow.fs import FSSpecHandler, PyFileSystem
+from s3_server import start_s3
+
+from pipeline import sink
+from pipeline.manifest import Reject
+from pipeline.masks import MASK_SCHEMA, encode_mask, masks_from_table
+from pipeline.sink import OutputStore, read_masks
+from pipeline.storage import url_to_fs
+
+BUCKET = "sink-tests"
+
+
+@pytest.fixture(scope="module")
+def s3():
+    with start_s3(buckets=[BUCKET]) as server:
+        yield server
+
+
+@pytest.fixture(params=["local", "s3"])
+def output(request, tmp_path) -> tuple[str, dict]:
+    """(output URI, storage options) on a local folder or a fresh prefix in the moto bucket."""
+    if request.param == "local":
+        return str(tmp_path / "out"), {}
+    s3 = request.getfixturevalue("s3")
+    return f"s3://{BUCKET}/{uuid.uuid4().hex[:8]}/out", s3.storage_options
+
+
+def make_masks(video_id: str, object_id: int, frames: int, seed: int) -> dict:
+    rng = np.random.default_rng(seed)
+    masks = {}
+    for frame in range(frames):
+        mask = np.zeros((24, 32), bool)
+        top, left = rng.integers(0, 12), rng.integers(0, 16)
+        mask[top : top + rng.integers(1, 12), left : left + rng.integers(1, 16)] = True
+        masks[(video_id, object_id, frame)] = mask
+    return masks
+
+
+def mask_table(masks: dict) -> pa.Table:
+    rows = []
+    for (video_id, object_id, frame), mask in masks.items():
+        counts, area, bbox = encode_mask(mask)
+        rows.append(
+            {
+                "video_id": video_id,
+                "object_id": object_id,
+                "frame_index": frame,
+                "height": mask.shape[0],
+                "width": mask.shape[1],
+                "rle": counts,
+                "area": area,
+                "bbox": list(bbox),
+                "score": 0.5,
+                "present": area > 0,
+                "prompted": frame == 0,
+                "run_id": "r1",
+                "model": "test",
+            }
+        )
+    return pa.Table.from_pylist(rows, schema=MASK_SCHEMA)
+
+
+def published_files(uri: str, options: dict) -> list[str]:
+    fs, root = url_to_fs(uri, {**options, "skip_instance_cache": True} if options else None)
+    try:
+        return sorted(path.rsplit("/", 1)[-1] for path in fs.ls(f"{root}/masks", detail=False))
+    except FileNotFoundError:
+        return []
+
+
+def dataset_rows(uri: str, options: dict) -> pa.Table:
+    """What a plain ``pyarrow.dataset`` over masks/ sees (default ignore_prefixes)."""
+    fs, root = url_to_fs(uri, {**options, "skip_instance_cache": True} if options else None)
+    dataset = pads.dataset(
+        f"{root}/masks", format="parquet", filesystem=PyFileSystem(FSSpecHandler(fs))
+    )
+    return dataset.to_table()
+
+
+def test_committing_a_unit_twice_leaves_one_file_and_one_set_of_rows(output):
+    uri, options = output
+    store = OutputStore(uri, options)
+    masks = make_masks("cups", 1, 5, seed=0)
+    first = store.commit_unit("cups-aaa", mask_table(masks), {"attempt": 1})
+    second = store.commit_unit("cups-aaa", mask_table(masks), {"attempt": 2})
+    assert first == second
+    assert published_files(uri, options) == ["cups-aaa.parquet"]
+    assert store.committed_units() == {"cups-aaa"}
+    assert store.is_committed("cups-aaa") and not store.is_committed("cups-bbb")
+    assert store.read_commit("cups-aaa")["metadata"] == {"attempt": 2}
+    assert store.read_commit("cups-aaa")["rows"] == 5
+    table = read_masks(uri, options)
+    assert table.num_rows == 5
+    restored = masks_from_table(table)
+    assert restored.keys() == masks.keys()
+    assert all(np.array_equal(restored[key], masks[key]) for key in masks)
+    assert dataset_rows(uri, options).num_rows == 5
+
+
+def test_read_masks_combines_units_sorted_and_empty_output_reads_empty(output):
+    uri, options = output
+    assert read_masks(uri, options).equals(MASK_SCHEMA.empty_table())
+    store = OutputStore(uri, options)
+    assert store.committed_units() == set()
+    masks_b = make_masks("b", 2, 3, seed=1)
+    masks_a = {**make_masks("a", 5, 2, seed=2), **make_masks("a", 1, 2, seed=3)}
+    store.commit_unit("unit-b", mask_table(masks_b), {})
+    store.commit_unit("unit-a", mask_table(masks_a), {})
+    table = read_masks(uri, options)
+    assert table.schema.equals(MASK_SCHEMA)
+    keys = list(
+        zip(*(table.column(c).to_pylist() for c in ("video_id", "object_id", "frame_index")))
+    )
+    assert keys == sorted({**masks_a, **masks_b})
+
+
+def test_staging_files_of_a_crashed_writer_are_never_read(output):
+    uri, options = output
+    store = OutputStore(uri, options)
+    store.commit_unit("good-1", mask_table(make_masks("v", 1, 4, seed=4)), {})
+    # a writer killed half-way: a complete and a torn file left in staging
+    leftover = pa.BufferOutputStream()
+    pq.write_table(mask_table(make_masks("v", 9, 6, seed=5)), leftover)
+    data = leftover.getvalue().to_pybytes()
+    store.fs.pipe_file(f"{store.root}/_staging/crashed-2.0123.parquet", data)
+    store.fs.pipe_file(f"{store.root}/_staging/crashed-3.4567.parquet", data[: len(data) // 2])
+    assert store.committed_units() == {"good-1"}
+    assert read_masks(uri, options).num_rows == 4
+    assert dataset_rows(uri, options).num_rows == 4
+    assert published_files(uri, options) == ["good-1.parquet"]
+
+
+def test_a_crash_before_the_commit_record_hides_the_unit_until_the_retry(output, monkeypatch):
+    uri, options = output
+    store = OutputStore(uri, options)
+    table = mask_table(make_masks("v", 1, 3, seed=6))
+    original = OutputStore._write_bytes
+
+    def crash_on_commit_record(self, path, data):
+        if "/_commits/" in path:
+            raise OSError("worker lost before its commit record")
+        original(self, path, data)
+
+    monkeypatch.setattr(OutputStore, "_write_bytes", crash_on_commit_record)
+    with pytest.raises(OSError, match="commit record"):
+        store.commit_unit("unit-1", table, {})
+    assert not store.is_committed("unit-1")
+    assert read_masks(uri, options).num_rows == 0  # the published file is not trusted yet
+    monkeypatch.setattr(OutputStore, "_write_bytes", original)
+    store.commit_unit("unit-1", table, {})  # the retry writes the same names
+    assert published_files(uri, options) == ["unit-1.parquet"]
+    assert read_masks(uri, options).num_rows == 3
+
+
+def test_a_crash_while_writing_data_publishes_nothing(output, monkeypatch):
+    uri, options = output
+    store = OutputStore(uri, options)
+
+    def torn_write(table, where, **kwargs):
+        if hasattr(where, "write"):
+            where.write(b"PAR1 half a file")
+        raise OSError("disk full")
+
+    monkeypatch.setattr(sink.pq, "write_table", torn_write)
+    with pytest.raises(OSError, match="disk full"):
+        store.commit_unit("unit-1", mask_table(make_masks("v", 1, 2, seed=7)), {})
+    assert published_files(uri, options) == []
+    assert not store.is_committed("unit-1")
+    fs, root = url_to_fs(uri, {**options, "skip_instance_cache": True} if options else None)
+    assert not fs.exists(f"{root}/_staging") or fs.ls(f"{root}/_staging") == []
+
+
+def test_another_client_sees_new_commits_despite_listing_caches(s3):
+    uri = f"s3://{BUCKET}/{uuid.uuid4().hex[:8]}/out"
+    writer = OutputStore(uri, {**s3.storage_options, "skip_instance_cache": True})
+    reader = OutputStore(uri, {**s3.storage_options, "skip_instance_cache": True})
+    assert writer.fs is not reader.fs
+    writer.commit_unit("first", mask_table(make_masks("v", 1, 1, seed=8)), {})
+    assert reader.committed_units() == {"first"}  # the listing is now cached by reader's client
+    writer.commit_unit("second", mask_table(make_masks("v", 2, 1, seed=9)), {})
+    assert reader.committed_units() == {"first", "second"}
+    assert reader.is_committed("second")
+    assert read_masks(uri, s3.storage_options).num_rows == 2
+
+
+def test_failures_rejects_and_summary(output):
+    uri, options = output
+    store = OutputStore(uri, options)
+    store.write_failures(
+        [
+            {"unit_id": "u1", "error": "VideoDecodeError", "object_ids": [1, 2], "attempts": 1},
+            {"unit_id": "u2", "error": "OSError", "attempts": "3", "detail": {"k": 1}},
+        ]
+    )
+    store.write_rejects([Reject("m.jsonl line 2", "box", "x2 <= x1", "{...}", "/v.mp4")])
+    store.write_summary({"units": 3, "failed": 2, "status": "partial"})
+    fs, root = store.fs, store.root
+    with fs.open(f"{root}/failures/failures.parquet", "rb") as handle:
+        failures = pq.read_table(handle).to_pylist()
+    assert [row["unit_id"] for row in failures] == ["u1", "u2"]
+    assert failures[0]["object_ids"] == "[1, 2]" and failures[1]["object_ids"] is None
+    assert [row["attempts"] for row in failures] == ["1", "3"]  # mixed types become text
+    with fs.open(f"{root}/rejects/rejects.parquet", "rb") as handle:
+        rejects = pq.read_table(handle).to_pylist()
+    assert rejects == [
+        {
+            "location": "m.jsonl line 2",
+            "field": "box",
+            "reason": "x2 <= x1",
+            "raw": "{...}",
+            "video": "/v.mp4",
+        }
+    ]
+    assert json.loads(fs.cat_file(f"{root}/summary.json")) == {
+        "units": 3,
+        "failed": 2,
+        "status": "partial",
+    }
+    store.write_failures([])  # a later run without failures leaves no stale ones
+    fs.invalidate_cache()
+    assert not fs.exists(f"{root}/failures/failures.parquet")
+    store.write_rejects([])
+    with fs.open(f"{root}/rejects/rejects.parquet", "rb") as handle:
+        assert pq.read_table(handle).num_rows == 0
+
+
+def test_bad_tables_and_unit_ids_are_refused(tmp_path):
+    store = OutputStore(str(tmp_path / "out"))
+    table = mask_table(make_masks("v", 1, 1, seed=10))
+    with pytest.raises(ValueError, match="missing \\['model'\\]"):
+        store.commit_unit("u", table.drop_columns(["model"]), {})
+    with pytest.raises(ValueError, match="unexpected \\['extra'\\]"):
+        store.commit_unit("u", table.append_column("extra", pa.array([1])), {})
+    with pytest.raises(ValueError, match="MASK_SCHEMA"):
+        bad = table.set_column(1, "object_id", pa.array(["one"]))
+        store.commit_unit("u", bad, {})
+    for unit_id in ("_hidden", ".dot", "a/b", "", "x" * 201):
+        with pytest.raises(ValueError, match="unit id"):
+            store.commit_unit(unit_id, table, {})
+    # columns in another order are accepted and stored in schema order
+    reordered = table.select(list(reversed(MASK_SCHEMA.names)))
+    store.commit_unit("u", reordered, {})
+    assert read_masks(str(tmp_path / "out")).schema.equals(MASK_SCHEMA)
