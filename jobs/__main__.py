@@ -16,6 +16,7 @@ COMMANDS = {
     "train": "Fine-tune or train a SAM 2 model on videos with ground truth.",
     "evaluate": "Score a mask table against ground truth (J&F).",
     "fetch-checkpoint": "Download an official checkpoint and verify its SHA-256.",
+    "make-synthetic": "Write synthetic videos with ground truth and a prompt manifest.",
     "demo": "Generate sample videos, label them with the bundled model, and report.",
 }
 

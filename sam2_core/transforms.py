@@ -47,7 +47,7 @@ def video_frame_to_input(frame: np.ndarray, size: int) -> torch.Tensor:
     arr = as_rgb_array(frame)
     if arr.shape[0] != size or arr.shape[1] != size:
         arr = np.asarray(Image.fromarray(arr).resize((size, size), Image.BICUBIC))
-    x = torch.from_numpy(np.ascontiguousarray(arr)).permute(2, 0, 1).unsqueeze(0).float() / 255.0
+    x = torch.from_numpy(np.array(arr, copy=True)).permute(2, 0, 1).unsqueeze(0).float() / 255.0
     return _normalise(x)[0]
 
 
