@@ -11,7 +11,7 @@ or a Parquet/CSV table with one prompt per row (columns ``video, video_id,
 object_id, frame, points, labels, box, mask_rle``; in CSV the last four are
 JSON text), grouped by video then object. Coordinates are pixels of the
 original video. A relative ``video`` path is resolved against the
-manifest's folder.
+manifest's folder. A ``.json`` file may also hold one JSON array of videos.
 
 Every problem becomes a :class:`Reject` naming the line/row and field; a
 video with any problem yields no job (labeling it with some prompts missing
@@ -140,7 +140,9 @@ def read_manifest(
         if lowered.endswith(JSONL_SUFFIXES):
             with fs.open(path, "rb") as handle:
                 data = handle.read()
-            entries = _jsonl_entries(data, name)
+            entries = _json_array_entries(data, name) if lowered.endswith(".json") else None
+            if entries is None:
+                entries = _jsonl_entries(data, name)
         elif lowered.endswith(PARQUET_SUFFIXES):
             with fs.open(path, "rb") as handle:
                 table = pq.read_table(handle)
@@ -194,11 +196,13 @@ def _manifest_base(uri: str) -> str:
 
 
 def _resolve_video(video: str, base: str) -> str:
+    """A relative video path joined to the manifest's folder (local or URL); others unchanged."""
     if has_protocol(video) or video.startswith("/"):
         return video
-    return (
-        posixpath.normpath(posixpath.join(base, video)) if "://" not in base else f"{base}/{video}"
-    )
+    if "://" in base:
+        protocol, folder = base.split("://", 1)
+        return f"{protocol}://{posixpath.normpath(posixpath.join(folder, video))}"
+    return posixpath.normpath(posixpath.join(base, video))
 
 
 def _jsonl_entries(data: bytes, name: str) -> list[_Entry]:
@@ -224,6 +228,20 @@ def _jsonl_entries(data: bytes, name: str) -> list[_Entry]:
             continue
         entries.append(_Entry(location, text, value=value))
     return entries
+
+
+def _json_array_entries(data: bytes, name: str) -> list[_Entry] | None:
+    """A ``.json`` file holding one JSON array of videos (entries "m.json item N"), else None."""
+    try:
+        value = json.loads(data.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        return None
+    if not isinstance(value, list):
+        return None
+    return [
+        _Entry(f"{name} item {number}", json.dumps(item), value=item)
+        for number, item in enumerate(value, start=1)
+    ]
 
 
 def _csv_rows(data: bytes, name: str) -> list[tuple[str, dict]]:

@@ -299,6 +299,11 @@ class ContainerReader(VideoReader):
             if position < start:
                 continue
             rgb = frame.to_ndarray(format="rgb24")
+            if self._height and rgb.shape[:2] != (self._height, self._width):
+                raise VideoDecodeError(
+                    f"{self.uri}: frame {position} is {rgb.shape[1]}x{rgb.shape[0]}, "
+                    f"frame 0 is {self._width}x{self._height} (size changes are not supported)"
+                )
             self._cache.put(position, rgb)
             if position == index:
                 return rgb

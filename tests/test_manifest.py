@@ -342,10 +342,23 @@ def test_missing_manifest_and_unknown_extension(tmp_path):
 def test_manifest_on_s3_resolves_relative_videos_in_its_bucket():
     with start_s3(buckets=["manifests"]) as s3:
         fs = s3.filesystem()
-        line = one_object({"frame": 0, "points": [[3, 4]], "labels": [1]}, video="clips/a.mp4")
+        line = one_object({"frame": 0, "points": [[3, 4]], "labels": [1]}, video="./clips/a.mp4")
         fs.pipe_file("manifests/runs/m.jsonl", (json.dumps(line) + "\nnot json\n").encode())
         jobs, rejects = read_manifest("s3://manifests/runs/m.jsonl", s3.storage_options)
         assert [job.video for job in jobs] == ["s3://manifests/runs/clips/a.mp4"]
         assert [(r.location, r.field) for r in rejects] == [("m.jsonl line 2", "line")]
         with pytest.raises(FileNotFoundError, match="s3://manifests/runs/none.jsonl"):
             read_manifest("s3://manifests/runs/none.jsonl", s3.storage_options)
+
+
+def test_json_file_may_hold_one_array_of_videos(tmp_path):
+    good = one_object({"frame": 0, "box": [0, 0, 5, 5]}, video="./clips/../a.mp4")
+    bad = one_object({"frame": 0, "box": [0, 0, 5]}, video="/b.mp4")
+    (tmp_path / "m.json").write_text(json.dumps([good, bad], indent=2))
+    jobs, rejects = read_manifest(str(tmp_path / "m.json"))
+    assert [(job.video, job.location) for job in jobs] == [
+        (str(tmp_path / "a.mp4"), "m.json item 1")
+    ]
+    assert [(r.location, r.field) for r in rejects] == [
+        ("m.json item 2", "objects[0].prompts[0].box")
+    ]
