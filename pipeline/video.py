@@ -34,9 +34,11 @@ import fsspec
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from pipeline.storage import url_to_fs
+from pipeline.storage import is_local, url_to_fs
 
 DEFAULT_CACHE_FRAMES = 16
+REMOTE_BLOCK_BYTES = 4 * 2**20  # remote reads: 4 MiB ranges,
+REMOTE_CACHE_BLOCKS = 32  # at most 128 MiB of them kept per open video
 FRAME_SUFFIXES = (".jpg", ".jpeg", ".png")
 _NUMBER = re.compile(r"\d+")
 
@@ -190,11 +192,14 @@ class ContainerReader(VideoReader):
     # ------------------------------------------------------------ opening and indexing
 
     def _open_container(self) -> None:
+        """(Re)open the container at the start of the file; the file object and its cache stay."""
         self._close_container()
-        try:
-            self._file = self._fs.open(self._path, "rb")
-        except FileNotFoundError as error:
-            raise FileNotFoundError(f"video not found: {self.uri}") from error
+        if self._file is None:
+            try:
+                self._file = self._fs.open(self._path, "rb", **_read_options(self._fs))
+            except FileNotFoundError as error:
+                raise FileNotFoundError(f"video not found: {self.uri}") from error
+        self._file.seek(0)
         try:
             self._container = av.open(self._file, mode="r")
         except av.FFmpegError as error:
@@ -346,13 +351,25 @@ class ContainerReader(VideoReader):
         if self._container is not None:
             self._container.close()
             self._container = None
-        if self._file is not None:
-            self._file.close()
-            self._file = None
 
     def close(self) -> None:
         self._close_container()
+        if self._file is not None:
+            self._file.close()
+            self._file = None
         super().close()
+
+
+def _read_options(fs: fsspec.AbstractFileSystem) -> dict:
+    """Remote files keep a bounded block cache, so decoding again from a keyframe (backward
+    access) re-reads bytes from memory instead of the network; local files need none."""
+    if is_local(fs):
+        return {}
+    return {
+        "block_size": REMOTE_BLOCK_BYTES,
+        "cache_type": "blockcache",
+        "cache_options": {"maxblocks": REMOTE_CACHE_BLOCKS},
+    }
 
 
 class FrameFolderReader(VideoReader):
