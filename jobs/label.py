@@ -1,0 +1,135 @@
+"""``python -m jobs label``: label the videos of a manifest into Parquet mask tables.
+
+Exit status: 0 every unit succeeded; 2 some unit failed for good or some
+manifest entry was rejected (the rest is still labeled; with --strict a
+reject means nothing runs); 1 the run could not proceed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+# The model used when --model is not given. None: --model is required.
+# (Change here, in one place, once a bundled default model exists.)
+DEFAULT_MODEL: str | None = None
+DEFAULT_CHECKPOINT: str | None = None
+
+
+def _json_object(text: str) -> dict:
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as err:
+        raise argparse.ArgumentTypeError(f"--storage-options is not valid JSON ({err}): {text!r}") from err
+    if not isinstance(value, dict):
+        raise argparse.ArgumentTypeError(f"--storage-options must be a JSON object, got {text!r}")
+    return value
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {text!r}")
+    return value
+
+
+def _non_negative_float(text: str) -> float:
+    value = float(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {text!r}")
+    return value
+
+
+# (flag, argparse keyword arguments); jobs.submit rebuilds the command line from this table.
+OPTIONS: list[tuple[str, dict]] = [
+    ("--manifest", {"required": True, "help": "manifest URI (.jsonl, .parquet or .csv; local path or fsspec URL)"}),
+    ("--output", {"required": True, "help": "output URI: masks/, failures/, rejects/, summary.json go here"}),
+    ("--model", {"default": DEFAULT_MODEL, "help": "official model name (e.g. sam2.1_hiera_tiny) or a path/URL to an official-style config"}),
+    ("--checkpoint", {"default": DEFAULT_CHECKPOINT, "help": "checkpoint path or URL (fetched once per node, sha256 checked)"}),
+    ("--checkpoint-cache", {"default": None, "help": "per-node folder for downloaded checkpoints (default ~/.cache/sam2-labeler)"}),
+    ("--workers", {"type": _positive_int, "default": 1, "help": "number of worker actors (default 1)"}),
+    ("--gpus-per-worker", {"type": _non_negative_float, "default": 0.0, "help": "GPUs per worker (0: CPU)"}),
+    ("--cpus-per-worker", {"type": _non_negative_float, "default": 1.0, "help": "CPUs per worker (default 1)"}),
+    ("--ray-address", {"default": None, "help": "Ray cluster address (default: start Ray locally)"}),
+    ("--num-cpus", {"type": _positive_int, "default": None, "help": "CPUs of a locally started Ray (default: all)"}),
+    ("--max-attempts", {"type": _positive_int, "default": 3, "help": "attempts per unit on transient errors (default 3)"}),
+    ("--retry-backoff", {"type": _non_negative_float, "default": 1.0, "help": "seconds before the first retry; doubles each time (default 1)"}),
+    ("--unit-timeout", {"type": float, "default": None, "help": "seconds one unit attempt may run before its worker is stopped and the unit retried"}),
+    ("--strict", {"action": "store_true", "help": "any manifest reject: label nothing (exit 2)"}),
+    ("--storage-options", {"type": _json_object, "default": None, "help": "JSON object of fsspec storage options for every URI (e.g. S3 endpoint, keys)"}),
+    ("--run-id", {"default": None, "help": "run id stored in every row (default: time-based)"}),
+    ("--max-objects-per-unit", {"type": _positive_int, "default": None, "help": "split videos with more objects into several units"}),
+    ("--torch-threads", {"type": _positive_int, "default": None, "help": "torch threads per worker (default: its CPU share)"}),
+    ("--max-in-flight", {"type": _positive_int, "default": None, "help": "units queued on workers at once (default 2 x workers)"}),
+    ("--no-progress", {"action": "store_true", "help": "no progress bar"}),
+]
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    for flag, kwargs in OPTIONS:
+        parser.add_argument(flag, **kwargs)
+
+
+def command_line(args: argparse.Namespace) -> list[str]:
+    """The ``jobs label`` arguments that reproduce `args` (for jobs.submit)."""
+    argv: list[str] = []
+    for flag, kwargs in OPTIONS:
+        value = getattr(args, flag.lstrip("-").replace("-", "_"), None)
+        if kwargs.get("action") == "store_true":
+            if value:
+                argv.append(flag)
+        elif value is not None:
+            argv += [flag, json.dumps(value) if isinstance(value, dict) else str(value)]
+    return argv
+
+
+def run_config(args: argparse.Namespace):
+    """RunConfig from parsed arguments."""
+    from pipeline.coordinator import RunConfig
+    from pipeline.retry import RetryPolicy
+
+    return RunConfig(
+        manifest=args.manifest,
+        output=args.output,
+        model=args.model,
+        checkpoint=args.checkpoint,
+        checkpoint_cache=args.checkpoint_cache,
+        workers=args.workers,
+        cpus_per_worker=args.cpus_per_worker,
+        gpus_per_worker=args.gpus_per_worker,
+        ray_address=args.ray_address,
+        local_num_cpus=args.num_cpus,
+        retry=RetryPolicy(max_attempts=args.max_attempts, backoff_s=args.retry_backoff, unit_timeout_s=args.unit_timeout),
+        strict=args.strict,
+        storage_options=args.storage_options,
+        run_id=args.run_id,
+        max_objects_per_unit=args.max_objects_per_unit,
+        torch_threads=args.torch_threads,
+        max_in_flight=args.max_in_flight,
+        progress=not args.no_progress,
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    from pipeline.coordinator import RunFatalError, run_labeling
+
+    if not args.model:
+        print("error: no --model given (an official name such as sam2.1_hiera_tiny, or a config path)", file=sys.stderr)
+        return 1
+    try:
+        result = run_labeling(run_config(args))
+    except (RunFatalError, ValueError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    s = result.summary
+    print(
+        f"run {s['run_id']}: {s['units_done']} unit(s) labeled, {s['skipped']} already committed, "
+        f"{s['failed']} failed, {s['rejected']} rejected; {s['frames']} frames, {s['rows']} rows "
+        f"in {s['wall_time_s']:.1f} s ({s['frames_per_s']:.1f} frames/s)"
+    )
+    if s["failed"]:
+        print(f"failures: {args.output.rstrip('/')}/failures/", file=sys.stderr)
+    if s["rejected"]:
+        print(f"rejects: {args.output.rstrip('/')}/rejects/", file=sys.stderr)
+    return result.exit_code

@@ -1,0 +1,101 @@
+"""``python -m jobs submit``: send a label run to a Ray cluster as a Ray job.
+
+Takes the same arguments as ``jobs label`` plus the cluster's dashboard
+address. The job's working directory is this project (uploaded by Ray); its
+entrypoint is the equivalent ``python -m jobs label ...``. Prints the job id
+and how to follow it; with --wait, streams its logs and exits with the
+label run's own exit status.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shlex
+import sys
+import time
+from pathlib import Path
+
+from jobs import label
+
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+# Never upload these with the job (Ray also honours .gitignore).
+EXCLUDES = [".venv", ".git", "**/__pycache__", "*.egg-info", ".pytest_cache", ".ruff_cache", "out", "build", "dist"]
+_PATH_OPTIONS = ("manifest", "output", "model", "checkpoint")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    label.add_arguments(parser)
+    parser.add_argument(
+        "--address",
+        default=os.environ.get("RAY_ADDRESS") or "http://127.0.0.1:8265",
+        help="the Ray cluster's dashboard (Jobs API) address (default: $RAY_ADDRESS or http://127.0.0.1:8265)",
+    )
+    parser.add_argument("--wait", action="store_true", help="follow the job's logs until it ends; exit with its status")
+    parser.add_argument("--python", default="python", help="python executable on the cluster (default: python)")
+    parser.add_argument("--submission-id", default=None, help="job id to use (default: chosen by Ray)")
+
+
+def entrypoint(args: argparse.Namespace) -> str:
+    """The shell command the job runs: ``<python> -m jobs label ...`` with local paths made absolute."""
+    args = argparse.Namespace(**vars(args))
+    for name in _PATH_OPTIONS:
+        value = getattr(args, name, None)
+        if value and "://" not in value and os.path.exists(value):
+            setattr(args, name, os.path.abspath(value))
+    return shlex.join([args.python, "-m", "jobs", "label", *label.command_line(args)])
+
+
+def runtime_env() -> dict:
+    return {"working_dir": str(PROJECT_ROOT), "excludes": list(EXCLUDES)}
+
+
+def run(args: argparse.Namespace) -> int:
+    if not args.model:
+        print("error: no --model given (an official name such as sam2.1_hiera_tiny, or a config path)", file=sys.stderr)
+        return 1
+    try:
+        from ray.job_submission import JobSubmissionClient
+    except ImportError as err:  # pragma: no cover - ray[default] is a dependency
+        print(f"error: the Ray Jobs API needs ray[default] ({err})", file=sys.stderr)
+        return 1
+    command = entrypoint(args)
+    try:
+        client = JobSubmissionClient(args.address)
+        job_id = client.submit_job(entrypoint=command, runtime_env=runtime_env(), submission_id=args.submission_id)
+    except Exception as err:
+        print(
+            f"error: could not submit to the Ray cluster at {args.address}: {type(err).__name__}: {err}\n"
+            "(is the cluster up with its dashboard? try `ray status`)",
+            file=sys.stderr,
+        )
+        return 1
+    print(f"submitted job {job_id}")
+    print(f"  entrypoint: {command}")
+    print(f"  follow logs: ray job logs --address {args.address} --follow {job_id}")
+    print(f"  status:      ray job status --address {args.address} {job_id}")
+    if not args.wait:
+        return 0
+    return follow(client, job_id)
+
+
+def follow(client, job_id: str, poll_s: float = 1.0) -> int:
+    """Print the job's log as it grows until the job ends; its label exit status (1 if unknown)."""
+    from ray.job_submission import JobStatus
+
+    shown = 0
+    while True:
+        info = client.get_job_info(job_id)
+        logs = client.get_job_logs(job_id)
+        if len(logs) > shown:
+            sys.stdout.write(logs[shown:])
+            sys.stdout.flush()
+            shown = len(logs)
+        if info.status in (JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.STOPPED):
+            break
+        time.sleep(poll_s)
+    print(f"job {job_id} {info.status.value}")
+    if info.status == JobStatus.SUCCEEDED:
+        return 0
+    code = getattr(info, "driver_exit_code", None)
+    return int(code) if code in (1, 2) else 1

@@ -1,0 +1,525 @@
+"""A labeling run: manifest -> units -> Ray workers -> committed Parquet, with retries.
+
+The coordinator reads and validates the manifest (rejects go to ``rejects/``),
+plans units with deterministic ids, skips those already committed (resume),
+and keeps a bounded number of units in flight on a pool of ``LabelWorker``
+actors. It waits with ``ray.wait`` in completion order, asks
+:mod:`pipeline.retry` whether a failed attempt runs again, enforces the
+per-unit deadline by stopping the worker, replaces workers that died, and
+writes ``failures/`` and ``summary.json`` at the end.
+
+Exit status: 0 every unit succeeded; 2 some unit failed for good or some
+manifest entry was rejected; :class:`RunFatalError` (exit 1 in the CLI) when
+the run itself cannot proceed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import heapq
+import itertools
+import math
+import os
+import time
+import uuid
+from collections import deque
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+
+from pipeline.manifest import Reject, read_manifest
+from pipeline.plan import Unit, conflicting_jobs, plan_units
+from pipeline.progress import Progress
+from pipeline.retry import RetryPolicy, UnitTimeoutError, classify, describe, root_cause
+from pipeline.sink import OutputStore
+from pipeline.storage import has_protocol, url_to_fs
+from pipeline.worker import Fault, LabelWorker, WorkerConfig
+
+EXIT_OK, EXIT_FATAL, EXIT_PARTIAL = 0, 1, 2
+
+
+class RunFatalError(RuntimeError):
+    """The run cannot proceed at all (bad checkpoint, unreachable output or Ray, ...)."""
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """One labeling run. ``faults`` is a test-only hook (see pipeline.worker.Fault)."""
+
+    manifest: str
+    output: str
+    model: str
+    checkpoint: str | None = None
+    workers: int = 1
+    cpus_per_worker: float = 1.0
+    gpus_per_worker: float = 0.0
+    ray_address: str | None = None
+    local_num_cpus: int | None = None
+    retry: RetryPolicy = field(default_factory=RetryPolicy)
+    strict: bool = False
+    storage_options: dict | None = None
+    run_id: str | None = None
+    max_objects_per_unit: int | None = None
+    torch_threads: int | None = None
+    max_in_flight: int | None = None
+    checkpoint_cache: str | None = None
+    worker_start_timeout_s: float = 600.0
+    progress: bool = True
+    faults: tuple[Fault, ...] = ()
+
+    def __post_init__(self) -> None:
+        if self.workers < 1:
+            raise ValueError(f"workers must be >= 1, got {self.workers}")
+        if self.gpus_per_worker < 0 or self.cpus_per_worker < 0:
+            raise ValueError(
+                f"per-worker resources must be >= 0, got cpus={self.cpus_per_worker} gpus={self.gpus_per_worker}"
+            )
+        if self.max_objects_per_unit is not None and self.max_objects_per_unit < 1:
+            raise ValueError(f"max_objects_per_unit must be >= 1, got {self.max_objects_per_unit}")
+
+
+@dataclass
+class RunResult:
+    exit_code: int
+    summary: dict
+    failures: list[dict]
+    rejects: list[Reject]
+
+
+def new_run_id() -> str:
+    """A fresh, sortable run id: UTC time plus a few random hex digits."""
+    return datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ") + "-" + uuid.uuid4().hex[:6]
+
+
+def sha256_of(uri: str, storage_options: dict | None = None) -> str:
+    """sha256 hex digest of a local file or fsspec URL (streamed)."""
+    fs, path = url_to_fs(uri, storage_options)
+    if not fs.exists(path) or fs.isdir(path):
+        raise FileNotFoundError(f"file not found: {uri}")
+    sha = hashlib.sha256()
+    with fs.open(path, "rb") as f:
+        while chunk := f.read(8 << 20):
+            sha.update(chunk)
+    return sha.hexdigest()
+
+
+def describe_model(model: str, storage_options: dict | None = None) -> tuple[str, str]:
+    """(label, identity) of a model argument: an official name is its own identity; a config
+    file is named by its last two path parts and identified by its content hash."""
+    looks_like_file = (
+        has_protocol(model) or os.path.sep in model or model.endswith((".yaml", ".yml", ".json"))
+    )
+    if not looks_like_file:
+        return model, model
+    try:
+        digest = sha256_of(model, storage_options)
+    except FileNotFoundError as err:
+        raise RunFatalError(f"model config not found: {model}") from err
+    label = "/".join(model.rstrip("/").split("/")[-2:])
+    return label, f"{label}:{digest[:16]}"
+
+
+def connect_ray(address: str | None, num_cpus: int | None = None) -> bool:
+    """Connect to Ray (``address``) or start a local instance; True if this call started it."""
+    import ray
+
+    if ray.is_initialized():
+        return False
+    try:
+        if address:
+            ray.init(address=address, log_to_driver=True)
+        elif os.environ.get("RAY_ADDRESS"):  # inside a Ray job: join its cluster
+            ray.init(log_to_driver=True)
+        else:
+            os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+            ray.init(num_cpus=num_cpus, include_dashboard=False, log_to_driver=True)
+    except Exception as err:
+        where = address or "a local Ray instance"
+        raise RunFatalError(
+            f"could not start or reach Ray at {where}: {type(err).__name__}: {err} "
+            "(check the address and run `ray status` on the cluster)"
+        ) from err
+    return True
+
+
+def run_labeling(config: RunConfig) -> RunResult:
+    """Run a whole labeling job; see the module docstring for exit statuses."""
+    started_wall, started = datetime.now(timezone.utc), time.perf_counter()
+    run_id = config.run_id or new_run_id()
+    so = config.storage_options
+
+    try:
+        jobs, rejects = read_manifest(config.manifest, storage_options=so)
+    except (OSError, ValueError) as err:
+        raise RunFatalError(f"cannot read manifest {config.manifest}: {err}") from err
+    jobs, clashes = conflicting_jobs(jobs)
+    rejects = list(rejects) + clashes
+
+    try:
+        store = OutputStore(config.output, storage_options=so)
+        committed = store.committed_units()
+        store.write_rejects(rejects)
+    except Exception as err:
+        raise RunFatalError(
+            f"output {config.output} is not reachable or writable: {type(err).__name__}: {err}"
+        ) from err
+
+    label, model_id = describe_model(config.model, so)
+    digest = None
+    if config.checkpoint is not None:
+        try:
+            digest = sha256_of(config.checkpoint, so)
+        except OSError as err:
+            raise RunFatalError(f"cannot read checkpoint {config.checkpoint}: {err}") from err
+    model_name = f"{label}@{digest[:12] if digest else 'random-init'}"
+    units = plan_units(jobs, model_id, digest, config.max_objects_per_unit)
+    todo = [u for u in units if u.unit_id not in committed]
+
+    summary = {
+        "run_id": run_id,
+        "manifest": config.manifest,
+        "output": config.output,
+        "model": model_name,
+        "checkpoint": config.checkpoint,
+        "checkpoint_sha256": digest,
+        "videos": len({j.video_id for j in jobs}),
+        "units": len(units),
+        "units_done": 0,
+        "skipped": len(units) - len(todo),
+        "failed": 0,
+        "rejected": len(rejects),
+        "retries": 0,
+        "frames": 0,
+        "rows": 0,
+        "workers": config.workers,
+        "started_at": started_wall.isoformat(),
+    }
+    failures: list[dict] = []
+
+    if config.strict and rejects:
+        summary["status"] = "rejected"
+        summary["note"] = "--strict: the manifest has rejects, nothing was labeled"
+        _finish(store, summary, failures, started)
+        return RunResult(EXIT_PARTIAL, summary, failures, rejects)
+
+    if todo:
+        worker_config = WorkerConfig(
+            model=config.model,
+            checkpoint=config.checkpoint,
+            checkpoint_digest=digest,
+            output=config.output,
+            run_id=run_id,
+            model_name=model_name,
+            storage_options=so,
+            device="cuda" if config.gpus_per_worker > 0 else "cpu",
+            torch_threads=config.torch_threads or max(1, math.ceil(config.cpus_per_worker)),
+            cache_dir=config.checkpoint_cache,
+            faults=tuple(config.faults),
+        )
+        started_ray = connect_ray(config.ray_address, config.local_num_cpus)
+        progress = Progress(len(todo), enabled=config.progress, skipped=summary["skipped"])
+        try:
+            scheduler = _Scheduler(config, worker_config, todo, progress)
+            try:
+                results, failures = scheduler.run()
+            except RunFatalError as err:
+                summary["status"] = "fatal"
+                summary["error"] = str(err)
+                _finish(store, summary, failures, started, best_effort=True)
+                raise
+            summary["units_done"] = len(results)
+            summary["frames"] = sum(r["frames"] for r in results)
+            summary["rows"] = sum(r["rows"] for r in results)
+            summary["retries"] = scheduler.retries
+        finally:
+            progress.close()
+            if started_ray:
+                import ray
+
+                ray.shutdown()
+
+    summary["failed"] = len(failures)
+    summary["status"] = "ok" if not failures and not rejects else "partial"
+    _finish(store, summary, failures, started)
+    code = EXIT_OK if not failures and not rejects else EXIT_PARTIAL
+    return RunResult(code, summary, failures, rejects)
+
+
+def _finish(
+    store: OutputStore,
+    summary: dict,
+    failures: list[dict],
+    started: float,
+    best_effort: bool = False,
+) -> None:
+    wall = time.perf_counter() - started
+    summary["wall_time_s"] = round(wall, 3)
+    summary["frames_per_s"] = round(summary["frames"] / wall, 3) if wall > 0 else 0.0
+    summary["finished_at"] = datetime.now(timezone.utc).isoformat()
+    try:
+        store.write_failures(failures)
+        store.write_summary(summary)
+    except Exception as err:
+        if not best_effort:
+            raise RunFatalError(
+                f"could not write the run's results to {summary['output']}: {err}"
+            ) from err
+
+
+@dataclass
+class _Slot:
+    """One worker actor and the unit attempts queued on it (head = running)."""
+
+    handle: object
+    queue: deque = field(default_factory=deque)
+    head_since: float = 0.0
+
+
+@dataclass
+class _Attempt:
+    unit: Unit
+    attempt: int
+    slot: _Slot
+
+
+class _Scheduler:
+    """Bounded in-flight units on a replaceable actor pool, in completion order."""
+
+    def __init__(
+        self, config: RunConfig, worker_config: WorkerConfig, units: list[Unit], progress: Progress
+    ):
+        import ray
+
+        self.ray = ray
+        self.config = config
+        self.policy = config.retry
+        self.worker_config = worker_config
+        self.progress = progress
+        self.total = len(units)
+        seq = itertools.count()
+        self._seq = seq
+        # (not before, sequence, unit, attempt): due units in plan order, retries after their backoff.
+        self.pending: list[tuple[float, int, Unit, int]] = [(0.0, next(seq), u, 1) for u in units]
+        self.slots: list[_Slot] = []
+        self.starting: dict = {}  # ready() ref -> (handle, since)
+        self.tasks: dict = {}  # run() ref -> _Attempt
+        self.results: list[dict] = []
+        self.failures: list[dict] = []
+        self.retries = 0
+        self.starts = 0
+        self.max_starts = 2 * config.workers + self.total * self.policy.max_attempts
+        depth = config.max_in_flight or 2 * config.workers
+        self.depth = max(1, math.ceil(depth / config.workers))
+        options = {
+            "num_cpus": config.cpus_per_worker,
+            "max_restarts": 0,
+            "max_task_retries": 0,
+            "scheduling_strategy": "SPREAD",
+        }
+        if config.gpus_per_worker > 0:
+            options["num_gpus"] = config.gpus_per_worker
+        self.actor_class = ray.remote(LabelWorker).options(**options)
+
+    # -- actors -----------------------------------------------------------------------------
+    def _check_resources(self) -> None:
+        total = self.ray.cluster_resources()
+        need_gpu, need_cpu = self.config.gpus_per_worker, self.config.cpus_per_worker
+        if need_gpu > 0 and total.get("GPU", 0) < need_gpu:
+            raise RunFatalError(
+                f"each worker needs {need_gpu} GPU(s) but the Ray cluster has {total.get('GPU', 0)}; "
+                "check `ray status` or lower --gpus-per-worker"
+            )
+        if total.get("CPU", 0) < need_cpu:
+            raise RunFatalError(
+                f"each worker needs {need_cpu} CPU(s) but the Ray cluster has {total.get('CPU', 0)}; "
+                "check `ray status`"
+            )
+
+    def _start_worker(self) -> None:
+        if self.starts >= self.max_starts:
+            raise RunFatalError(
+                f"started {self.starts} workers and they keep dying; giving up (check `ray status` and the worker logs)"
+            )
+        self.starts += 1
+        handle = self.actor_class.remote(self.worker_config)
+        self.starting[handle.ready.remote()] = (handle, time.monotonic())
+
+    def _on_ready(self, ref) -> None:
+        handle, _ = self.starting.pop(ref)
+        try:
+            info = self.ray.get(ref)
+        except Exception as err:  # the actor died while loading (node lost...)
+            self.progress.note(
+                f"a worker died while starting ({type(err).__name__}); starting another"
+            )
+            self._kill(handle)
+            self._start_worker()
+            return
+        if "error" in info:
+            self._kill(handle)
+            message = f"worker could not load the model: {info['error_type']}: {info['error']}"
+            if not info.get("transient"):
+                raise RunFatalError(message)
+            self.progress.note(message + "; starting another")
+            self._start_worker()
+            return
+        self.slots.append(_Slot(handle))
+
+    def _kill(self, handle) -> None:
+        try:
+            self.ray.kill(handle, no_restart=True)
+        except Exception:
+            pass
+
+    def _retire(self, slot: _Slot, error: BaseException) -> None:
+        """The slot's actor is gone or was stopped. Its head attempt (the one it was running:
+        an actor runs its calls in order) failed with `error`; attempts queued behind it go
+        back to pending unchanged; a new worker starts if work remains."""
+        if slot in self.slots:
+            self.slots.remove(slot)
+        self._kill(slot.handle)
+        for position, ref in enumerate(list(slot.queue)):
+            attempt = self.tasks.pop(ref, None)
+            if attempt is None:
+                continue
+            if position == 0:
+                self._failed(attempt, error)
+            else:
+                heapq.heappush(self.pending, (0.0, next(self._seq), attempt.unit, attempt.attempt))
+        slot.queue.clear()
+        if self.pending or self.tasks:
+            self._start_worker()
+
+    # -- units ------------------------------------------------------------------------------
+    def _submit(self) -> None:
+        now = time.monotonic()
+        # While workers are still starting, the ready ones take one unit each, so that early
+        # workers do not queue up units that a worker about to start could run.
+        depth = 1 if self.starting else self.depth
+        while self.pending and self.pending[0][0] <= now:
+            free = [s for s in self.slots if len(s.queue) < depth]
+            if not free:
+                return
+            slot = min(free, key=lambda s: len(s.queue))
+            _, _, unit, attempt = heapq.heappop(self.pending)
+            ref = slot.handle.run.remote(unit, attempt)
+            if not slot.queue:
+                slot.head_since = now
+            slot.queue.append(ref)
+            self.tasks[ref] = _Attempt(unit, attempt, slot)
+
+    def _failed(self, attempt: _Attempt, error: BaseException) -> None:
+        if self.policy.should_retry(error, attempt.attempt):
+            self.retries += 1
+            self.progress.retried()
+            etype, message = describe(error)
+            self.progress.note(
+                f"unit {attempt.unit.unit_id} attempt {attempt.attempt} failed ({etype}: {message[:200]}); retrying"
+            )
+            when = time.monotonic() + self.policy.backoff(attempt.attempt)
+            heapq.heappush(self.pending, (when, next(self._seq), attempt.unit, attempt.attempt + 1))
+            return
+        etype, message = describe(error)
+        self.failures.append(
+            {
+                "unit_id": attempt.unit.unit_id,
+                "video": attempt.unit.job.video,
+                "video_id": attempt.unit.video_id,
+                "object_ids": list(attempt.unit.object_ids),
+                "location": attempt.unit.job.location,
+                "attempts": attempt.attempt,
+                "error_type": etype,
+                "transient": classify(error) == "transient",
+                "reason": message,
+            }
+        )
+        self.progress.unit_failed()
+
+    def _on_result(self, ref) -> None:
+        attempt = self.tasks.get(ref)
+        if attempt is None:  # belonged to a retired worker; already accounted for
+            return
+        slot = attempt.slot
+        try:
+            metadata = self.ray.get(ref)
+        except Exception as err:
+            if not _is_task_error(err) or isinstance(
+                root_cause(err), self.ray.exceptions.RayActorError
+            ):
+                self._retire(slot, err)  # the worker is gone, not just this unit
+                return
+            self._done(ref, slot)
+            self._failed(attempt, err)
+            return
+        self._done(ref, slot)
+        self.results.append(metadata)
+        self.progress.unit_done(metadata)
+
+    def _done(self, ref, slot: _Slot) -> None:
+        self.tasks.pop(ref, None)
+        if ref in slot.queue:
+            slot.queue.remove(ref)
+        slot.head_since = time.monotonic()
+
+    def _check_deadlines(self) -> None:
+        limit = self.policy.unit_timeout_s
+        if limit is None:
+            return
+        now = time.monotonic()
+        for slot in list(self.slots):
+            if slot.queue and now - slot.head_since > limit:
+                head = slot.queue[0]
+                unit = self.tasks[head].unit
+                self._retire(
+                    slot, UnitTimeoutError(f"unit {unit.unit_id} ran past its {limit:g} s deadline")
+                )
+
+    def _check_starting(self) -> None:
+        if self.slots or not self.starting:
+            return
+        oldest = min(since for _, since in self.starting.values())
+        if time.monotonic() - oldest > self.config.worker_start_timeout_s:
+            raise RunFatalError(
+                f"no worker could start within {self.config.worker_start_timeout_s:g} s "
+                f"(each needs {self.config.cpus_per_worker} CPU, {self.config.gpus_per_worker} GPU); "
+                "check `ray status`"
+            )
+
+    # -- main loop --------------------------------------------------------------------------
+    def run(self) -> tuple[list[dict], list[dict]]:
+        self._check_resources()
+        try:
+            for _ in range(min(self.config.workers, self.total)):
+                self._start_worker()
+            while self.pending or self.tasks:
+                self._submit()
+                waiting = list(self.tasks) + list(self.starting)
+                timeout = 1.0
+                if self.pending and not self.tasks:
+                    timeout = min(timeout, max(0.01, self.pending[0][0] - time.monotonic()))
+                if waiting:
+                    done, _ = self.ray.wait(waiting, num_returns=1, timeout=timeout)
+                else:
+                    time.sleep(timeout)
+                    done = []
+                for ref in done:
+                    if ref in self.starting:
+                        self._on_ready(ref)
+                    else:
+                        self._on_result(ref)
+                self._check_deadlines()
+                self._check_starting()
+                if not self.slots and not self.starting and (self.pending or self.tasks):
+                    self._start_worker()
+        finally:
+            for slot in self.slots:
+                self._kill(slot.handle)
+            for handle, _ in self.starting.values():
+                self._kill(handle)
+        return self.results, self.failures
+
+
+def _is_task_error(err: BaseException) -> bool:
+    """True when the worker's own code raised (RayTaskError), as opposed to Ray losing it."""
+    from ray.exceptions import RayTaskError
+
+    return isinstance(err, RayTaskError)

@@ -1,0 +1,215 @@
+"""Label one video (or a unit of it) in a single process: frames in, mask table out.
+
+This is the whole per-unit computation -- turn manifest prompts into tracker
+prompts, track every object over every frame, encode each mask as COCO RLE --
+with no Ray in it. Ray workers call it, and tests call it directly to get the
+reference table a distributed run must reproduce row for row.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import pyarrow as pa
+
+from pipeline.manifest import ObjectSpec, VideoJob
+from pipeline.masks import MASK_SCHEMA, decode_mask, encode_mask
+from pipeline.video import open_video
+from sam2_core.frames import FrameSource
+
+SORT_KEYS = [("object_id", "ascending"), ("frame_index", "ascending")]
+
+
+@dataclass(frozen=True)
+class LabelStats:
+    """What one labeling pass did, for progress and the run summary."""
+
+    frames: int
+    rows: int
+    objects: int
+    height: int
+    width: int
+    decode_track_s: float
+
+
+def to_object_prompts(
+    objects: Sequence[ObjectSpec], frames: FrameSource, location: str = ""
+) -> list:
+    """Manifest prompts -> sam2_core.tracker.ObjectPrompt, checked against the video.
+
+    Raises ValueError naming the manifest location, the object and the value for a
+    prompt past the video's end, points without labels, or a mask of the wrong size.
+    """
+    from sam2_core.tracker import ObjectPrompt
+
+    where = f"{location}: " if location else ""
+    n, h, w = len(frames), frames.height, frames.width
+    out = []
+    for obj in objects:
+        if not obj.prompts:
+            raise ValueError(f"{where}object {obj.object_id} has no prompts")
+        for p in obj.prompts:
+            if not 0 <= p.frame < n:
+                raise ValueError(
+                    f"{where}object {obj.object_id}: prompt frame {p.frame} is past the end of "
+                    f"the video ({n} frames, last index {n - 1})"
+                )
+            points = labels = box = mask = None
+            if p.points is not None:
+                points = np.asarray(p.points, dtype=np.float32).reshape(-1, 2)
+                if p.labels is None or len(p.labels) != len(points):
+                    raise ValueError(
+                        f"{where}object {obj.object_id} frame {p.frame}: {len(points)} points need "
+                        f"as many labels, got {p.labels!r}"
+                    )
+                labels = np.asarray(p.labels, dtype=np.int32)
+            if p.box is not None:
+                box = np.asarray(p.box, dtype=np.float32).reshape(4)
+            if p.mask_rle is not None:
+                size = list(p.mask_rle.get("size", []))
+                if size != [h, w]:
+                    raise ValueError(
+                        f"{where}object {obj.object_id} frame {p.frame}: mask size {size} does not "
+                        f"match the video ({h} x {w})"
+                    )
+                mask = decode_mask(p.mask_rle["counts"], h, w)
+            out.append(
+                ObjectPrompt(
+                    object_id=int(obj.object_id),
+                    frame=int(p.frame),
+                    points=points,
+                    labels=labels,
+                    box=box,
+                    mask=mask,
+                )
+            )
+    return out
+
+
+def label_frames(
+    model,
+    frames: FrameSource,
+    objects: Sequence[ObjectSpec],
+    *,
+    video_id: str,
+    run_id: str,
+    model_name: str,
+    location: str = "",
+    tracker_options=None,
+    on_frame: Callable[[int, int], None] | None = None,
+) -> tuple[pa.Table, LabelStats]:
+    """Track `objects` through `frames`; one MASK_SCHEMA row per (object, frame).
+
+    Rows come sorted by (object_id, frame_index) whatever order the tracker
+    yields frames in, so tables are comparable row for row. ``on_frame(done,
+    total)`` is called after each tracked frame (progress, test fault hooks).
+    """
+    import torch
+
+    from sam2_core.tracker import track_video
+
+    started = time.perf_counter()
+    prompts = to_object_prompts(objects, frames, location)
+    n_frames, h, w = len(frames), frames.height, frames.width
+    cols: dict[str, list] = {name: [] for name in MASK_SCHEMA.names}
+    done = 0
+    with torch.inference_mode():
+        for result in track_video(model, frames, prompts, tracker_options):
+            masks = (result.mask_logits > 0).cpu().numpy()
+            present = (result.object_score_logits > 0).cpu().numpy().reshape(-1)
+            scores = result.ious.detach().float().cpu().numpy().reshape(-1)
+            for i, oid in enumerate(result.object_ids):
+                rle, area, bbox = encode_mask(masks[i])
+                cols["video_id"].append(video_id)
+                cols["object_id"].append(int(oid))
+                cols["frame_index"].append(int(result.frame_index))
+                cols["height"].append(h)
+                cols["width"].append(w)
+                cols["rle"].append(rle)
+                cols["area"].append(int(area))
+                cols["bbox"].append([float(v) for v in bbox])
+                cols["score"].append(np.float32(scores[i]))
+                cols["present"].append(bool(present[i]))
+                cols["prompted"].append(bool(result.prompted[i]))
+                cols["run_id"].append(run_id)
+                cols["model"].append(model_name)
+            done += 1
+            if on_frame is not None:
+                on_frame(done, n_frames)
+    table = pa.table(cols, schema=MASK_SCHEMA).sort_by(SORT_KEYS)
+    expected = n_frames * len(objects)
+    keys = set(zip(cols["object_id"], cols["frame_index"]))
+    if table.num_rows != expected or len(keys) != expected:
+        raise RuntimeError(
+            f"tracker returned {table.num_rows} rows ({len(keys)} distinct) for {len(objects)} "
+            f"objects x {n_frames} frames of {video_id!r}; expected exactly {expected}"
+        )
+    stats = LabelStats(
+        frames=n_frames,
+        rows=table.num_rows,
+        objects=len(objects),
+        height=h,
+        width=w,
+        decode_track_s=time.perf_counter() - started,
+    )
+    return table, stats
+
+
+def label_video(
+    model,
+    job: VideoJob,
+    *,
+    run_id: str,
+    model_name: str,
+    object_ids: Sequence[int] | None = None,
+    storage_options: dict | None = None,
+    tracker_options=None,
+    on_frame: Callable[[int, int], None] | None = None,
+) -> tuple[pa.Table, LabelStats]:
+    """Open `job.video`, label its objects (or only `object_ids`), close it."""
+    objects = job.objects
+    if object_ids is not None:
+        wanted = set(object_ids)
+        objects = tuple(o for o in job.objects if o.object_id in wanted)
+    with open_video(job.video, storage_options=storage_options) as frames:
+        return label_frames(
+            model,
+            frames,
+            objects,
+            video_id=job.video_id,
+            run_id=run_id,
+            model_name=model_name,
+            location=job.location,
+            tracker_options=tracker_options,
+            on_frame=on_frame,
+        )
+
+
+def label_jobs(
+    model,
+    jobs: Sequence[VideoJob],
+    *,
+    run_id: str,
+    model_name: str,
+    storage_options: dict | None = None,
+    tracker_options=None,
+) -> pa.Table:
+    """Every job labeled one after another in this process, concatenated and sorted by
+    (video_id, object_id, frame_index): the single-process reference for a run."""
+    tables = [
+        label_video(
+            model,
+            job,
+            run_id=run_id,
+            model_name=model_name,
+            storage_options=storage_options,
+            tracker_options=tracker_options,
+        )[0]
+        for job in jobs
+    ]
+    if not tables:
+        return MASK_SCHEMA.empty_table()
+    return pa.concat_tables(tables).sort_by([("video_id", "ascending"), *SORT_KEYS])
