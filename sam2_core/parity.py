@@ -251,10 +251,14 @@ def compare_arrays(name: str, ours: Mapping[str, np.ndarray], ref: Mapping[str, 
     tol = tol or TOLERANCES[name]
     res = CaseResult(name, tol)
     ref_keys = [k for k in ref if not is_input_key(k)]
+    missing_internal = []
     for key in ref_keys:
         informative = is_internal_key(key)
         if key not in ours:
-            (res.notes if informative else res.failures).append(f"{key}: missing from our output")
+            if informative:
+                missing_internal.append(key)
+            else:
+                res.failures.append(f"{key}: missing from our output")
             continue
         is_logit = tol.max_sign_flip_fraction is not None and bool(_FRAME_KEY.match(key))
         kr = _compare_key(key, np.asarray(ours[key]), np.asarray(ref[key]), tol, is_logit)
@@ -264,6 +268,8 @@ def compare_arrays(name: str, ours: Mapping[str, np.ndarray], ref: Mapping[str, 
             res.logits += kr.count
         if kr.problem:
             (res.notes if informative else res.failures).append(f"{key}: {kr.problem}")
+    if missing_internal:
+        res.notes.append(f"{len(missing_internal)} internal.* debugging keys not in our output (not compared), e.g. {missing_internal[0]}")
     for key in sorted(set(ours) - set(ref)):
         if is_input_key(key):
             continue
