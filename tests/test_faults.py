@@ -1,0 +1,195 @@
+"""Faults during a run: the retry rule, a worker killed mid-unit, a node removed mid-unit,
+a storage error, a unit past its deadline. Each run ends with the clean run's table:
+no lost and no duplicated rows."""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+import time
+
+import pytest
+from test_label_e2e import (
+    assert_same_rows,
+    demo_entries,
+    make_clips,
+    reference_table,
+    run_config,
+    sorted_masks,
+    write_jsonl,
+)
+
+from pipeline.coordinator import run_labeling
+from pipeline.retry import PERMANENT, TRANSIENT, RetryPolicy, UnitTimeoutError, classify
+from pipeline.video import VideoDecodeError
+from pipeline.worker import Fault
+
+# ---------------------------------------------------------------- the retry rule
+
+
+def _ray_errors():
+    import ray.exceptions as rex
+
+    return [
+        rex.ActorDiedError(),
+        rex.WorkerCrashedError(),
+        rex.NodeDiedError("node gone"),
+        rex.ObjectLostError("0" * 56, None, ""),
+    ]
+
+
+@pytest.mark.parametrize("index", range(4))
+def test_ray_system_errors_are_transient(index):
+    assert classify(_ray_errors()[index]) == TRANSIENT
+
+
+@pytest.mark.parametrize(
+    "error, kind",
+    [
+        (OSError("connection reset"), TRANSIENT),
+        (TimeoutError("read timed out"), TRANSIENT),
+        (UnitTimeoutError("deadline"), TRANSIENT),
+        (FileNotFoundError("video not found: s3://b/x.mp4"), PERMANENT),
+        (PermissionError("denied"), PERMANENT),
+        (VideoDecodeError("corrupt"), PERMANENT),
+        (ValueError("prompt frame 40 is past the end"), PERMANENT),
+        (RuntimeError("a bug"), PERMANENT),
+    ],
+)
+def test_error_classes(error, kind):
+    assert classify(error) == kind
+
+
+def test_worker_errors_are_classified_by_their_cause():
+    from ray.exceptions import RayTaskError
+
+    def raised(error):
+        try:
+            raise error
+        except Exception as err:
+            return RayTaskError("run", "traceback", err).as_instanceof_cause()
+
+    assert classify(raised(OSError("storage hiccup"))) == TRANSIENT
+    assert classify(raised(VideoDecodeError("broken"))) == PERMANENT
+
+
+def test_attempts_and_backoff():
+    policy = RetryPolicy(max_attempts=3, backoff_s=1.0, backoff_max_s=3.0)
+    assert policy.should_retry(OSError("x"), 1) and policy.should_retry(OSError("x"), 2)
+    assert not policy.should_retry(OSError("x"), 3)
+    assert not policy.should_retry(ValueError("x"), 1)
+    waits = [policy.backoff(k) for k in (1, 2, 3, 4)]
+    assert 1.0 <= waits[0] <= 1.25 and 2.0 <= waits[1] <= 2.5 and 3.0 <= waits[2] <= 3.75
+    assert 3.0 <= waits[3] <= 3.75  # capped
+    with pytest.raises(ValueError, match="max_attempts"):
+        RetryPolicy(max_attempts=0)
+
+
+# ---------------------------------------------------------------- faults in real runs
+
+
+@pytest.fixture(scope="module")
+def fault_inputs(tmp_path_factory, videos_dir, mini_a_dir):
+    folder = tmp_path_factory.mktemp("faults")
+    clips = make_clips(videos_dir, folder / "clips")
+    manifest = write_jsonl(folder / "manifest.jsonl", demo_entries(clips))
+    return folder, manifest, reference_table(mini_a_dir, manifest)
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    """A 3-node Ray cluster: a head without CPUs (the driver only) and two 2-CPU worker nodes,
+    so the two workers land on different nodes and either node can host a replacement."""
+    import ray
+    from ray.cluster_utils import Cluster
+
+    os.environ["RAY_AUTH_MODE"] = "disabled"
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 0, "include_dashboard": False})
+    for _ in range(2):
+        cluster.add_node(num_cpus=2)
+    cluster.wait_for_nodes()
+    ray.init(address=cluster.address, log_to_driver=False)
+    yield cluster
+    ray.shutdown()
+    cluster.shutdown()
+
+
+@pytest.mark.slow
+def test_worker_killed_mid_unit_and_storage_error_are_retried(cluster, fault_inputs, mini_a_dir, tmp_path):
+    folder, manifest, expected = fault_inputs
+    faults = (
+        Fault(video_id="dog", kind="exit", attempt=1, at_frame=8),  # the worker process dies mid-unit
+        Fault(video_id="coffee", kind="oserror", attempt=1),  # the first commit fails
+    )
+    out = tmp_path / "out"
+    result = run_labeling(run_config(manifest, out, mini_a_dir, faults=faults))
+    assert result.exit_code == 0, result.failures
+    assert result.summary["retries"] == 2
+    assert_same_rows(sorted_masks(out), expected)
+
+
+@pytest.mark.slow
+def test_unit_past_its_deadline_is_stopped_and_retried(cluster, fault_inputs, mini_a_dir, tmp_path):
+    folder, manifest, expected = fault_inputs
+    faults = (Fault(video_id="bedroom", kind="pause", attempt=1, at_frame=3, seconds=120),)
+    out = tmp_path / "out"
+    started = time.monotonic()
+    config = run_config(
+        manifest, out, mini_a_dir, faults=faults,
+        retry=RetryPolicy(max_attempts=2, backoff_s=0.1, unit_timeout_s=8.0),
+    )
+    result = run_labeling(config)
+    assert time.monotonic() - started < 100  # did not wait for the paused worker
+    assert result.exit_code == 0, result.failures
+    assert result.summary["retries"] == 1
+    assert_same_rows(sorted_masks(out), expected)
+
+
+@pytest.mark.slow
+def test_permanent_failure_is_not_retried(cluster, fault_inputs, mini_a_dir, tmp_path):
+    folder, manifest, _ = fault_inputs
+    entries = [json.loads(line) for line in manifest.read_text().splitlines()]
+    entries[2]["objects"][0]["prompts"][0]["frame"] = 24  # one past the last frame
+    bad = write_jsonl(tmp_path / "m.jsonl", entries)
+    result = run_labeling(run_config(bad, tmp_path / "out", mini_a_dir))
+    assert result.exit_code == 2
+    (failure,) = result.failures
+    assert failure["video_id"] == "bedroom" and failure["attempts"] == 1
+    assert failure["error_type"] == "ValueError" and "past the end" in failure["reason"]
+    assert result.summary["units_done"] == 2 and result.summary["retries"] == 0
+
+
+@pytest.mark.slow
+def test_node_removed_mid_unit_converges_to_the_clean_table(cluster, fault_inputs, mini_a_dir, tmp_path):
+    _, manifest, expected = fault_inputs
+    marker = tmp_path / "paused.json"
+    # The dog unit's first attempt stops at frame 5 and says on which node it is.
+    faults = (Fault(video_id="dog", kind="pause", attempt=1, at_frame=5, seconds=300, marker=str(marker)),)
+    out = tmp_path / "out"
+    outcome: dict = {}
+
+    def run() -> None:
+        try:
+            outcome["result"] = run_labeling(run_config(manifest, out, mini_a_dir, faults=faults))
+        except BaseException as err:  # surfaced below
+            outcome["error"] = err
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 180
+    while not marker.exists():
+        assert thread.is_alive(), outcome
+        assert time.monotonic() < deadline, "the paused unit never started"
+        time.sleep(0.2)
+    node_id = json.loads(marker.read_text())["node_id"]
+    (node,) = [n for n in cluster.worker_nodes if n.node_id == node_id]
+    cluster.remove_node(node)
+    thread.join(timeout=300)
+    cluster.add_node(num_cpus=2)  # back to three nodes for the module's other tests
+    assert not thread.is_alive(), "the run did not finish after the node was removed"
+    assert "error" not in outcome, outcome.get("error")
+    result = outcome["result"]
+    assert result.exit_code == 0, result.failures
+    assert result.summary["retries"] >= 1
+    assert_same_rows(sorted_masks(out), expected)
