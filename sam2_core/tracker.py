@@ -572,16 +572,23 @@ def track_video(
     """
     if not prompts:
         raise ValueError("no prompts given")
-    session = VideoSession(model, frames, options)
-    for (oid, frame), p in sorted(_merge_prompts(prompts, session.num_frames).items(), key=lambda kv: (kv[0][1], kv[0][0])):
+    return track_session(VideoSession(model, frames, options), prompts, bounded)
+
+
+def track_session(session: VideoSession, prompts: Sequence[ObjectPrompt], bounded: bool = True) -> Iterator[FrameResult]:
+    """track_video on a session the caller made (and may inspect while it runs)."""
+    merged = _merge_prompts(prompts, session.num_frames)
+    if not merged:
+        raise ValueError("no prompts given")
+    for (oid, frame), p in sorted(merged.items(), key=lambda kv: (kv[0][1], kv[0][0])):
         if p["mask"] is not None:
             session.add_mask(frame, oid, p["mask"])
         else:
             pts = np.concatenate(p["points"]) if p["points"] else None
             labs = np.concatenate(p["labels"]) if p["labels"] else None
             session.add_prompt(frame, oid, points=pts, labels=labs, box=p["box"])
-    start = min(frame for _, frame in _merge_prompts(prompts, session.num_frames))
-    spatial, pointers = reach(model.cfg.tracking)
+    start = min(frame for _, frame in merged)
+    spatial, pointers = reach(session.cfg)
     window = max(spatial, pointers)
 
     def keep_near(current: int, reverse: bool):
