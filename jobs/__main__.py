@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
+from collections.abc import Callable
 
 COMMANDS = {
     "label": "Label the videos of a manifest into Parquet mask tables.",
@@ -21,7 +22,8 @@ COMMANDS = {
 }
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> tuple[argparse.ArgumentParser, dict[str, Callable[[argparse.Namespace], int]]]:
+    """The full command-line parser and each command's runner."""
     parser = argparse.ArgumentParser(prog="python -m jobs")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     runners = {}
@@ -36,6 +38,11 @@ def main(argv: list[str] | None = None) -> int:
         p = sub.add_parser(name, help=help_text, description=help_text)
         module.add_arguments(p)
         runners[name] = module.run
+    return parser, runners
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser, runners = build_parser()
     args = parser.parse_args(argv)
     return int(runners[args.command](args))
 
