@@ -20,6 +20,7 @@ import heapq
 import itertools
 import math
 import os
+import socket
 import time
 import uuid
 from collections import deque
@@ -126,6 +127,7 @@ def connect_ray(address: str | None, num_cpus: int | None = None) -> bool:
         return False
     try:
         if address:
+            _probe(address)
             ray.init(address=address, log_to_driver=True)
         elif os.environ.get("RAY_ADDRESS"):  # inside a Ray job: join its cluster
             ray.init(log_to_driver=True)
@@ -139,6 +141,19 @@ def connect_ray(address: str | None, num_cpus: int | None = None) -> bool:
             "(check the address and run `ray status` on the cluster)"
         ) from err
     return True
+
+
+def _probe(address: str, timeout_s: float = 10.0) -> None:
+    """Fail fast when a ``host:port`` Ray address does not answer: ``ray.init`` would
+    otherwise keep retrying for minutes."""
+    target = address.split("://", 1)[-1]
+    host, sep, port = target.rpartition(":")
+    if not sep or not port.isdigit() or address == "auto":
+        return
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=timeout_s).close()
+    except OSError as err:
+        raise ConnectionError(f"nothing answers at {host}:{port} ({err})") from err
 
 
 def run_labeling(config: RunConfig) -> RunResult:
