@@ -239,7 +239,8 @@ def run_labeling(config: RunConfig) -> RunResult:
             except RunFatalError as err:
                 summary["status"] = "fatal"
                 summary["error"] = str(err)
-                _finish(store, summary, failures, started, best_effort=True)
+                summary["units_done"] = len(scheduler.results)
+                _finish(store, summary, scheduler.failures, started, best_effort=True)
                 raise
             summary["units_done"] = len(results)
             summary["frames"] = sum(r["frames"] for r in results)
