@@ -49,6 +49,25 @@ def _ray_transient_types() -> tuple[type[BaseException], ...]:
     return tuple(getattr(rex, n) for n in names if hasattr(rex, n))
 
 
+def _storage_transient_types() -> tuple[type[BaseException], ...]:
+    """Network errors of the object-store clients that are not OSError subclasses."""
+    found: list[type[BaseException]] = []
+    try:
+        from botocore.exceptions import ConnectionError as BotoConnectionError
+        from botocore.exceptions import HTTPClientError
+
+        found += [BotoConnectionError, HTTPClientError]
+    except ImportError:
+        pass
+    try:
+        from aiohttp import ClientError
+
+        found.append(ClientError)
+    except ImportError:
+        pass
+    return tuple(found)
+
+
 def root_cause(error: BaseException) -> BaseException:
     """The user-level exception behind a Ray task error (the worker's own exception)."""
     try:
@@ -76,6 +95,8 @@ def classify(error: BaseException) -> str:
     if isinstance(cause, _PERMANENT_OS_ERRORS):
         return PERMANENT
     if isinstance(cause, (OSError, TimeoutError, ConnectionError, MemoryError)):
+        return TRANSIENT
+    if isinstance(cause, _storage_transient_types()):
         return TRANSIENT
     return PERMANENT
 

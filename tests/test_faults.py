@@ -61,6 +61,15 @@ def test_error_classes(error, kind):
     assert classify(error) == kind
 
 
+def test_object_store_network_errors_are_transient():
+    from aiohttp import ServerDisconnectedError
+    from botocore.exceptions import ConnectionClosedError, EndpointConnectionError
+
+    assert classify(EndpointConnectionError(endpoint_url="http://127.0.0.1:1")) == TRANSIENT
+    assert classify(ConnectionClosedError(endpoint_url="http://127.0.0.1:1")) == TRANSIENT
+    assert classify(ServerDisconnectedError()) == TRANSIENT
+
+
 def test_worker_errors_are_classified_by_their_cause():
     from ray.exceptions import RayTaskError
 
