@@ -18,8 +18,10 @@ length.
 from __future__ import annotations
 
 import contextlib
-from collections import OrderedDict
-from collections.abc import Iterator, Sequence
+import threading
+from collections import OrderedDict, deque
+from collections.abc import Iterable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -41,6 +43,8 @@ class TrackerOptions:
     (float32 for parity; bfloat16 halves state). batch_objects: advance all objects of a frame
     in one batch (False: one object at a time, for comparison). feature_cache_size: frames whose
     image features are kept. autocast_dtype: e.g. torch.bfloat16 to run under autocast on CUDA.
+    prefetch_frames: how many frames ahead of a propagation a background thread reads and
+    preprocesses (0: none).
     """
 
     storage_device: str | None = None
@@ -48,6 +52,54 @@ class TrackerOptions:
     batch_objects: bool = True
     feature_cache_size: int = 2
     autocast_dtype: torch.dtype | None = None
+    prefetch_frames: int = 2
+
+
+class _Prefetcher:
+    """Reads and preprocesses the frames a propagation will ask for next, on one thread.
+
+    The frame source is only touched under ``lock``, so readers need not be thread-safe.
+    """
+
+    def __init__(self, frames: FrameSource, size: int, depth: int):
+        self.frames, self.size, self.depth = frames, size, depth
+        self.lock = threading.Lock()
+        self._plan: deque[int] = deque()
+        self._pending: dict[int, Future] = {}
+        self._pool: ThreadPoolExecutor | None = None
+
+    def load(self, frame: int) -> torch.Tensor:
+        with self.lock:
+            image = self.frames[frame]
+        return video_frame_to_input(image, self.size)
+
+    def plan(self, order: Iterable[int]) -> None:
+        self._plan = deque(order)
+        self._pending.clear()
+
+    def take(self, frame: int) -> torch.Tensor:
+        """The preprocessed frame (3 x S x S): prefetched when it was next in the plan."""
+        if self._plan and self._plan[0] == frame:
+            self._plan.popleft()
+        future = self._pending.pop(frame, None)
+        self._top_up()
+        return future.result() if future is not None else self.load(frame)
+
+    def _top_up(self) -> None:
+        if self.depth <= 0:
+            return
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="frame-prefetch")
+        for frame in list(self._plan)[: self.depth]:
+            if frame not in self._pending:
+                self._pending[frame] = self._pool.submit(self.load, frame)
+
+    def close(self) -> None:
+        self._plan.clear()
+        self._pending.clear()
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)
+            self._pool = None
 
 
 @dataclass
@@ -138,6 +190,7 @@ class VideoSession:
         self._objects: OrderedDict[int, ObjectTrack] = OrderedDict()
         self._features: OrderedDict[int, ImageFeatures] = OrderedDict()
         self._maskmem_pos: torch.Tensor | None = None
+        self._reader = _Prefetcher(frames, model.image_size, self.options.prefetch_frames)
 
     # ------------------------------------------------------------------ public API
 
@@ -258,8 +311,12 @@ class VideoSession:
         else:
             end = min(start_frame + limit, self.num_frames - 1)
             order = range(start_frame, end + 1)
-        for frame in order:
-            yield self._advance(frame, reverse)
+        self._reader.plan(order)
+        try:
+            for frame in order:
+                yield self._advance(frame, reverse)
+        finally:
+            self._reader.close()
 
     # ------------------------------------------------------------------ bookkeeping for streaming
 
@@ -341,7 +398,7 @@ class VideoSession:
         if frame in self._features:
             self._features.move_to_end(frame)
             return self._features[frame]
-        image = video_frame_to_input(self.frames[frame], self.model.image_size).to(self.device)
+        image = self._reader.take(frame).to(self.device)
         feats = self.model.encode_image(image[None])
         self._features[frame] = feats
         while len(self._features) > max(self.options.feature_cache_size, 1):
