@@ -25,7 +25,7 @@ import time
 import uuid
 from collections import deque
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from pipeline.manifest import Reject, read_manifest
 from pipeline.plan import Unit, conflicting_jobs, plan_units
@@ -88,7 +88,7 @@ class RunResult:
 
 def new_run_id() -> str:
     """A fresh, sortable run id: UTC time plus a few random hex digits."""
-    return datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ") + "-" + uuid.uuid4().hex[:6]
+    return datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ") + "-" + uuid.uuid4().hex[:6]
 
 
 def sha256_of(uri: str, storage_options: dict | None = None) -> str:
@@ -158,7 +158,7 @@ def _probe(address: str, timeout_s: float = 10.0) -> None:
 
 def run_labeling(config: RunConfig) -> RunResult:
     """Run a whole labeling job; see the module docstring for exit statuses."""
-    started_wall, started = datetime.now(timezone.utc), time.perf_counter()
+    started_wall, started = datetime.now(UTC), time.perf_counter()
     run_id = config.run_id or new_run_id()
     so = config.storage_options
 
@@ -270,7 +270,7 @@ def _finish(
     wall = time.perf_counter() - started
     summary["wall_time_s"] = round(wall, 3)
     summary["frames_per_s"] = round(summary["frames"] / wall, 3) if wall > 0 else 0.0
-    summary["finished_at"] = datetime.now(timezone.utc).isoformat()
+    summary["finished_at"] = datetime.now(UTC).isoformat()
     try:
         store.write_failures(failures)
         store.write_summary(summary)
