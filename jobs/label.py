@@ -21,7 +21,9 @@ def _json_object(text: str) -> dict:
     try:
         value = json.loads(text)
     except json.JSONDecodeError as err:
-        raise argparse.ArgumentTypeError(f"--storage-options is not valid JSON ({err}): {text!r}") from err
+        raise argparse.ArgumentTypeError(
+            f"--storage-options is not valid JSON ({err}): {text!r}"
+        ) from err
     if not isinstance(value, dict):
         raise argparse.ArgumentTypeError(f"--storage-options must be a JSON object, got {text!r}")
     return value
@@ -43,25 +45,120 @@ def _non_negative_float(text: str) -> float:
 
 # (flag, argparse keyword arguments); jobs.submit rebuilds the command line from this table.
 OPTIONS: list[tuple[str, dict]] = [
-    ("--manifest", {"required": True, "help": "manifest URI (.jsonl, .parquet or .csv; local path or fsspec URL)"}),
-    ("--output", {"required": True, "help": "output URI: masks/, failures/, rejects/, summary.json go here"}),
-    ("--model", {"default": DEFAULT_MODEL, "help": "official model name (e.g. sam2.1_hiera_tiny) or a path/URL to an official-style config"}),
-    ("--checkpoint", {"default": DEFAULT_CHECKPOINT, "help": "checkpoint path or URL (fetched once per node, sha256 checked)"}),
-    ("--checkpoint-cache", {"default": None, "help": "per-node folder for downloaded checkpoints (default ~/.cache/sam2-labeler)"}),
-    ("--workers", {"type": _positive_int, "default": 1, "help": "number of worker actors (default 1)"}),
-    ("--gpus-per-worker", {"type": _non_negative_float, "default": 0.0, "help": "GPUs per worker (0: CPU)"}),
-    ("--cpus-per-worker", {"type": _non_negative_float, "default": 1.0, "help": "CPUs per worker (default 1)"}),
-    ("--ray-address", {"default": None, "help": "Ray cluster address (default: start Ray locally)"}),
-    ("--num-cpus", {"type": _positive_int, "default": None, "help": "CPUs of a locally started Ray (default: all)"}),
-    ("--max-attempts", {"type": _positive_int, "default": 3, "help": "attempts per unit on transient errors (default 3)"}),
-    ("--retry-backoff", {"type": _non_negative_float, "default": 1.0, "help": "seconds before the first retry; doubles each time (default 1)"}),
-    ("--unit-timeout", {"type": float, "default": None, "help": "seconds one unit attempt may run before its worker is stopped and the unit retried"}),
+    (
+        "--manifest",
+        {
+            "required": True,
+            "help": "manifest URI (.jsonl, .parquet or .csv; local path or fsspec URL)",
+        },
+    ),
+    (
+        "--output",
+        {"required": True, "help": "output URI: masks/, failures/, rejects/, summary.json go here"},
+    ),
+    (
+        "--model",
+        {
+            "default": DEFAULT_MODEL,
+            "help": "official model name (e.g. sam2.1_hiera_tiny) or a path/URL to an official-style config",
+        },
+    ),
+    (
+        "--checkpoint",
+        {
+            "default": DEFAULT_CHECKPOINT,
+            "help": "checkpoint path or URL (fetched once per node, sha256 checked)",
+        },
+    ),
+    (
+        "--checkpoint-cache",
+        {
+            "default": None,
+            "help": "per-node folder for downloaded checkpoints (default ~/.cache/sam2-labeler)",
+        },
+    ),
+    (
+        "--workers",
+        {"type": _positive_int, "default": 1, "help": "number of worker actors (default 1)"},
+    ),
+    (
+        "--gpus-per-worker",
+        {"type": _non_negative_float, "default": 0.0, "help": "GPUs per worker (0: CPU)"},
+    ),
+    (
+        "--cpus-per-worker",
+        {"type": _non_negative_float, "default": 1.0, "help": "CPUs per worker (default 1)"},
+    ),
+    (
+        "--ray-address",
+        {"default": None, "help": "Ray cluster address (default: start Ray locally)"},
+    ),
+    (
+        "--num-cpus",
+        {
+            "type": _positive_int,
+            "default": None,
+            "help": "CPUs of a locally started Ray (default: all)",
+        },
+    ),
+    (
+        "--max-attempts",
+        {
+            "type": _positive_int,
+            "default": 3,
+            "help": "attempts per unit on transient errors (default 3)",
+        },
+    ),
+    (
+        "--retry-backoff",
+        {
+            "type": _non_negative_float,
+            "default": 1.0,
+            "help": "seconds before the first retry; doubles each time (default 1)",
+        },
+    ),
+    (
+        "--unit-timeout",
+        {
+            "type": float,
+            "default": None,
+            "help": "seconds one unit attempt may run before its worker is stopped and the unit retried",
+        },
+    ),
     ("--strict", {"action": "store_true", "help": "any manifest reject: label nothing (exit 2)"}),
-    ("--storage-options", {"type": _json_object, "default": None, "help": "JSON object of fsspec storage options for every URI (e.g. S3 endpoint, keys)"}),
+    (
+        "--storage-options",
+        {
+            "type": _json_object,
+            "default": None,
+            "help": "JSON object of fsspec storage options for every URI (e.g. S3 endpoint, keys)",
+        },
+    ),
     ("--run-id", {"default": None, "help": "run id stored in every row (default: time-based)"}),
-    ("--max-objects-per-unit", {"type": _positive_int, "default": None, "help": "split videos with more objects into several units"}),
-    ("--torch-threads", {"type": _positive_int, "default": None, "help": "torch threads per worker (default: its CPU share)"}),
-    ("--max-in-flight", {"type": _positive_int, "default": None, "help": "units queued on workers at once (default 2 x workers)"}),
+    (
+        "--max-objects-per-unit",
+        {
+            "type": _positive_int,
+            "default": None,
+            "help": "split videos with more objects into several units",
+        },
+    ),
+    (
+        "--torch-threads",
+        {
+            "type": _positive_int,
+            "default": None,
+            "help": "torch threads per worker (default: its CPU share)",
+        },
+    ),
+    (
+        "--max-in-flight",
+        {
+            "type": _positive_int,
+            "default": None,
+            "help": "units queued on workers at once (default 2 x workers)",
+        },
+    ),
     ("--no-progress", {"action": "store_true", "help": "no progress bar"}),
 ]
 
@@ -100,7 +197,11 @@ def run_config(args: argparse.Namespace):
         gpus_per_worker=args.gpus_per_worker,
         ray_address=args.ray_address,
         local_num_cpus=args.num_cpus,
-        retry=RetryPolicy(max_attempts=args.max_attempts, backoff_s=args.retry_backoff, unit_timeout_s=args.unit_timeout),
+        retry=RetryPolicy(
+            max_attempts=args.max_attempts,
+            backoff_s=args.retry_backoff,
+            unit_timeout_s=args.unit_timeout,
+        ),
         strict=args.strict,
         storage_options=args.storage_options,
         run_id=args.run_id,
@@ -115,7 +216,10 @@ def run(args: argparse.Namespace) -> int:
     from pipeline.coordinator import RunFatalError, run_labeling
 
     if not args.model:
-        print("error: no --model given (an official name such as sam2.1_hiera_tiny, or a config path)", file=sys.stderr)
+        print(
+            "error: no --model given (an official name such as sam2.1_hiera_tiny, or a config path)",
+            file=sys.stderr,
+        )
         return 1
     try:
         result = run_labeling(run_config(args))

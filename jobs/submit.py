@@ -20,7 +20,17 @@ from jobs import label
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 # Never upload these with the job (Ray also honours .gitignore).
-EXCLUDES = [".venv", ".git", "**/__pycache__", "*.egg-info", ".pytest_cache", ".ruff_cache", "out", "build", "dist"]
+EXCLUDES = [
+    ".venv",
+    ".git",
+    "**/__pycache__",
+    "*.egg-info",
+    ".pytest_cache",
+    ".ruff_cache",
+    "out",
+    "build",
+    "dist",
+]
 _PATH_OPTIONS = ("manifest", "output", "model", "checkpoint")
 
 
@@ -31,9 +41,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=os.environ.get("RAY_ADDRESS") or "http://127.0.0.1:8265",
         help="the Ray cluster's dashboard (Jobs API) address (default: $RAY_ADDRESS or http://127.0.0.1:8265)",
     )
-    parser.add_argument("--wait", action="store_true", help="follow the job's logs until it ends; exit with its status")
-    parser.add_argument("--python", default="python", help="python executable on the cluster (default: python)")
-    parser.add_argument("--submission-id", default=None, help="job id to use (default: chosen by Ray)")
+    parser.add_argument(
+        "--wait",
+        action="store_true",
+        help="follow the job's logs until it ends; exit with its status",
+    )
+    parser.add_argument(
+        "--python", default="python", help="python executable on the cluster (default: python)"
+    )
+    parser.add_argument(
+        "--submission-id", default=None, help="job id to use (default: chosen by Ray)"
+    )
 
 
 def entrypoint(args: argparse.Namespace) -> str:
@@ -52,7 +70,10 @@ def runtime_env() -> dict:
 
 def run(args: argparse.Namespace) -> int:
     if not args.model:
-        print("error: no --model given (an official name such as sam2.1_hiera_tiny, or a config path)", file=sys.stderr)
+        print(
+            "error: no --model given (an official name such as sam2.1_hiera_tiny, or a config path)",
+            file=sys.stderr,
+        )
         return 1
     try:
         from ray.job_submission import JobSubmissionClient
@@ -62,7 +83,9 @@ def run(args: argparse.Namespace) -> int:
     command = entrypoint(args)
     try:
         client = JobSubmissionClient(args.address)
-        job_id = client.submit_job(entrypoint=command, runtime_env=runtime_env(), submission_id=args.submission_id)
+        job_id = client.submit_job(
+            entrypoint=command, runtime_env=runtime_env(), submission_id=args.submission_id
+        )
     except Exception as err:
         print(
             f"error: could not submit to the Ray cluster at {args.address}: {type(err).__name__}: {err}\n"

@@ -109,8 +109,11 @@ def conflicting_jobs(jobs: Sequence[VideoJob]) -> tuple[list[VideoJob], list[Rej
     rejects: list[Reject] = []
     for job in jobs:
         clash = next(
-            ((o.object_id, owner[(job.video_id, o.object_id)]) for o in job.objects
-             if (job.video_id, o.object_id) in owner),
+            (
+                (o.object_id, owner[(job.video_id, o.object_id)])
+                for o in job.objects
+                if (job.video_id, o.object_id) in owner
+            ),
             None,
         )
         if clash is not None:

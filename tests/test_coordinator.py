@@ -63,24 +63,51 @@ def _commit_times(output: Path) -> dict[str, str]:
     if not (output / "_commits").exists():
         return {}
     return {
-        p.stem: json.loads(p.read_text())["committed_at"] for p in (output / "_commits").glob("*.json")
+        p.stem: json.loads(p.read_text())["committed_at"]
+        for p in (output / "_commits").glob("*.json")
     }
 
 
 @pytest.mark.slow
-def test_run_killed_half_way_resumes_without_redoing_committed_units(ray_local, inputs, expected, mini_a_dir, tmp_path):
+def test_run_killed_half_way_resumes_without_redoing_committed_units(
+    ray_local, inputs, expected, mini_a_dir, tmp_path
+):
     _, manifest = inputs
     out = tmp_path / "out"
     model, checkpoint = mini_model(mini_a_dir)
     address = ray_local.get_runtime_context().gcs_address
     command = [
-        sys.executable, "-m", "jobs", "label", "--manifest", str(manifest), "--output", str(out),
-        "--model", model, "--checkpoint", checkpoint, "--workers", "1", "--torch-threads", "1",
-        "--run-id", "test-run", "--ray-address", address, "--no-progress",
+        sys.executable,
+        "-m",
+        "jobs",
+        "label",
+        "--manifest",
+        str(manifest),
+        "--output",
+        str(out),
+        "--model",
+        model,
+        "--checkpoint",
+        checkpoint,
+        "--workers",
+        "1",
+        "--torch-threads",
+        "1",
+        "--run-id",
+        "test-run",
+        "--ray-address",
+        address,
+        "--no-progress",
     ]
     env = {**os.environ, "RAY_AUTH_MODE": "disabled"}
-    proc = subprocess.Popen(command, cwd=REPO, env=env, start_new_session=True,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    proc = subprocess.Popen(
+        command,
+        cwd=REPO,
+        env=env,
+        start_new_session=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
     deadline = time.monotonic() + 240
     try:
         while len(_commit_times(out)) < 2:
@@ -109,14 +136,18 @@ def test_run_killed_half_way_resumes_without_redoing_committed_units(ray_local, 
 
 
 @pytest.mark.slow
-def test_objects_split_into_units_give_one_row_per_object_and_frame(ray_local, inputs, mini_a_dir, tmp_path):
+def test_objects_split_into_units_give_one_row_per_object_and_frame(
+    ray_local, inputs, mini_a_dir, tmp_path
+):
     _, manifest = inputs
     out = tmp_path / "out"
     result = run_labeling(run_config(manifest, out, mini_a_dir, max_objects_per_unit=1))
     assert result.exit_code == 0, result.failures
     assert result.summary["units"] == 10  # 2 x (2 + 2 + 1) objects
     table = sorted_masks(out)
-    keys = list(zip(*(table.column(c).to_pylist() for c in ("video_id", "object_id", "frame_index"))))
+    keys = list(
+        zip(*(table.column(c).to_pylist() for c in ("video_id", "object_id", "frame_index")))
+    )
     assert len(keys) == len(set(keys)) == 10 * 24
     assert len(OutputStore(str(out)).committed_units()) == 10
 
@@ -128,6 +159,8 @@ def test_unreachable_output_and_missing_checkpoint_are_fatal(inputs, mini_a_dir,
     with pytest.raises(RunFatalError, match="not reachable or writable"):
         run_labeling(run_config(manifest, blocker / "out", mini_a_dir))
     with pytest.raises(RunFatalError, match="checkpoint"):
-        run_labeling(run_config(manifest, tmp_path / "out", mini_a_dir, checkpoint=str(tmp_path / "none.pt")))
+        run_labeling(
+            run_config(manifest, tmp_path / "out", mini_a_dir, checkpoint=str(tmp_path / "none.pt"))
+        )
     with pytest.raises(RunFatalError, match="manifest"):
         run_labeling(run_config(tmp_path / "none.jsonl", tmp_path / "out", mini_a_dir))

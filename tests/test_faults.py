@@ -114,7 +114,9 @@ def cluster():
     from ray.cluster_utils import Cluster
 
     os.environ["RAY_AUTH_MODE"] = "disabled"
-    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 0, "include_dashboard": False})
+    cluster = Cluster(
+        initialize_head=True, head_node_args={"num_cpus": 0, "include_dashboard": False}
+    )
     for _ in range(2):
         cluster.add_node(num_cpus=2)
     cluster.wait_for_nodes()
@@ -125,10 +127,14 @@ def cluster():
 
 
 @pytest.mark.slow
-def test_worker_killed_mid_unit_and_storage_error_are_retried(cluster, fault_inputs, mini_a_dir, tmp_path):
+def test_worker_killed_mid_unit_and_storage_error_are_retried(
+    cluster, fault_inputs, mini_a_dir, tmp_path
+):
     folder, manifest, expected = fault_inputs
     faults = (
-        Fault(video_id="dog", kind="exit", attempt=1, at_frame=8),  # the worker process dies mid-unit
+        Fault(
+            video_id="dog", kind="exit", attempt=1, at_frame=8
+        ),  # the worker process dies mid-unit
         Fault(video_id="coffee", kind="oserror", attempt=1),  # the first commit fails
     )
     out = tmp_path / "out"
@@ -145,7 +151,10 @@ def test_unit_past_its_deadline_is_stopped_and_retried(cluster, fault_inputs, mi
     out = tmp_path / "out"
     started = time.monotonic()
     config = run_config(
-        manifest, out, mini_a_dir, faults=faults,
+        manifest,
+        out,
+        mini_a_dir,
+        faults=faults,
         retry=RetryPolicy(max_attempts=2, backoff_s=0.1, unit_timeout_s=8.0),
     )
     result = run_labeling(config)
@@ -170,11 +179,15 @@ def test_permanent_failure_is_not_retried(cluster, fault_inputs, mini_a_dir, tmp
 
 
 @pytest.mark.slow
-def test_node_removed_mid_unit_converges_to_the_clean_table(cluster, fault_inputs, mini_a_dir, tmp_path):
+def test_node_removed_mid_unit_converges_to_the_clean_table(
+    cluster, fault_inputs, mini_a_dir, tmp_path
+):
     _, manifest, expected = fault_inputs
     marker = tmp_path / "paused.json"
     # The dog unit's first attempt stops at frame 5 and says on which node it is.
-    faults = (Fault(video_id="dog", kind="pause", attempt=1, at_frame=5, seconds=300, marker=str(marker)),)
+    faults = (
+        Fault(video_id="dog", kind="pause", attempt=1, at_frame=5, seconds=300, marker=str(marker)),
+    )
     out = tmp_path / "out"
     outcome: dict = {}
 

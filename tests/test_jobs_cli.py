@@ -41,8 +41,13 @@ def ray_dashboard():
 
     os.environ["RAY_AUTH_MODE"] = "disabled"
     port = _free_port()
-    ray.init(num_cpus=2, include_dashboard=True, dashboard_host="127.0.0.1", dashboard_port=port,
-             log_to_driver=False)
+    ray.init(
+        num_cpus=2,
+        include_dashboard=True,
+        dashboard_host="127.0.0.1",
+        dashboard_port=port,
+        log_to_driver=False,
+    )
     yield f"http://127.0.0.1:{port}"
     ray.shutdown()
 
@@ -65,27 +70,74 @@ def _bad_manifest(folder: Path, dog: str, coffee: str, corrupt: str) -> Path:
     return write_jsonl(
         folder / "bad.jsonl",
         [
-            {"video": dog, "video_id": "dog", "objects": [{"object_id": 1, "prompts": [_point()]},
-                                                         {"object_id": 2, "prompts": [{"frame": 3, "box": [5, 5, 60, 60]}]}]},
+            {
+                "video": dog,
+                "video_id": "dog",
+                "objects": [
+                    {"object_id": 1, "prompts": [_point()]},
+                    {"object_id": 2, "prompts": [{"frame": 3, "box": [5, 5, 60, 60]}]},
+                ],
+            },
             '{"video": "' + dog + '", "objects": [',  # line 2: malformed JSON
-            {"video": dog, "video_id": "extra", "colour": "red", "objects": [{"object_id": 1, "prompts": [_point()]}]},
-            {"video": str(folder / "missing.mp4"), "video_id": "missing", "objects": [{"object_id": 1, "prompts": [_point()]}]},
-            {"video": corrupt, "video_id": "corrupt", "objects": [{"object_id": 1, "prompts": [_point()]}]},
-            {"video": coffee, "video_id": "late", "objects": [{"object_id": 1, "prompts": [_point(frame=16)]}]},
-            {"video": coffee, "video_id": "nolabels", "objects": [{"object_id": 1, "prompts": [{"frame": 0, "points": [[1, 2]]}]}]},
+            {
+                "video": dog,
+                "video_id": "extra",
+                "colour": "red",
+                "objects": [{"object_id": 1, "prompts": [_point()]}],
+            },
+            {
+                "video": str(folder / "missing.mp4"),
+                "video_id": "missing",
+                "objects": [{"object_id": 1, "prompts": [_point()]}],
+            },
+            {
+                "video": corrupt,
+                "video_id": "corrupt",
+                "objects": [{"object_id": 1, "prompts": [_point()]}],
+            },
+            {
+                "video": coffee,
+                "video_id": "late",
+                "objects": [{"object_id": 1, "prompts": [_point(frame=16)]}],
+            },
+            {
+                "video": coffee,
+                "video_id": "nolabels",
+                "objects": [{"object_id": 1, "prompts": [{"frame": 0, "points": [[1, 2]]}]}],
+            },
         ],
     )
 
 
 def _label_args(manifest, output, mini_a_dir, *extra) -> list[str]:
     model, checkpoint = mini_model(mini_a_dir)
-    return ["label", "--manifest", str(manifest), "--output", str(output), "--model", model,
-            "--checkpoint", checkpoint, "--workers", "2", "--torch-threads", "1", "--run-id", "test-run",
-            "--retry-backoff", "0.1", "--no-progress", *extra]
+    return [
+        "label",
+        "--manifest",
+        str(manifest),
+        "--output",
+        str(output),
+        "--model",
+        model,
+        "--checkpoint",
+        checkpoint,
+        "--workers",
+        "2",
+        "--torch-threads",
+        "1",
+        "--run-id",
+        "test-run",
+        "--retry-backoff",
+        "0.1",
+        "--no-progress",
+        *extra,
+    ]
 
 
 @pytest.mark.slow
-def test_bad_input_is_reported_and_the_valid_video_still_labeled(ray_dashboard, clips, mini_a_dir, capsys):
+def test_bad_input_is_reported_and_the_valid_video_still_labeled(
+    ray_dashboard, clips, mini_a_dir, capsys
+):
     folder, dog, coffee, corrupt = clips
     manifest = _bad_manifest(folder, dog, coffee, corrupt)
     out = folder / "out-bad"
@@ -98,11 +150,16 @@ def test_bad_input_is_reported_and_the_valid_video_still_labeled(ray_dashboard, 
     assert by_line["bad.jsonl line 3"]["field"] == "colour"
     assert by_line["bad.jsonl line 7"]["field"].endswith("labels")
 
-    failures = {f["video_id"]: f for f in pq.read_table(out / "failures" / "failures.parquet").to_pylist()}
+    failures = {
+        f["video_id"]: f for f in pq.read_table(out / "failures" / "failures.parquet").to_pylist()
+    }
     assert set(failures) == {"missing", "corrupt", "late"}
     assert failures["missing"]["error_type"] == "FileNotFoundError"
     assert failures["corrupt"]["error_type"] == "VideoDecodeError"
-    assert failures["late"]["error_type"] == "ValueError" and "past the end" in failures["late"]["reason"]
+    assert (
+        failures["late"]["error_type"] == "ValueError"
+        and "past the end" in failures["late"]["reason"]
+    )
     assert all(f["attempts"] == 1 for f in failures.values())  # permanent: never retried
     assert failures["late"]["location"] == "bad.jsonl line 6"
 
@@ -129,7 +186,9 @@ def test_wrong_checkpoint_is_a_fatal_error(ray_dashboard, clips, mini_a_dir, tmp
     import torch
 
     folder, dog, _, _ = clips
-    manifest = write_jsonl(tmp_path / "m.jsonl", [{"video": dog, "objects": [{"object_id": 1, "prompts": [_point()]}]}])
+    manifest = write_jsonl(
+        tmp_path / "m.jsonl", [{"video": dog, "objects": [{"object_id": 1, "prompts": [_point()]}]}]
+    )
     state = torch.load(mini_a_dir / "checkpoint.pt", map_location="cpu", weights_only=True)
     state["model"].pop(sorted(state["model"])[0])  # a checkpoint of some other model
     wrong = tmp_path / "wrong.pt"
@@ -144,14 +203,18 @@ def test_wrong_checkpoint_is_a_fatal_error(ray_dashboard, clips, mini_a_dir, tmp
 
 def test_missing_model_argument_is_a_fatal_error(clips, tmp_path, capsys):
     folder, dog, _, _ = clips
-    manifest = write_jsonl(tmp_path / "m.jsonl", [{"video": dog, "objects": [{"object_id": 1, "prompts": [_point()]}]}])
+    manifest = write_jsonl(
+        tmp_path / "m.jsonl", [{"video": dog, "objects": [{"object_id": 1, "prompts": [_point()]}]}]
+    )
     assert main(["label", "--manifest", str(manifest), "--output", str(tmp_path / "o")]) == 1
     assert "--model" in capsys.readouterr().err
 
 
 def test_submit_to_an_unreachable_cluster_exits_1(clips, mini_a_dir, tmp_path, capsys):
     folder, dog, _, _ = clips
-    manifest = write_jsonl(tmp_path / "m.jsonl", [{"video": dog, "objects": [{"object_id": 1, "prompts": [_point()]}]}])
+    manifest = write_jsonl(
+        tmp_path / "m.jsonl", [{"video": dog, "objects": [{"object_id": 1, "prompts": [_point()]}]}]
+    )
     args = _label_args(manifest, tmp_path / "out", mini_a_dir)
     args[0] = "submit"
     assert main([*args, "--address", f"http://127.0.0.1:{_free_port()}"]) == 1
@@ -165,15 +228,31 @@ def test_submit_runs_the_label_command_as_a_ray_job(ray_dashboard, clips, mini_a
         tmp_path / "m.jsonl",
         [
             {"video": dog, "video_id": "dog", "objects": [{"object_id": 1, "prompts": [_point()]}]},
-            {"video": coffee, "video_id": "coffee", "objects": [{"object_id": 2, "prompts": [{"frame": 8, "box": [20, 20, 90, 80]}]}]},
+            {
+                "video": coffee,
+                "video_id": "coffee",
+                "objects": [{"object_id": 2, "prompts": [{"frame": 8, "box": [20, 20, 90, 80]}]}],
+            },
         ],
     )
     out = tmp_path / "out"
     args = _label_args(manifest, out, mini_a_dir)
     args[0] = "submit"
-    command = [sys.executable, "-m", "jobs", *args, "--address", ray_dashboard, "--wait", "--python", sys.executable]
+    command = [
+        sys.executable,
+        "-m",
+        "jobs",
+        *args,
+        "--address",
+        ray_dashboard,
+        "--wait",
+        "--python",
+        sys.executable,
+    ]
     env = {**os.environ, "RAY_AUTH_MODE": "disabled"}
-    done = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=400)
+    done = subprocess.run(
+        command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=400
+    )
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     assert "submitted job" in done.stdout and "ray job logs" in done.stdout
     assert "2 unit(s) labeled" in done.stdout  # the label command's own report, from the job's log
@@ -182,7 +261,9 @@ def test_submit_runs_the_label_command_as_a_ray_job(ray_dashboard, clips, mini_a
 
 def test_unreachable_ray_address_exits_1_quickly(clips, mini_a_dir, tmp_path):
     folder, dog, _, _ = clips
-    manifest = write_jsonl(tmp_path / "m.jsonl", [{"video": dog, "objects": [{"object_id": 1, "prompts": [_point()]}]}])
+    manifest = write_jsonl(
+        tmp_path / "m.jsonl", [{"video": dog, "objects": [{"object_id": 1, "prompts": [_point()]}]}]
+    )
     args = _label_args(manifest, tmp_path / "out", mini_a_dir)
     command = [sys.executable, "-m", "jobs", *args, "--ray-address", f"127.0.0.1:{_free_port()}"]
     env = {**os.environ, "RAY_AUTH_MODE": "disabled"}

@@ -83,13 +83,18 @@ def demo_entries(clips: dict[str, str]) -> list[dict]:
             "video_id": "coffee",
             "objects": [
                 {"object_id": 1, "prompts": [{"frame": 0, "box": [40, 20, 110, 90]}]},
-                {"object_id": 7, "prompts": [{"frame": 12, "mask": ellipse_rle(h, w, 60, 45, 25, 18)}]},
+                {
+                    "object_id": 7,
+                    "prompts": [{"frame": 12, "mask": ellipse_rle(h, w, 60, 45, 25, 18)}],
+                },
             ],
         },
         {
             "video": clips["bedroom"],
             "video_id": "bedroom",
-            "objects": [{"object_id": 3, "prompts": [{"frame": 20, "points": [[30, 60]], "labels": [1]}]}],
+            "objects": [
+                {"object_id": 3, "prompts": [{"frame": 20, "points": [[30, 60]], "labels": [1]}]}
+            ],
         },
     ]
 
@@ -103,7 +108,11 @@ def make_clips(videos_dir: Path, folder: Path, frames: int = 24) -> dict[str, st
     folder.mkdir(parents=True, exist_ok=True)
     return {
         name: str(make_clip(videos_dir / source, folder / f"{name}.mp4", frames=frames))
-        for name, source in (("dog", "01_dog.mp4"), ("coffee", "04_coffee.mp4"), ("bedroom", "bedroom.mp4"))
+        for name, source in (
+            ("dog", "01_dog.mp4"),
+            ("coffee", "04_coffee.mp4"),
+            ("bedroom", "bedroom.mp4"),
+        )
     }
 
 
@@ -114,8 +123,14 @@ def mini_model(mini_a_dir: Path) -> tuple[str, str]:
 def run_config(manifest, output, mini_a_dir: Path, **overrides) -> RunConfig:
     model, checkpoint = mini_model(mini_a_dir)
     settings = dict(
-        manifest=str(manifest), output=str(output), model=model, checkpoint=checkpoint,
-        workers=2, torch_threads=1, run_id=RUN_ID, progress=False,
+        manifest=str(manifest),
+        output=str(output),
+        model=model,
+        checkpoint=checkpoint,
+        workers=2,
+        torch_threads=1,
+        run_id=RUN_ID,
+        progress=False,
         retry=RetryPolicy(max_attempts=3, backoff_s=0.1),
     )
     settings.update(overrides)
@@ -139,27 +154,35 @@ def reference_table(mini_a_dir: Path, manifest, storage_options=None) -> pa.Tabl
     torch.set_num_threads(1)
     try:
         model = build_model(model_arg, checkpoint=checkpoint)
-        return label_jobs(model, jobs, run_id=RUN_ID, model_name=name, storage_options=storage_options)
+        return label_jobs(
+            model, jobs, run_id=RUN_ID, model_name=name, storage_options=storage_options
+        )
     finally:
         torch.set_num_threads(threads)
 
 
 def sorted_masks(output, storage_options=None) -> pa.Table:
     table = read_masks(str(output), storage_options=storage_options)
-    return table.sort_by([("video_id", "ascending"), ("object_id", "ascending"), ("frame_index", "ascending")])
+    return table.sort_by(
+        [("video_id", "ascending"), ("object_id", "ascending"), ("frame_index", "ascending")]
+    )
 
 
 def assert_same_rows(actual: pa.Table, expected: pa.Table) -> None:
     """Row-for-row equality, with a readable first difference."""
     assert actual.schema.names == expected.schema.names
     assert actual.num_rows == expected.num_rows, (actual.num_rows, expected.num_rows)
-    keys = list(zip(*(actual.column(c).to_pylist() for c in ("video_id", "object_id", "frame_index"))))
+    keys = list(
+        zip(*(actual.column(c).to_pylist() for c in ("video_id", "object_id", "frame_index")))
+    )
     assert len(set(keys)) == len(keys), "duplicated (video, object, frame) rows"
     for name in expected.schema.names:
         a, e = actual.column(name).to_pylist(), expected.column(name).to_pylist()
         if a != e:
             i = next(i for i, (x, y) in enumerate(zip(a, e)) if x != y)
-            raise AssertionError(f"column {name} differs first at row {i} {keys[i]}: {a[i]!r} != {e[i]!r}")
+            raise AssertionError(
+                f"column {name} differs first at row {i} {keys[i]}: {a[i]!r} != {e[i]!r}"
+            )
 
 
 @pytest.fixture(scope="module")
@@ -198,7 +221,13 @@ def test_distributed_run_equals_single_process_row_for_row(ray_local, e2e_inputs
     result = run_labeling(run_config(manifest, folder / "out", mini_a_dir))
     assert result.exit_code == 0, result.failures
     s = result.summary
-    assert (s["units"], s["units_done"], s["failed"], s["rejected"], s["skipped"]) == (4, 4, 0, 0, 0)
+    assert (s["units"], s["units_done"], s["failed"], s["rejected"], s["skipped"]) == (
+        4,
+        4,
+        0,
+        0,
+        0,
+    )
     assert s["frames"] == 3 * 24 + 200
     assert s["rows"] == expected.num_rows == 24 * 5 + 200
     assert s["frames_per_s"] > 0
@@ -206,17 +235,31 @@ def test_distributed_run_equals_single_process_row_for_row(ray_local, e2e_inputs
     # The prompted frames are flagged, and only those.
     prompted = {
         (v, o, f)
-        for v, o, f, p in zip(*(expected.column(c).to_pylist() for c in ("video_id", "object_id", "frame_index", "prompted")))
+        for v, o, f, p in zip(
+            *(
+                expected.column(c).to_pylist()
+                for c in ("video_id", "object_id", "frame_index", "prompted")
+            )
+        )
         if p
     }
-    assert prompted == {("dog", 1, 0), ("dog", 1, 10), ("dog", 2, 5), ("coffee", 1, 0), ("coffee", 7, 12),
-                        ("bedroom", 3, 20), ("bedroom-full", 1, 0)}
+    assert prompted == {
+        ("dog", 1, 0),
+        ("dog", 1, 10),
+        ("dog", 2, 5),
+        ("coffee", 1, 0),
+        ("coffee", 7, 12),
+        ("bedroom", 3, 20),
+        ("bedroom-full", 1, 0),
+    }
     summary = json.loads((folder / "out" / "summary.json").read_text())
     assert summary["rows"] == expected.num_rows and summary["run_id"] == RUN_ID
 
 
 @pytest.mark.slow
-def test_run_with_everything_on_s3_equals_single_process(ray_local, tmp_path, videos_dir, mini_a_dir):
+def test_run_with_everything_on_s3_equals_single_process(
+    ray_local, tmp_path, videos_dir, mini_a_dir
+):
     from s3_server import start_s3
 
     clips = make_clips(videos_dir, tmp_path / "clips", frames=16)
@@ -234,10 +277,16 @@ def test_run_with_everything_on_s3_equals_single_process(ray_local, tmp_path, vi
             for obj in entry["objects"]:
                 for prompt in obj["prompts"]:
                     prompt["frame"] = min(prompt["frame"], 15)
-        fs.pipe_file("s3://labeler-in/manifest.jsonl", "".join(json.dumps(e) + "\n" for e in entries).encode())
+        fs.pipe_file(
+            "s3://labeler-in/manifest.jsonl",
+            "".join(json.dumps(e) + "\n" for e in entries).encode(),
+        )
         config = run_config(
-            "s3://labeler-in/manifest.jsonl", "s3://labeler-out/run1", mini_a_dir,
-            checkpoint="s3://labeler-in/models/mini.pt", storage_options=so,
+            "s3://labeler-in/manifest.jsonl",
+            "s3://labeler-out/run1",
+            mini_a_dir,
+            checkpoint="s3://labeler-in/models/mini.pt",
+            storage_options=so,
             checkpoint_cache=str(tmp_path / "cache"),
         )
         result = run_labeling(config)

@@ -64,7 +64,9 @@ def test_unit_id_is_stable_and_file_name_safe():
 def test_unit_id_changes_with_anything_that_changes_the_output(change):
     job = _job()
     changed = change(job)
-    assert unit_id_for(job, job.objects, "m", "d") != unit_id_for(changed, changed.objects, "m", "d")
+    assert unit_id_for(job, job.objects, "m", "d") != unit_id_for(
+        changed, changed.objects, "m", "d"
+    )
 
 
 def test_unit_id_changes_with_model_and_checkpoint_but_not_with_location():
