@@ -93,9 +93,16 @@ def label_command(args: argparse.Namespace, manifest: str, output: str, workers:
 def run_label(args: argparse.Namespace, manifest: str, output: Path, workers: int) -> dict:
     """One ``jobs label`` run; its summary.json figures and the command's wall time."""
     argv = label_command(args, manifest, str(output), workers)
-    env = dict(os.environ, RAY_AUTH_MODE=os.environ.get("RAY_AUTH_MODE", "disabled"))
+    # A private Ray temp folder: otherwise ray.init() joins any cluster `ray start`ed on this
+    # machine (its address file lives in /tmp/ray) instead of starting the local one measured here.
+    ray_tmp = tempfile.mkdtemp(prefix="bray_")
+    env = dict(os.environ, RAY_AUTH_MODE=os.environ.get("RAY_AUTH_MODE", "disabled"), RAY_TMPDIR=ray_tmp)
+    env.pop("RAY_ADDRESS", None)
     started = time.perf_counter()
-    proc = subprocess.run(argv, cwd=REPO, env=env, capture_output=True, text=True, timeout=args.timeout)
+    try:
+        proc = subprocess.run(argv, cwd=REPO, env=env, capture_output=True, text=True, timeout=args.timeout)
+    finally:
+        shutil.rmtree(ray_tmp, ignore_errors=True)
     wall = time.perf_counter() - started
     summary_path = output / "summary.json"
     if proc.returncode != 0 or not summary_path.exists():
