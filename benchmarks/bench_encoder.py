@@ -19,6 +19,7 @@ from benchmarks.common import (
     MINI_A_CONFIG,
     add_common_arguments,
     describe_model,
+    environment,
     int_list,
     latency_stats,
     load_model,
@@ -31,15 +32,35 @@ from benchmarks.common import (
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python -m benchmarks.bench_encoder", description=__doc__.split("\n\n")[0])
-    p.add_argument("--model", default=MINI_A_CONFIG, help="official name or config path (default: the mini_a config)")
-    p.add_argument("--checkpoint", default=None, help="checkpoint (default: random weights; speed does not depend on them)")
-    p.add_argument("--batch-sizes", type=int_list, default=[1, 2, 4, 8], help="batch sizes (default 1,2,4,8)")
-    p.add_argument("--repeats", type=positive_int, default=5, help="timed batches per size (default 5)")
-    p.add_argument("--warmup", type=int, default=1, help="untimed batches per size first (default 1)")
-    p.add_argument("--image-size", type=int, default=None, help="model input size override (multiple of 16)")
+    p = argparse.ArgumentParser(
+        prog="python -m benchmarks.bench_encoder", description=__doc__.split("\n\n")[0]
+    )
+    p.add_argument(
+        "--model",
+        default=MINI_A_CONFIG,
+        help="official name or config path (default: the mini_a config)",
+    )
+    p.add_argument(
+        "--checkpoint",
+        default=None,
+        help="checkpoint (default: random weights; speed does not depend on them)",
+    )
+    p.add_argument(
+        "--batch-sizes", type=int_list, default=[1, 2, 4, 8], help="batch sizes (default 1,2,4,8)"
+    )
+    p.add_argument(
+        "--repeats", type=positive_int, default=5, help="timed batches per size (default 5)"
+    )
+    p.add_argument(
+        "--warmup", type=int, default=1, help="untimed batches per size first (default 1)"
+    )
+    p.add_argument(
+        "--image-size", type=int, default=None, help="model input size override (multiple of 16)"
+    )
     p.add_argument("--device", default="cpu", help="torch device (default cpu)")
-    p.add_argument("--dtype", choices=DTYPES, default="float32", help="float32, or bfloat16 autocast")
+    p.add_argument(
+        "--dtype", choices=DTYPES, default="float32", help="float32, or bfloat16 autocast"
+    )
     add_common_arguments(p)
     args = p.parse_args(argv)
     if args.warmup < 0:
@@ -53,13 +74,17 @@ def _sync(device: str) -> None:
 
 
 def run(args: argparse.Namespace) -> dict:
+    env = environment()  # before the work: the load average then is what the run met
     if args.threads:
         torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     model = load_model(args.model, args.checkpoint, args.device, args.image_size)
     size = model.image_size
-    autocast = (torch.autocast(torch.device(args.device).type, dtype=torch_dtype(args.dtype))
-                if args.dtype != "float32" else contextlib.nullcontext())
+    autocast = (
+        torch.autocast(torch.device(args.device).type, dtype=torch_dtype(args.dtype))
+        if args.dtype != "float32"
+        else contextlib.nullcontext()
+    )
     results = []
     with torch.inference_mode(), autocast:
         for b in args.batch_sizes:
@@ -74,14 +99,16 @@ def run(args: argparse.Namespace) -> dict:
                 _sync(args.device)
                 times.append(time.perf_counter() - start)
             stats = latency_stats(times)
-            results.append({
-                "batch_size": b,
-                "images_per_s": b * stats["per_s"],
-                "batch_median_ms": stats["median_ms"],
-                "batch_p90_ms": stats["p90_ms"],
-                "per_image_ms": stats["median_ms"] / b,
-                "batches": stats["count"],
-            })
+            results.append(
+                {
+                    "batch_size": b,
+                    "images_per_s": b * stats["per_s"],
+                    "batch_median_ms": stats["median_ms"],
+                    "batch_p90_ms": stats["p90_ms"],
+                    "per_image_ms": stats["median_ms"] / b,
+                    "batches": stats["count"],
+                }
+            )
             del images
     settings = {
         **describe_model(args.model, model, args.checkpoint),
@@ -92,13 +119,21 @@ def run(args: argparse.Namespace) -> dict:
         "dtype": args.dtype,
         "timed": "SAM2Model.encode_image (trunk, FPN neck, decoder skip projections) on random images",
     }
-    return report("bench_encoder", settings, {"results": results})
+    return report("bench_encoder", settings, {"results": results}, env)
 
 
 def print_report(doc: dict) -> None:
     s = doc["settings"]
-    rows = [[r["batch_size"], r["images_per_s"], r["per_image_ms"], r["batch_median_ms"], r["batch_p90_ms"]]
-            for r in doc["figures"]["results"]]
+    rows = [
+        [
+            r["batch_size"],
+            r["images_per_s"],
+            r["per_image_ms"],
+            r["batch_median_ms"],
+            r["batch_p90_ms"],
+        ]
+        for r in doc["figures"]["results"]
+    ]
     title = f"image encoder: {s['model']} at {s['image_size']}, {s['dtype']}, {s['device']}, {s['repeats']} batches per size"
     print_table(["batch", "images/s", "ms/image", "median ms", "p90 ms"], rows, title)
 

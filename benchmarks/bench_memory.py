@@ -31,6 +31,7 @@ from benchmarks.common import (
     add_common_arguments,
     click_prompts,
     describe_model,
+    environment,
     frame_size,
     int_list,
     load_model,
@@ -47,19 +48,55 @@ TARGET_RATIO = 1.15
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python -m benchmarks.bench_memory", description=__doc__.split("\n\n")[0])
-    p.add_argument("--model", default=MINI_A_CONFIG, help="official name or config path (default: the mini_a config)")
-    p.add_argument("--checkpoint", default="mini", help="checkpoint; 'mini' (default) = the mini_a checkpoint, 'none' = random weights")
-    p.add_argument("--lengths", type=int_list, default=[100, 300, 1000, 3000], help="video lengths in frames")
-    p.add_argument("--reference-length", type=positive_int, default=300, help="the length the longest is compared with (default 300; the shortest if not run)")
+    p = argparse.ArgumentParser(
+        prog="python -m benchmarks.bench_memory", description=__doc__.split("\n\n")[0]
+    )
+    p.add_argument(
+        "--model",
+        default=MINI_A_CONFIG,
+        help="official name or config path (default: the mini_a config)",
+    )
+    p.add_argument(
+        "--checkpoint",
+        default="mini",
+        help="checkpoint; 'mini' (default) = the mini_a checkpoint, 'none' = random weights",
+    )
+    p.add_argument(
+        "--lengths", type=int_list, default=[100, 300, 1000, 3000], help="video lengths in frames"
+    )
+    p.add_argument(
+        "--reference-length",
+        type=positive_int,
+        default=300,
+        help="the length the longest is compared with (default 300; the shortest if not run)",
+    )
     p.add_argument("--objects", type=positive_int, default=3, help="objects tracked (default 3)")
-    p.add_argument("--size", type=frame_size, default=(480, 640), help="video frame size HxW (default 480x640)")
-    p.add_argument("--image-size", type=int, default=None, help="model input size override (multiple of 16)")
+    p.add_argument(
+        "--size", type=frame_size, default=(480, 640), help="video frame size HxW (default 480x640)"
+    )
+    p.add_argument(
+        "--image-size", type=int, default=None, help="model input size override (multiple of 16)"
+    )
     p.add_argument("--device", default="cpu", help="torch device (default cpu)")
-    p.add_argument("--dtype", choices=DTYPES, default="float32", help="float32, or bfloat16 autocast + bfloat16 memory")
-    p.add_argument("--storage-device", default=None, help="where per-frame memories live (e.g. cpu to offload from a GPU)")
-    p.add_argument("--unbounded", action="store_true", help="keep every frame's state (bounded=False), to show the growth it avoids")
-    p.add_argument("--timeout", type=float, default=None, help="seconds each length's subprocess may run")
+    p.add_argument(
+        "--dtype",
+        choices=DTYPES,
+        default="float32",
+        help="float32, or bfloat16 autocast + bfloat16 memory",
+    )
+    p.add_argument(
+        "--storage-device",
+        default=None,
+        help="where per-frame memories live (e.g. cpu to offload from a GPU)",
+    )
+    p.add_argument(
+        "--unbounded",
+        action="store_true",
+        help="keep every frame's state (bounded=False), to show the growth it avoids",
+    )
+    p.add_argument(
+        "--timeout", type=float, default=None, help="seconds each length's subprocess may run"
+    )
     p.add_argument("--child-length", type=positive_int, default=None, help=argparse.SUPPRESS)
     add_common_arguments(p)
     args = p.parse_args(argv)
@@ -119,10 +156,25 @@ def child(args: argparse.Namespace) -> dict:
 
 
 def _child_argv(args: argparse.Namespace, length: int) -> list[str]:
-    argv = [sys.executable, "-m", "benchmarks.bench_memory", "--child-length", str(length),
-            "--model", args.model, "--checkpoint", args.checkpoint or "none",
-            "--objects", str(args.objects), "--size", f"{args.size[0]}x{args.size[1]}",
-            "--device", args.device, "--dtype", args.dtype]
+    argv = [
+        sys.executable,
+        "-m",
+        "benchmarks.bench_memory",
+        "--child-length",
+        str(length),
+        "--model",
+        args.model,
+        "--checkpoint",
+        args.checkpoint or "none",
+        "--objects",
+        str(args.objects),
+        "--size",
+        f"{args.size[0]}x{args.size[1]}",
+        "--device",
+        args.device,
+        "--dtype",
+        args.dtype,
+    ]
     if args.image_size:
         argv += ["--image-size", str(args.image_size)]
     if args.storage_device:
@@ -136,14 +188,19 @@ def _child_argv(args: argparse.Namespace, length: int) -> list[str]:
 
 def run_length(args: argparse.Namespace, length: int) -> dict:
     """One length in a fresh subprocess; its JSON result line."""
-    proc = subprocess.run(_child_argv(args, length), cwd=REPO, capture_output=True, text=True, timeout=args.timeout)
+    proc = subprocess.run(
+        _child_argv(args, length), cwd=REPO, capture_output=True, text=True, timeout=args.timeout
+    )
     lines = [ln for ln in proc.stdout.splitlines() if ln.startswith(RESULT_PREFIX)]
     if proc.returncode != 0 or not lines:
-        raise RuntimeError(f"bench_memory child for length {length} failed (exit {proc.returncode}):\n{proc.stderr[-4000:]}")
-    return json.loads(lines[-1][len(RESULT_PREFIX):])
+        raise RuntimeError(
+            f"bench_memory child for length {length} failed (exit {proc.returncode}):\n{proc.stderr[-4000:]}"
+        )
+    return json.loads(lines[-1][len(RESULT_PREFIX) :])
 
 
 def run(args: argparse.Namespace) -> dict:
+    env = environment()  # before the work: the load average then is what the run met
     lengths = sorted(set(args.lengths))
     results = [run_length(args, n) for n in lengths]
     model_info = results[0]["model"]
@@ -166,7 +223,9 @@ def run(args: argparse.Namespace) -> dict:
             "max_stored_bytes_ratio": longest["max_stored_bytes"] / max(ref["max_stored_bytes"], 1),
         }
         if "cuda_max_allocated_bytes" in longest:
-            figures["comparison"]["cuda_max_allocated_ratio"] = longest["cuda_max_allocated_bytes"] / ref["cuda_max_allocated_bytes"]
+            figures["comparison"]["cuda_max_allocated_ratio"] = (
+                longest["cuda_max_allocated_bytes"] / ref["cuda_max_allocated_bytes"]
+            )
     settings = {
         **model_info,
         "lengths": lengths,
@@ -182,7 +241,7 @@ def run(args: argparse.Namespace) -> dict:
         "frames_source": "MovingDiscs rendered on demand (no video held)",
         "isolation": "one fresh subprocess per length (VmHWM is a process-lifetime maximum)",
     }
-    return report("bench_memory", settings, figures)
+    return report("bench_memory", settings, figures, env)
 
 
 def print_report(doc: dict) -> None:
@@ -190,23 +249,41 @@ def print_report(doc: dict) -> None:
     mib = 1 / 2**20
     rows = []
     for r in doc["figures"]["results"]:
-        row = [r["length"], r["rss_after_build_bytes"] * mib, r["peak_rss_bytes"] * mib,
-               (r["peak_rss_bytes"] - r["rss_after_build_bytes"]) * mib,
-               r["max_stored_frames"], r["max_stored_bytes"] * mib, r["frames_per_s"]]
+        row = [
+            r["length"],
+            r["rss_after_build_bytes"] * mib,
+            r["peak_rss_bytes"] * mib,
+            (r["peak_rss_bytes"] - r["rss_after_build_bytes"]) * mib,
+            r["max_stored_frames"],
+            r["max_stored_bytes"] * mib,
+            r["frames_per_s"],
+        ]
         if "cuda_max_allocated_bytes" in r:
             row.append(r["cuda_max_allocated_bytes"] * mib)
         rows.append(row)
-    headers = ["frames", "RSS built MiB", "peak RSS MiB", "growth MiB", "states", "state MiB", "frames/s"]
+    headers = [
+        "frames",
+        "RSS built MiB",
+        "peak RSS MiB",
+        "growth MiB",
+        "states",
+        "state MiB",
+        "frames/s",
+    ]
     if rows and len(rows[0]) > len(headers):
         headers.append("CUDA max MiB")
-    title = (f"memory: {s['model']} at {s['image_size']}, {s['objects']} objects, {s['dtype']}, {s['device']}, "
-             f"video {s['video_size'][0]}x{s['video_size'][1]}, bounded={s['bounded']}")
+    title = (
+        f"memory: {s['model']} at {s['image_size']}, {s['objects']} objects, {s['dtype']}, {s['device']}, "
+        f"video {s['video_size'][0]}x{s['video_size'][1]}, bounded={s['bounded']}"
+    )
     print_table(headers, rows, title)
     c = doc["figures"].get("comparison")
     if c:
         verdict = "within" if c["within_target"] else "OUTSIDE"
-        print(f"peak RSS {c['lengths'][0]} vs {c['lengths'][1]} frames: x{c['peak_rss_ratio']:.3f} "
-              f"({verdict} the x{c['target_ratio']:.2f} target)")
+        print(
+            f"peak RSS {c['lengths'][0]} vs {c['lengths'][1]} frames: x{c['peak_rss_ratio']:.3f} "
+            f"({verdict} the x{c['target_ratio']:.2f} target)"
+        )
 
 
 def main(argv: list[str] | None = None) -> dict | None:

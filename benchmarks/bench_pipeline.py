@@ -35,6 +35,7 @@ from benchmarks.common import (
     MINI_A_CONFIG,
     REPO,
     add_common_arguments,
+    environment,
     frame_size,
     int_list,
     positive_int,
@@ -45,18 +46,46 @@ from benchmarks.common import (
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python -m benchmarks.bench_pipeline", description=__doc__.split("\n\n")[0])
-    p.add_argument("--model", default=MINI_A_CONFIG, help="official name or config path (default: the mini_a config)")
-    p.add_argument("--checkpoint", default="mini", help="checkpoint; 'mini' (default) = the mini_a checkpoint, 'none' = random weights")
-    p.add_argument("--videos", type=positive_int, default=6, help="videos in the manifest (default 6)")
+    p = argparse.ArgumentParser(
+        prog="python -m benchmarks.bench_pipeline", description=__doc__.split("\n\n")[0]
+    )
+    p.add_argument(
+        "--model",
+        default=MINI_A_CONFIG,
+        help="official name or config path (default: the mini_a config)",
+    )
+    p.add_argument(
+        "--checkpoint",
+        default="mini",
+        help="checkpoint; 'mini' (default) = the mini_a checkpoint, 'none' = random weights",
+    )
+    p.add_argument(
+        "--videos", type=positive_int, default=6, help="videos in the manifest (default 6)"
+    )
     p.add_argument("--frames", type=positive_int, default=60, help="frames per video (default 60)")
-    p.add_argument("--objects", type=positive_int, default=2, help="objects (clicks) per video (default 2)")
-    p.add_argument("--size", type=frame_size, default=(256, 256), help="video frame size HxW (default 256x256)")
-    p.add_argument("--workers", type=int_list, default=[1, 2, 4], help="worker counts (default 1,2,4)")
-    p.add_argument("--cpus-per-worker", type=float, default=1.0, help="Ray CPUs per worker (default 1)")
-    p.add_argument("--torch-threads", type=positive_int, default=1, help="torch threads per worker (default 1)")
-    p.add_argument("--no-breakdown", action="store_true", help="skip the single-process time breakdown")
-    p.add_argument("--work-dir", default=None, help="keep the dataset and outputs here (default: a temporary folder, removed)")
+    p.add_argument(
+        "--objects", type=positive_int, default=2, help="objects (clicks) per video (default 2)"
+    )
+    p.add_argument(
+        "--size", type=frame_size, default=(256, 256), help="video frame size HxW (default 256x256)"
+    )
+    p.add_argument(
+        "--workers", type=int_list, default=[1, 2, 4], help="worker counts (default 1,2,4)"
+    )
+    p.add_argument(
+        "--cpus-per-worker", type=float, default=1.0, help="Ray CPUs per worker (default 1)"
+    )
+    p.add_argument(
+        "--torch-threads", type=positive_int, default=1, help="torch threads per worker (default 1)"
+    )
+    p.add_argument(
+        "--no-breakdown", action="store_true", help="skip the single-process time breakdown"
+    )
+    p.add_argument(
+        "--work-dir",
+        default=None,
+        help="keep the dataset and outputs here (default: a temporary folder, removed)",
+    )
     p.add_argument("--timeout", type=float, default=None, help="seconds each label run may take")
     add_common_arguments(p)
     args = p.parse_args(argv)
@@ -75,16 +104,41 @@ def write_dataset(root: Path, args: argparse.Namespace):
     from sam2_core.synthetic import SyntheticConfig
 
     h, w = args.size
-    cfg = SyntheticConfig(height=h, width=w, num_frames=args.frames, min_objects=args.objects, max_objects=args.objects)
+    cfg = SyntheticConfig(
+        height=h,
+        width=w,
+        num_frames=args.frames,
+        min_objects=args.objects,
+        max_objects=args.objects,
+    )
     return write_synthetic_dataset(str(root / "data"), range(args.videos), cfg)
 
 
 def label_command(args: argparse.Namespace, manifest: str, output: str, workers: int) -> list[str]:
     num_cpus = max(1, int(round(workers * args.cpus_per_worker)))
-    argv = [sys.executable, "-m", "jobs", "label", "--manifest", manifest, "--output", output,
-            "--model", args.model, "--workers", str(workers), "--cpus-per-worker", str(args.cpus_per_worker),
-            "--torch-threads", str(args.torch_threads), "--num-cpus", str(num_cpus),
-            "--run-id", f"bench-w{workers}", "--no-progress"]
+    argv = [
+        sys.executable,
+        "-m",
+        "jobs",
+        "label",
+        "--manifest",
+        manifest,
+        "--output",
+        output,
+        "--model",
+        args.model,
+        "--workers",
+        str(workers),
+        "--cpus-per-worker",
+        str(args.cpus_per_worker),
+        "--torch-threads",
+        str(args.torch_threads),
+        "--num-cpus",
+        str(num_cpus),
+        "--run-id",
+        f"bench-w{workers}",
+        "--no-progress",
+    ]
     if args.checkpoint:
         argv += ["--checkpoint", args.checkpoint]
     return argv
@@ -96,17 +150,23 @@ def run_label(args: argparse.Namespace, manifest: str, output: Path, workers: in
     # A private Ray temp folder: otherwise ray.init() joins any cluster `ray start`ed on this
     # machine (its address file lives in /tmp/ray) instead of starting the local one measured here.
     ray_tmp = tempfile.mkdtemp(prefix="bray_")
-    env = dict(os.environ, RAY_AUTH_MODE=os.environ.get("RAY_AUTH_MODE", "disabled"), RAY_TMPDIR=ray_tmp)
+    env = dict(
+        os.environ, RAY_AUTH_MODE=os.environ.get("RAY_AUTH_MODE", "disabled"), RAY_TMPDIR=ray_tmp
+    )
     env.pop("RAY_ADDRESS", None)
     started = time.perf_counter()
     try:
-        proc = subprocess.run(argv, cwd=REPO, env=env, capture_output=True, text=True, timeout=args.timeout)
+        proc = subprocess.run(
+            argv, cwd=REPO, env=env, capture_output=True, text=True, timeout=args.timeout
+        )
     finally:
         shutil.rmtree(ray_tmp, ignore_errors=True)
     wall = time.perf_counter() - started
     summary_path = output / "summary.json"
     if proc.returncode != 0 or not summary_path.exists():
-        raise RuntimeError(f"jobs label with {workers} worker(s) failed (exit {proc.returncode}):\n{proc.stderr[-4000:]}")
+        raise RuntimeError(
+            f"jobs label with {workers} worker(s) failed (exit {proc.returncode}):\n{proc.stderr[-4000:]}"
+        )
     summary = json.loads(summary_path.read_text())
     out = {
         "workers": workers,
@@ -121,7 +181,11 @@ def run_label(args: argparse.Namespace, manifest: str, output: Path, workers: in
         "command_frames_per_s": summary.get("frames", 0) / wall if wall > 0 else None,
     }
     # Any further timings the coordinator records (per-unit or per-worker) are kept as they are.
-    out["summary_timings"] = {k: v for k, v in summary.items() if k.endswith("_s") and k not in ("wall_time_s", "frames_per_s")}
+    out["summary_timings"] = {
+        k: v
+        for k, v in summary.items()
+        if k.endswith("_s") and k not in ("wall_time_s", "frames_per_s")
+    }
     for key in ("timings", "workers_info", "unit_timings"):
         if key in summary:
             out["summary_timings"][key] = summary[key]
@@ -197,7 +261,14 @@ def breakdown(args: argparse.Namespace, manifest: str) -> dict:
             with open_video(job.video) as reader:
                 frames = _TimedFrames(reader)
                 start = time.perf_counter()
-                _, stats = label_frames(model, frames, job.objects, video_id=job.video_id, run_id="bench", model_name="bench")
+                _, stats = label_frames(
+                    model,
+                    frames,
+                    job.objects,
+                    video_id=job.video_id,
+                    run_id="bench",
+                    model_name="bench",
+                )
                 totals["label_s"] += time.perf_counter() - start
                 totals["decode_s"] += frames.seconds
                 totals["frames"] += stats.frames
@@ -221,6 +292,7 @@ def breakdown(args: argparse.Namespace, manifest: str) -> dict:
 
 
 def run(args: argparse.Namespace) -> dict:
+    env = environment()  # before the work: the load average then is what the run met
     if args.work_dir:
         root = Path(args.work_dir)
         root.mkdir(parents=True, exist_ok=True)
@@ -270,22 +342,40 @@ def run(args: argparse.Namespace) -> dict:
         "dataset_write_s": write_s,
         "work_dir": args.work_dir,
     }
-    return report("bench_pipeline", settings, figures)
+    return report("bench_pipeline", settings, figures, env)
 
 
 def print_report(doc: dict) -> None:
     s = doc["settings"]
-    rows = [[r["workers"], r["frames"], r["summary_wall_time_s"], r["summary_frames_per_s"], r["command_wall_s"],
-             r["command_frames_per_s"], r["scaling_vs_first"]] for r in doc["figures"]["runs"]]
-    title = (f"jobs label: {s['videos']} videos x {s['frames_per_video']} frames {s['video_size'][0]}x{s['video_size'][1]}, "
-             f"{s['objects_per_video']} objects each, {s['torch_threads_per_worker']} torch thread(s) per worker")
-    print_table(["workers", "frames", "run s", "frames/s", "command s", "cmd frames/s", "scaling"], rows, title)
+    rows = [
+        [
+            r["workers"],
+            r["frames"],
+            r["summary_wall_time_s"],
+            r["summary_frames_per_s"],
+            r["command_wall_s"],
+            r["command_frames_per_s"],
+            r["scaling_vs_first"],
+        ]
+        for r in doc["figures"]["runs"]
+    ]
+    title = (
+        f"jobs label: {s['videos']} videos x {s['frames_per_video']} frames {s['video_size'][0]}x{s['video_size'][1]}, "
+        f"{s['objects_per_video']} objects each, {s['torch_threads_per_worker']} torch thread(s) per worker"
+    )
+    print_table(
+        ["workers", "frames", "run s", "frames/s", "command s", "cmd frames/s", "scaling"],
+        rows,
+        title,
+    )
     b = doc["figures"].get("single_process")
     if b:
         sh = b["share"]
-        print(f"single process ({b['torch_threads']} thread(s)): {b['frames_per_s']:.2f} frames/s; "
-              f"decode {sh['decode']:.1%}, mask RLE {sh['mask_encode']:.1%}, model and rest {sh['model_and_rest']:.1%}; "
-              f"model load {b['model_load_s']:.2f} s")
+        print(
+            f"single process ({b['torch_threads']} thread(s)): {b['frames_per_s']:.2f} frames/s; "
+            f"decode {sh['decode']:.1%}, mask RLE {sh['mask_encode']:.1%}, model and rest {sh['model_and_rest']:.1%}; "
+            f"model load {b['model_load_s']:.2f} s"
+        )
 
 
 def main(argv: list[str] | None = None) -> dict:

@@ -27,6 +27,7 @@ from benchmarks.common import (
     add_common_arguments,
     click_prompts,
     describe_model,
+    environment,
     frame_size,
     int_list,
     latency_stats,
@@ -42,24 +43,64 @@ MODES = {"batched": True, "object_by_object": False}
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python -m benchmarks.bench_tracker", description=__doc__.split("\n\n")[0])
-    p.add_argument("--model", default=MINI_A_CONFIG, help="official name or config path (default: the mini_a config)")
-    p.add_argument("--checkpoint", default=None, help="checkpoint (default: random weights; 'mini' = the mini_a checkpoint)")
-    p.add_argument("--objects", type=int_list, default=[1, 4, 16], help="object counts, e.g. 1,4,16")
-    p.add_argument("--frames", type=positive_int, default=40, help="frames per video, prompted frame included (default 40)")
-    p.add_argument("--warmup", type=int, default=2, help="tracked frames not counted at the start of each pass (default 2)")
-    p.add_argument("--repeats", type=positive_int, default=3, help="passes per mode and object count (default 3)")
-    p.add_argument("--size", type=frame_size, default=(480, 640), help="video frame size HxW (default 480x640)")
-    p.add_argument("--image-size", type=int, default=None, help="model input size override (multiple of 16)")
+    p = argparse.ArgumentParser(
+        prog="python -m benchmarks.bench_tracker", description=__doc__.split("\n\n")[0]
+    )
+    p.add_argument(
+        "--model",
+        default=MINI_A_CONFIG,
+        help="official name or config path (default: the mini_a config)",
+    )
+    p.add_argument(
+        "--checkpoint",
+        default=None,
+        help="checkpoint (default: random weights; 'mini' = the mini_a checkpoint)",
+    )
+    p.add_argument(
+        "--objects", type=int_list, default=[1, 4, 16], help="object counts, e.g. 1,4,16"
+    )
+    p.add_argument(
+        "--frames",
+        type=positive_int,
+        default=40,
+        help="frames per video, prompted frame included (default 40)",
+    )
+    p.add_argument(
+        "--warmup",
+        type=int,
+        default=2,
+        help="tracked frames not counted at the start of each pass (default 2)",
+    )
+    p.add_argument(
+        "--repeats",
+        type=positive_int,
+        default=3,
+        help="passes per mode and object count (default 3)",
+    )
+    p.add_argument(
+        "--size", type=frame_size, default=(480, 640), help="video frame size HxW (default 480x640)"
+    )
+    p.add_argument(
+        "--image-size", type=int, default=None, help="model input size override (multiple of 16)"
+    )
     p.add_argument("--device", default="cpu", help="torch device (default cpu)")
-    p.add_argument("--dtype", choices=DTYPES, default="float32", help="float32, or bfloat16 autocast + bfloat16 memory")
-    p.add_argument("--modes", default="batched,object_by_object", help="which modes to run (default both)")
+    p.add_argument(
+        "--dtype",
+        choices=DTYPES,
+        default="float32",
+        help="float32, or bfloat16 autocast + bfloat16 memory",
+    )
+    p.add_argument(
+        "--modes", default="batched,object_by_object", help="which modes to run (default both)"
+    )
     add_common_arguments(p)
     args = p.parse_args(argv)
     if args.warmup < 0:
         p.error(f"--warmup must be >= 0, got {args.warmup}")
     if args.frames < args.warmup + 2:
-        p.error(f"--frames ({args.frames}) must leave at least one timed frame after frame 0 and {args.warmup} warm-up frames")
+        p.error(
+            f"--frames ({args.frames}) must leave at least one timed frame after frame 0 and {args.warmup} warm-up frames"
+        )
     args.modes = [m.strip() for m in args.modes.split(",") if m.strip()]
     unknown = [m for m in args.modes if m not in MODES]
     if unknown or not args.modes:
@@ -94,6 +135,7 @@ def time_pass(model, frames, prompts, options, warmup: int, device: str) -> list
 
 
 def run(args: argparse.Namespace) -> dict:
+    env = environment()  # before the work: the load average then is what the run met
     if args.threads:
         torch.set_num_threads(args.threads)
     torch.manual_seed(0)
@@ -125,8 +167,12 @@ def run(args: argparse.Namespace) -> dict:
             stats["pass_frames_per_s"] = pass_rates[(n, mode)]
             entry[mode] = stats
         if all(m in entry for m in MODES):
-            entry["speedup"] = entry["batched"]["frames_per_s"] / entry["object_by_object"]["frames_per_s"]
-            entry["median_latency_ratio"] = entry["object_by_object"]["median_ms"] / entry["batched"]["median_ms"]
+            entry["speedup"] = (
+                entry["batched"]["frames_per_s"] / entry["object_by_object"]["frames_per_s"]
+            )
+            entry["median_latency_ratio"] = (
+                entry["object_by_object"]["median_ms"] / entry["batched"]["median_ms"]
+            )
         results.append(entry)
 
     settings = {
@@ -144,7 +190,7 @@ def run(args: argparse.Namespace) -> dict:
         "frames_source": "MovingDiscs, pre-rendered in memory (ArrayFrames)",
         "timed": "track_session(bounded=True) propagation only; frame 0 and warm-up frames excluded",
     }
-    return report("bench_tracker", settings, {"results": results})
+    return report("bench_tracker", settings, {"results": results}, env)
 
 
 def print_report(doc: dict) -> None:
@@ -154,10 +200,24 @@ def print_report(doc: dict) -> None:
         for mode in s["modes"]:
             st = e[mode]
             speed = e.get("speedup", float("nan")) if mode == "batched" else float("nan")
-            rows.append([e["objects"], mode, st["frames_per_s"], st["median_ms"], st["p90_ms"], st["count"], speed])
-    title = (f"tracker: {s['model']} ({s['weights']} weights) at {s['image_size']}, {s['dtype']}, {s['device']}, "
-             f"video {s['video_size'][0]}x{s['video_size'][1]}, {s['timed_frames_per_pass']} timed frames x {s['repeats']} passes")
-    print_table(["objects", "mode", "frames/s", "median ms", "p90 ms", "frames", "speedup"], rows, title)
+            rows.append(
+                [
+                    e["objects"],
+                    mode,
+                    st["frames_per_s"],
+                    st["median_ms"],
+                    st["p90_ms"],
+                    st["count"],
+                    speed,
+                ]
+            )
+    title = (
+        f"tracker: {s['model']} ({s['weights']} weights) at {s['image_size']}, {s['dtype']}, {s['device']}, "
+        f"video {s['video_size'][0]}x{s['video_size'][1]}, {s['timed_frames_per_pass']} timed frames x {s['repeats']} passes"
+    )
+    print_table(
+        ["objects", "mode", "frames/s", "median ms", "p90 ms", "frames", "speedup"], rows, title
+    )
 
 
 def main(argv: list[str] | None = None) -> dict:

@@ -45,7 +45,9 @@ def _cpu_model() -> str:
 def _git_commit() -> dict:
     def git(*args: str) -> str | None:
         try:
-            out = subprocess.run(["git", *args], cwd=REPO, capture_output=True, text=True, timeout=10)
+            out = subprocess.run(
+                ["git", *args], cwd=REPO, capture_output=True, text=True, timeout=10
+            )
         except (OSError, subprocess.TimeoutExpired):
             return None
         return out.stdout.strip() if out.returncode == 0 else None
@@ -87,6 +89,10 @@ def environment() -> dict:
         "torch_threads": torch.get_num_threads(),
         "platform": platform.platform(),
         "cuda": torch.cuda.is_available(),
+        # 1/5/15-minute load average (benchmarks take it as they start): a busy machine shows here.
+        "load_average": [round(x, 2) for x in os.getloadavg()]
+        if hasattr(os, "getloadavg")
+        else None,
     }
     if torch.cuda.is_available():
         device["gpu"] = torch.cuda.get_device_name(0)
@@ -111,7 +117,12 @@ def environment() -> dict:
 
 def report(benchmark: str, settings: dict, figures: dict, env: dict | None = None) -> dict:
     """The JSON document of one benchmark run."""
-    return {"benchmark": benchmark, **(env or environment()), "settings": settings, "figures": figures}
+    return {
+        "benchmark": benchmark,
+        **(env or environment()),
+        "settings": settings,
+        "figures": figures,
+    }
 
 
 def write_json(path: str | Path, payload: dict) -> None:
@@ -139,7 +150,9 @@ def int_list(text: str) -> list[int]:
     try:
         values = [int(v) for v in text.split(",") if v.strip()]
     except ValueError as err:
-        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from err
+        raise argparse.ArgumentTypeError(
+            f"expected comma-separated integers, got {text!r}"
+        ) from err
     if not values or any(v < 1 for v in values):
         raise argparse.ArgumentTypeError(f"expected comma-separated integers >= 1, got {text!r}")
     return values
@@ -157,7 +170,9 @@ def frame_size(text: str) -> tuple[int, int]:
     try:
         h, w = (int(v) for v in text.lower().split("x"))
     except ValueError as err:
-        raise argparse.ArgumentTypeError(f"expected HEIGHTxWIDTH such as 480x640, got {text!r}") from err
+        raise argparse.ArgumentTypeError(
+            f"expected HEIGHTxWIDTH such as 480x640, got {text!r}"
+        ) from err
     if h < 16 or w < 16:
         raise argparse.ArgumentTypeError(f"frame size must be at least 16x16, got {text!r}")
     return h, w
@@ -165,14 +180,20 @@ def frame_size(text: str) -> tuple[int, int]:
 
 def add_common_arguments(parser: argparse.ArgumentParser) -> None:
     """--json and --threads, which every benchmark takes."""
-    parser.add_argument("--json", default=None, help="write settings, figures, device and versions here")
-    parser.add_argument("--threads", type=positive_int, default=None, help="torch threads (default: torch's choice)")
+    parser.add_argument(
+        "--json", default=None, help="write settings, figures, device and versions here"
+    )
+    parser.add_argument(
+        "--threads", type=positive_int, default=None, help="torch threads (default: torch's choice)"
+    )
 
 
 def print_table(headers: Sequence[str], rows: Sequence[Sequence], title: str | None = None) -> None:
     """A plain fixed-width table on stdout."""
     cells = [[_cell(v) for v in row] for row in rows]
-    widths = [max(len(h), *(len(r[i]) for r in cells)) if cells else len(h) for i, h in enumerate(headers)]
+    widths = [
+        max(len(h), *(len(r[i]) for r in cells)) if cells else len(h) for i, h in enumerate(headers)
+    ]
     if title:
         print(title)
     print("  ".join(h.rjust(w) for h, w in zip(headers, widths)))
@@ -226,7 +247,9 @@ def load_model(model: str, checkpoint: str | None, device: str, image_size: int 
     cfg = resolve_config(model)
     if image_size is not None:
         if image_size < 64 or image_size % 16:
-            raise ValueError(f"--image-size must be a multiple of 16 and at least 64, got {image_size}")
+            raise ValueError(
+                f"--image-size must be a multiple of 16 and at least 64, got {image_size}"
+            )
         cfg = replace(cfg, image_size=int(image_size))
     return build_model(cfg, checkpoint=checkpoint, device=device)
 
@@ -247,7 +270,12 @@ def tracker_options(dtype: str, batch_objects: bool, storage_device: str | None 
     if dtype == "float32":
         return TrackerOptions(batch_objects=batch_objects, storage_device=storage_device)
     bf16 = torch_dtype(dtype)
-    return TrackerOptions(batch_objects=batch_objects, memory_dtype=bf16, autocast_dtype=bf16, storage_device=storage_device)
+    return TrackerOptions(
+        batch_objects=batch_objects,
+        memory_dtype=bf16,
+        autocast_dtype=bf16,
+        storage_device=storage_device,
+    )
 
 
 # ---------------------------------------------------------------------- synthetic frames
@@ -261,22 +289,36 @@ class MovingDiscs:
     ``centres(0)`` gives where to click each disc on frame 0.
     """
 
-    def __init__(self, num_frames: int, height: int = 480, width: int = 640, num_discs: int = 4, seed: int = 0):
+    def __init__(
+        self,
+        num_frames: int,
+        height: int = 480,
+        width: int = 640,
+        num_discs: int = 4,
+        seed: int = 0,
+    ):
         if num_frames < 1 or num_discs < 1:
-            raise ValueError(f"MovingDiscs needs num_frames >= 1 and num_discs >= 1, got {num_frames}, {num_discs}")
+            raise ValueError(
+                f"MovingDiscs needs num_frames >= 1 and num_discs >= 1, got {num_frames}, {num_discs}"
+            )
         rng = np.random.default_rng(seed)
         self._n, self._h, self._w = int(num_frames), int(height), int(width)
         yy, xx = np.mgrid[0:height, 0:width].astype(np.float32)
-        bg = np.stack([
-            128 + 60 * np.sin(xx / 23.0 + rng.uniform(0, 6)) * np.cos(yy / 31.0),
-            128 + 60 * np.sin(yy / 17.0 + rng.uniform(0, 6)),
-            128 + 40 * np.cos((xx + yy) / 41.0),
-        ], axis=-1)
+        bg = np.stack(
+            [
+                128 + 60 * np.sin(xx / 23.0 + rng.uniform(0, 6)) * np.cos(yy / 31.0),
+                128 + 60 * np.sin(yy / 17.0 + rng.uniform(0, 6)),
+                128 + 40 * np.cos((xx + yy) / 41.0),
+            ],
+            axis=-1,
+        )
         self._background = np.clip(bg, 0, 255).astype(np.uint8)
         cols = int(math.ceil(math.sqrt(num_discs)))
         rows = int(math.ceil(num_discs / cols))
         k = np.arange(num_discs)
-        self._anchor = np.stack([(k % cols + 0.5) / cols * width, (k // cols + 0.5) / rows * height], axis=1)
+        self._anchor = np.stack(
+            [(k % cols + 0.5) / cols * width, (k // cols + 0.5) / rows * height], axis=1
+        )
         self._radius = 0.35 * min(width / cols, height / rows)
         self._orbit = 0.25 * self._radius
         self._phase = rng.uniform(0, 2 * math.pi, size=num_discs)
@@ -321,7 +363,12 @@ def click_prompts(source: MovingDiscs, num_objects: int) -> list:
     if num_objects > len(centres):
         raise ValueError(f"{num_objects} objects but the video has only {len(centres)} discs")
     return [
-        ObjectPrompt(object_id=i + 1, frame=0, points=centres[i : i + 1].astype(np.float32), labels=np.ones(1, dtype=np.int32))
+        ObjectPrompt(
+            object_id=i + 1,
+            frame=0,
+            points=centres[i : i + 1].astype(np.float32),
+            labels=np.ones(1, dtype=np.int32),
+        )
         for i in range(num_objects)
     ]
 

@@ -22,7 +22,14 @@ from dataclasses import replace
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from benchmarks.common import add_common_arguments, int_list, print_table, report, write_json
+from benchmarks.common import (
+    add_common_arguments,
+    environment,
+    int_list,
+    print_table,
+    report,
+    write_json,
+)
 
 # Published dense (no sparsity) bf16 tensor-core peaks, TFLOP/s (NVIDIA data sheets).
 PEAK_BF16_TFLOPS = {
@@ -66,11 +73,25 @@ def tracking_flops(model: str, objects: int, image_size: int | None = None) -> d
         enc, feats, enc_ops = _count(lambda: net.encode_image(image))
         batch = feats.expand(objects)
         memory = torch.zeros(objects, n_spatial * hw + ptr_tokens, mem_dim, device="meta")
-        attn, pix, attn_ops = _count(lambda: net.condition_on_memory(batch, memory, torch.zeros_like(memory), ptr_tokens, None))
+        attn, pix, attn_ops = _count(
+            lambda: net.condition_on_memory(
+                batch, memory, torch.zeros_like(memory), ptr_tokens, None
+            )
+        )
         multimask = t.multimask_output_in_sam and t.multimask_output_for_tracking
-        dec, heads, dec_ops = _count(lambda: net.sam_heads(pix, batch.high_res, None, None, None, multimask=multimask))
-        menc, _, menc_ops = _count(lambda: net.encode_memory(batch.embedding, heads.high_res, heads.object_score_logits, binarize=False))
-    per_object = {"memory_attention": attn / objects, "mask_decoder": dec / objects, "memory_encoder": menc / objects}
+        dec, heads, dec_ops = _count(
+            lambda: net.sam_heads(pix, batch.high_res, None, None, None, multimask=multimask)
+        )
+        menc, _, menc_ops = _count(
+            lambda: net.encode_memory(
+                batch.embedding, heads.high_res, heads.object_score_logits, binarize=False
+            )
+        )
+    per_object = {
+        "memory_attention": attn / objects,
+        "mask_decoder": dec / objects,
+        "memory_encoder": menc / objects,
+    }
     total = enc + attn + dec + menc
     return {
         "model": model if isinstance(model, str) else cfg.name,
@@ -79,9 +100,20 @@ def tracking_flops(model: str, objects: int, image_size: int | None = None) -> d
         "memory_frames": n_spatial,
         "memory_tokens_per_frame": hw,
         "object_pointer_tokens": ptr_tokens,
-        "flops": {"image_encoder": enc, "memory_attention": attn, "mask_decoder": dec, "memory_encoder": menc, "total": total},
+        "flops": {
+            "image_encoder": enc,
+            "memory_attention": attn,
+            "mask_decoder": dec,
+            "memory_encoder": menc,
+            "total": total,
+        },
         "flops_per_object": per_object,
-        "ops": {"image_encoder": enc_ops, "memory_attention": attn_ops, "mask_decoder": dec_ops, "memory_encoder": menc_ops},
+        "ops": {
+            "image_encoder": enc_ops,
+            "memory_attention": attn_ops,
+            "mask_decoder": dec_ops,
+            "memory_encoder": menc_ops,
+        },
     }
 
 
@@ -112,10 +144,21 @@ def roofline(flops_per_frame: float) -> dict:
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python -m benchmarks.flops", description=__doc__.split("\n\n")[0])
-    p.add_argument("--models", default="sam2.1_hiera_tiny,sam2.1_hiera_large", help="comma-separated names or config paths")
+    p = argparse.ArgumentParser(
+        prog="python -m benchmarks.flops", description=__doc__.split("\n\n")[0]
+    )
+    p.add_argument(
+        "--models",
+        default="sam2.1_hiera_tiny,sam2.1_hiera_large",
+        help="comma-separated names or config paths",
+    )
     p.add_argument("--objects", type=int_list, default=[1, 16], help="object counts (default 1,16)")
-    p.add_argument("--image-size", type=int, default=None, help="model input size override (default: the model's own)")
+    p.add_argument(
+        "--image-size",
+        type=int,
+        default=None,
+        help="model input size override (default: the model's own)",
+    )
     add_common_arguments(p)
     args = p.parse_args(argv)
     args.models = [m.strip() for m in args.models.split(",") if m.strip()]
@@ -125,6 +168,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def run(args: argparse.Namespace) -> dict:
+    env = environment()  # before the work: the load average then is what the run met
     results = []
     for model in args.models:
         check = memory_attention_estimate(model, args.image_size)
@@ -142,7 +186,7 @@ def run(args: argparse.Namespace) -> dict:
         "peak_bf16_tflops": PEAK_BF16_TFLOPS,
         "roofline_note": "frames/s at the published dense bf16 peak: upper bounds, not measurements",
     }
-    return report("flops", settings, {"results": results})
+    return report("flops", settings, {"results": results}, env)
 
 
 def print_report(doc: dict) -> None:
@@ -150,13 +194,32 @@ def print_report(doc: dict) -> None:
     gpus = list(doc["settings"]["peak_bf16_tflops"])
     for r in doc["figures"]["results"]:
         f = r["flops"]
-        rows.append([r["model"], r["image_size"], r["objects"], f["image_encoder"] / 1e9,
-                     r["flops_per_object"]["memory_attention"] / 1e9,
-                     (r["flops_per_object"]["mask_decoder"] + r["flops_per_object"]["memory_encoder"]) / 1e9,
-                     f["total"] / 1e12, *(r["roofline_frames_per_s"][g] for g in gpus)])
-    headers = ["model", "size", "objects", "encoder GF", "mem-attn GF/obj", "dec+memenc GF/obj", "total TF/frame",
-               *(f"{g} fps bound" for g in gpus)]
-    print_table(headers, rows, "FLOPs per tracked frame (steady state); frames/s at bf16 peak are bounds")
+        rows.append(
+            [
+                r["model"],
+                r["image_size"],
+                r["objects"],
+                f["image_encoder"] / 1e9,
+                r["flops_per_object"]["memory_attention"] / 1e9,
+                (r["flops_per_object"]["mask_decoder"] + r["flops_per_object"]["memory_encoder"])
+                / 1e9,
+                f["total"] / 1e12,
+                *(r["roofline_frames_per_s"][g] for g in gpus),
+            ]
+        )
+    headers = [
+        "model",
+        "size",
+        "objects",
+        "encoder GF",
+        "mem-attn GF/obj",
+        "dec+memenc GF/obj",
+        "total TF/frame",
+        *(f"{g} fps bound" for g in gpus),
+    ]
+    print_table(
+        headers, rows, "FLOPs per tracked frame (steady state); frames/s at bf16 peak are bounds"
+    )
 
 
 def main(argv: list[str] | None = None) -> dict:

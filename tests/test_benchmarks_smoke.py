@@ -19,7 +19,11 @@ from benchmarks import bench_encoder, bench_memory, bench_pipeline, bench_tracke
 
 def _load(path: Path) -> dict:
     doc = json.loads(path.read_text())
-    assert doc["device"]["cpu"] and doc["device"]["cpu_count"] >= 1 and doc["device"]["torch_threads"] >= 1
+    assert (
+        doc["device"]["cpu"]
+        and doc["device"]["cpu_count"] >= 1
+        and doc["device"]["torch_threads"] >= 1
+    )
     for key in ("python", "torch", "numpy", "ray", "av", "git"):
         assert key in doc["versions"], key
     assert doc["versions"]["torch"] and doc["command"].startswith("python")
@@ -32,8 +36,24 @@ def _positive(x) -> bool:
 
 def test_bench_tracker_compares_batched_and_object_by_object(mini_a_dir, tmp_path):
     out = tmp_path / "tracker.json"
-    bench_tracker.main(["--objects", "1,2", "--frames", "5", "--warmup", "1", "--repeats", "2",
-                        "--size", "64x80", "--threads", "1", "--json", str(out)])
+    bench_tracker.main(
+        [
+            "--objects",
+            "1,2",
+            "--frames",
+            "5",
+            "--warmup",
+            "1",
+            "--repeats",
+            "2",
+            "--size",
+            "64x80",
+            "--threads",
+            "1",
+            "--json",
+            str(out),
+        ]
+    )
     doc = _load(out)
     assert doc["benchmark"] == "bench_tracker"
     s = doc["settings"]
@@ -46,7 +66,9 @@ def test_bench_tracker_compares_batched_and_object_by_object(mini_a_dir, tmp_pat
             assert st["count"] == 3 * 2  # timed frames x passes
             assert len(st["pass_frames_per_s"]) == 2
             assert _positive(st["frames_per_s"]) and st["median_ms"] <= st["p90_ms"] <= st["max_ms"]
-        assert r["speedup"] == pytest.approx(r["batched"]["frames_per_s"] / r["object_by_object"]["frames_per_s"])
+        assert r["speedup"] == pytest.approx(
+            r["batched"]["frames_per_s"] / r["object_by_object"]["frames_per_s"]
+        )
 
 
 def test_bench_tracker_rejects_too_few_frames():
@@ -57,8 +79,22 @@ def test_bench_tracker_rejects_too_few_frames():
 @pytest.mark.slow
 def test_bench_memory_runs_each_length_in_its_own_process(mini_a_dir, tmp_path):
     out = tmp_path / "memory.json"
-    bench_memory.main(["--lengths", "4,6", "--reference-length", "4", "--objects", "2",
-                       "--size", "64x80", "--threads", "1", "--json", str(out)])
+    bench_memory.main(
+        [
+            "--lengths",
+            "4,6",
+            "--reference-length",
+            "4",
+            "--objects",
+            "2",
+            "--size",
+            "64x80",
+            "--threads",
+            "1",
+            "--json",
+            str(out),
+        ]
+    )
     doc = _load(out)
     assert doc["settings"]["bounded"] is True and doc["settings"]["lengths"] == [4, 6]
     results = doc["figures"]["results"]
@@ -69,13 +105,28 @@ def test_bench_memory_runs_each_length_in_its_own_process(mini_a_dir, tmp_path):
         assert r["max_stored_bytes"] > 0 and r["rss_samples"][-1]["frame"] == r["length"] - 1
     c = doc["figures"]["comparison"]
     assert c["lengths"] == [6, 4]
-    assert c["peak_rss_ratio"] == pytest.approx(results[1]["peak_rss_bytes"] / results[0]["peak_rss_bytes"])
+    assert c["peak_rss_ratio"] == pytest.approx(
+        results[1]["peak_rss_bytes"] / results[0]["peak_rss_bytes"]
+    )
     assert c["within_target"] == (c["peak_rss_ratio"] <= c["target_ratio"])
 
 
 def test_bench_encoder_reports_each_batch_size(tmp_path):
     out = tmp_path / "encoder.json"
-    bench_encoder.main(["--batch-sizes", "1,2", "--repeats", "2", "--image-size", "64", "--threads", "1", "--json", str(out)])
+    bench_encoder.main(
+        [
+            "--batch-sizes",
+            "1,2",
+            "--repeats",
+            "2",
+            "--image-size",
+            "64",
+            "--threads",
+            "1",
+            "--json",
+            str(out),
+        ]
+    )
     doc = _load(out)
     assert doc["settings"]["image_size"] == 64
     results = doc["figures"]["results"]
@@ -92,11 +143,18 @@ def test_flops_counter_agrees_with_the_hand_count(tmp_path):
     doc = _load(out)
     one, three = doc["figures"]["results"]
     f = one["flops"]
-    assert f["total"] == f["image_encoder"] + f["memory_attention"] + f["mask_decoder"] + f["memory_encoder"]
+    assert (
+        f["total"]
+        == f["image_encoder"] + f["memory_attention"] + f["mask_decoder"] + f["memory_encoder"]
+    )
     # The counter's memory attention matches the closed-form count, and scales with objects.
-    assert f["memory_attention"] == pytest.approx(one["memory_attention_hand_count_per_object"], rel=0.01)
+    assert f["memory_attention"] == pytest.approx(
+        one["memory_attention_hand_count_per_object"], rel=0.01
+    )
     assert three["flops"]["memory_attention"] == pytest.approx(3 * f["memory_attention"], rel=1e-6)
-    assert three["flops"]["image_encoder"] == f["image_encoder"]  # once per frame, whatever the objects
+    assert (
+        three["flops"]["image_encoder"] == f["image_encoder"]
+    )  # once per frame, whatever the objects
     for gpu, fps in one["roofline_frames_per_s"].items():
         assert fps == pytest.approx(doc["settings"]["peak_bf16_tflops"][gpu] * 1e12 / f["total"])
 
@@ -111,13 +169,32 @@ def test_flops_memory_attention_at_1024_is_about_half_a_teraflop_per_object():
 def test_bench_pipeline_labels_a_manifest_end_to_end(mini_a_dir, tmp_path, monkeypatch):
     monkeypatch.setenv("RAY_AUTH_MODE", "disabled")
     out = tmp_path / "pipeline.json"
-    bench_pipeline.main(["--videos", "2", "--frames", "4", "--objects", "1", "--size", "64x64",
-                         "--workers", "1", "--work-dir", str(tmp_path / "work"), "--json", str(out)])
+    bench_pipeline.main(
+        [
+            "--videos",
+            "2",
+            "--frames",
+            "4",
+            "--objects",
+            "1",
+            "--size",
+            "64x64",
+            "--workers",
+            "1",
+            "--work-dir",
+            str(tmp_path / "work"),
+            "--json",
+            str(out),
+        ]
+    )
     doc = _load(out)
     (run,) = doc["figures"]["runs"]
     assert run["status"] == "ok" and run["failed"] == 0 and run["units_done"] == 2
     assert run["frames"] == 2 * 4 and run["rows"] == 2 * 4 * 1
-    assert _positive(run["summary_frames_per_s"]) and run["command_wall_s"] >= run["summary_wall_time_s"]
+    assert (
+        _positive(run["summary_frames_per_s"])
+        and run["command_wall_s"] >= run["summary_wall_time_s"]
+    )
     single = doc["figures"]["single_process"]
     assert single["frames"] == 8
     assert sum(single["share"].values()) == pytest.approx(1.0)
