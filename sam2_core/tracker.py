@@ -73,6 +73,10 @@ class _Prefetcher:
             image = self.frames[frame]
         return video_frame_to_input(image, self.size)
 
+    def upcoming(self) -> int | None:
+        """The frame the running propagation will ask for next (None outside a propagation)."""
+        return self._plan[0] if self._plan else None
+
     def plan(self, order: Iterable[int]) -> None:
         self._plan = deque(order)
         self._pending.clear()
@@ -399,11 +403,22 @@ class VideoSession:
             self._features.move_to_end(frame)
             return self._features[frame]
         image = self._reader.take(frame).to(self.device)
-        feats = self.model.encode_image(image[None])
+        with self._autocast():
+            feats = self.model.encode_image(image[None])
+        self._cache_features(frame, feats)
+        return feats
+
+    def _cache_features(self, frame: int, feats: ImageFeatures) -> None:
         self._features[frame] = feats
         while len(self._features) > max(self.options.feature_cache_size, 1):
             self._features.popitem(last=False)
-        return feats
+
+    def _next_input(self) -> tuple[int, torch.Tensor] | None:
+        """During a propagation: the next frame it needs and its model input, when not yet encoded."""
+        frame = self._reader.upcoming()
+        if frame is None or frame in self._features:
+            return None
+        return frame, self._reader.take(frame)
 
     def _use_multimask(self, init: bool, num_points: int) -> bool:
         c = self.cfg
@@ -670,3 +685,31 @@ def track_session(session: VideoSession, prompts: Sequence[ObjectPrompt], bounde
                 yield result
             if bounded:
                 session.forget(keep_near(result.frame_index, reverse=True))
+
+
+def track_videos(
+    model: SAM2Model,
+    videos: Sequence[tuple[FrameSource, Sequence[ObjectPrompt]]],
+    options: TrackerOptions | None = None,
+    bounded: bool = True,
+) -> Iterator[tuple[int, FrameResult]]:
+    """:func:`track_video` on several videos at once, in lock-step: each step encodes the next
+    frame of every video in one image-encoder batch (for a GPU one video cannot fill).
+
+    Yields (video index, FrameResult); each video's results come in track_video's order.
+    """
+    sessions = [VideoSession(model, frames, options) for frames, _ in videos]
+    streams = {i: track_session(s, prompts, bounded) for i, (s, (_, prompts)) in enumerate(zip(sessions, videos))}
+    while streams:
+        wanted = [(i, nxt) for i in streams if (nxt := sessions[i]._next_input()) is not None]
+        if wanted:
+            images = torch.stack([image for _, (_, image) in wanted]).to(model.device)
+            with sessions[wanted[0][0]]._autocast(), torch.inference_mode():
+                feats = model.encode_image(images)
+            for k, (i, (frame, _)) in enumerate(wanted):
+                sessions[i]._cache_features(frame, feats.take(k))
+        for i in list(streams):
+            try:
+                yield i, next(streams[i])
+            except StopIteration:
+                del streams[i]

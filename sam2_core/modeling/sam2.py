@@ -118,6 +118,13 @@ class SAM2Model(nn.Module):
     def device(self) -> torch.device:
         return self.no_mem_embed.device
 
+    def compile_hot_parts(self, **compile_kwargs) -> None:
+        """torch.compile the image encoder, memory attention, memory encoder and mask decoder in
+        place (parameter names and weights unchanged). Worth it on a GPU for long runs; the first
+        calls pay the compilation."""
+        for part in (self.image_encoder, self.memory_attention, self.memory_encoder, self.sam_mask_decoder):
+            part.compile(**compile_kwargs)
+
     # ------------------------------------------------------------------ image
 
     def encode_image(self, images: torch.Tensor) -> ImageFeatures:
