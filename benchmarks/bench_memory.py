@@ -90,6 +90,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="where per-frame memories live (e.g. cpu to offload from a GPU)",
     )
     p.add_argument(
+        "--prefetch",
+        type=int,
+        default=None,
+        help="frames read ahead on a thread (TrackerOptions.prefetch_frames; default: the tracker's)",
+    )
+    p.add_argument(
         "--unbounded",
         action="store_true",
         help="keep every frame's state (bounded=False), to show the growth it avoids",
@@ -119,7 +125,12 @@ def child(args: argparse.Namespace) -> dict:
     height, width = args.size
     source = MovingDiscs(length, height, width, num_discs=args.objects)
     prompts = click_prompts(source, args.objects)
-    options = tracker_options(args.dtype, batch_objects=True, storage_device=args.storage_device)
+    options = tracker_options(
+        args.dtype,
+        batch_objects=True,
+        storage_device=args.storage_device,
+        prefetch_frames=args.prefetch,
+    )
     cuda = args.device.startswith("cuda")
     if cuda:
         torch.cuda.reset_peak_memory_stats()
@@ -181,6 +192,8 @@ def _child_argv(args: argparse.Namespace, length: int) -> list[str]:
         argv += ["--storage-device", args.storage_device]
     if args.unbounded:
         argv.append("--unbounded")
+    if args.prefetch is not None:
+        argv += ["--prefetch", str(args.prefetch)]
     if args.threads:
         argv += ["--threads", str(args.threads)]
     return argv
@@ -236,6 +249,9 @@ def run(args: argparse.Namespace) -> dict:
         "dtype": args.dtype,
         "storage_device": args.storage_device,
         "bounded": not args.unbounded,
+        "prefetch_frames": tracker_options(
+            args.dtype, True, prefetch_frames=args.prefetch
+        ).prefetch_frames,
         "threads": args.threads,
         "prompts": "one positive click per object on frame 0",
         "frames_source": "MovingDiscs rendered on demand (no video held)",

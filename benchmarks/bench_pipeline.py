@@ -10,9 +10,10 @@ time covers Ray start, worker start and model load, labeling and commits) and
 from the command's own wall time.
 
 A single-process pass (``pipeline.labeling.label_frames``, as a worker runs it,
-on the same videos and thread count) splits a worker's time into decoding
-(frames are decoded on demand inside tracking), mask RLE encoding and the
-rest (model, tracker bookkeeping, table building).
+on the same videos and thread count, but without the tracker's read-ahead
+thread so the parts add up) splits a worker's time into decoding (frames are
+decoded on demand inside tracking), mask RLE encoding and the rest (model,
+tracker bookkeeping, table building).
 
     RAY_AUTH_MODE=disabled python -m benchmarks.bench_pipeline --videos 6 --frames 60 --workers 1,2,4 --json out.json
 """
@@ -247,8 +248,12 @@ def breakdown(args: argparse.Namespace, manifest: str) -> dict:
     from pipeline.manifest import read_manifest
     from pipeline.video import open_video
     from sam2_core.build import build_model
+    from sam2_core.tracker import TrackerOptions
 
     torch.set_num_threads(args.torch_threads)
+    # No read-ahead thread, so decoding is not hidden behind the model and the parts add up
+    # (workers prefetch frames, which can hide part of the decode time).
+    sequential = TrackerOptions(prefetch_frames=0)
     started = time.perf_counter()
     model = build_model(args.model, checkpoint=args.checkpoint, device="cpu")
     load_s = time.perf_counter() - started
@@ -268,6 +273,7 @@ def breakdown(args: argparse.Namespace, manifest: str) -> dict:
                     video_id=job.video_id,
                     run_id="bench",
                     model_name="bench",
+                    tracker_options=sequential,
                 )
                 totals["label_s"] += time.perf_counter() - start
                 totals["decode_s"] += frames.seconds
@@ -276,6 +282,7 @@ def breakdown(args: argparse.Namespace, manifest: str) -> dict:
     label_s = totals["label_s"]
     return {
         "torch_threads": args.torch_threads,
+        "prefetch_frames": 0,
         "model_load_s": load_s,
         "frames": totals["frames"],
         "label_s": label_s,

@@ -93,8 +93,21 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument(
         "--modes", default="batched,object_by_object", help="which modes to run (default both)"
     )
+    p.add_argument(
+        "--prefetch",
+        type=int,
+        default=None,
+        help="frames read ahead on a thread (TrackerOptions.prefetch_frames; default: the tracker's)",
+    )
+    p.add_argument(
+        "--compile",
+        action="store_true",
+        help="torch.compile the model's hot parts first (compilation lands in the warm-up frames; raise --warmup)",
+    )
     add_common_arguments(p)
     args = p.parse_args(argv)
+    if args.prefetch is not None and args.prefetch < 0:
+        p.error(f"--prefetch must be >= 0, got {args.prefetch}")
     if args.warmup < 0:
         p.error(f"--warmup must be >= 0, got {args.warmup}")
     if args.frames < args.warmup + 2:
@@ -140,6 +153,8 @@ def run(args: argparse.Namespace) -> dict:
         torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     model = load_model(args.model, args.checkpoint, args.device, args.image_size)
+    if args.compile:
+        model.compile_hot_parts()
     height, width = args.size
     frames_src = MovingDiscs(args.frames, height, width, num_discs=max(args.objects))
     # In memory, so frame synthesis is not timed (the tracker reads each frame once).
@@ -153,7 +168,7 @@ def run(args: argparse.Namespace) -> dict:
             prompts = click_prompts(frames_src, n)
             order = args.modes if rep % 2 == 0 else args.modes[::-1]
             for mode in order:
-                options = tracker_options(args.dtype, MODES[mode])
+                options = tracker_options(args.dtype, MODES[mode], prefetch_frames=args.prefetch)
                 t = time_pass(model, frames, prompts, options, args.warmup, args.device)
                 times.setdefault((n, mode), []).extend(t)
                 pass_rates.setdefault((n, mode), []).append(len(t) / sum(t))
@@ -186,6 +201,10 @@ def run(args: argparse.Namespace) -> dict:
         "device": args.device,
         "dtype": args.dtype,
         "modes": args.modes,
+        "prefetch_frames": tracker_options(
+            args.dtype, True, prefetch_frames=args.prefetch
+        ).prefetch_frames,
+        "compiled": args.compile,
         "prompts": "one positive click per object on frame 0",
         "frames_source": "MovingDiscs, pre-rendered in memory (ArrayFrames)",
         "timed": "track_session(bounded=True) propagation only; frame 0 and warm-up frames excluded",

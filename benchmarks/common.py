@@ -264,18 +264,22 @@ def describe_model(model_name: str, net, checkpoint: str | None) -> dict:
     }
 
 
-def tracker_options(dtype: str, batch_objects: bool, storage_device: str | None = None):
+def tracker_options(
+    dtype: str,
+    batch_objects: bool,
+    storage_device: str | None = None,
+    prefetch_frames: int | None = None,
+):
+    """TrackerOptions for a benchmark: ``dtype`` 'bfloat16' means autocast and bfloat16 stored
+    memory; ``prefetch_frames`` None keeps the tracker's default."""
     from sam2_core.tracker import TrackerOptions
 
-    if dtype == "float32":
-        return TrackerOptions(batch_objects=batch_objects, storage_device=storage_device)
-    bf16 = torch_dtype(dtype)
-    return TrackerOptions(
-        batch_objects=batch_objects,
-        memory_dtype=bf16,
-        autocast_dtype=bf16,
-        storage_device=storage_device,
-    )
+    kwargs: dict = {"batch_objects": batch_objects, "storage_device": storage_device}
+    if dtype != "float32":
+        kwargs["memory_dtype"] = kwargs["autocast_dtype"] = torch_dtype(dtype)
+    if prefetch_frames is not None:
+        kwargs["prefetch_frames"] = int(prefetch_frames)
+    return TrackerOptions(**kwargs)
 
 
 # ---------------------------------------------------------------------- synthetic frames
