@@ -1,0 +1,226 @@
+"""``python -m jobs train``: fine-tune a SAM 2 model, or train a small one from scratch, on clips
+of synthetic videos with exact ground truth.
+
+Writes ``model.pt`` (official checkpoint format), ``config.json`` ({"resolved": tree,
+"training": record}) and ``train_state.pt`` (for ``--resume``) under ``--output``; progress
+lines show the loss terms and throughput (clips/s). With ``--eval-videos N`` each checkpoint
+is also scored (J&F) on held-out synthetic videos of seeds 0..N-1 (training seeds start at
+``--first-seed``, 1000 by default), prompted with one click per object as the
+``make-synthetic`` manifest does. Exit status: 0 done; 1 bad options or inputs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import torch
+
+from pipeline.evaluate import EvalReport, evaluate_tables
+from pipeline.masks import MASK_SCHEMA, encode_mask
+from pipeline.synthetic_io import ground_truth_table, manifest_entry, video_id_for_seed
+from sam2_core.frames import ArrayFrames
+from sam2_core.modeling.sam2 import SAM2Model
+from sam2_core.synthetic import SyntheticConfig, generate_video
+from sam2_core.tracker import ObjectPrompt, track_video
+from sam2_core.training import (
+    CONFIG_FILE,
+    PromptOptions,
+    SyntheticClips,
+    TrainConfig,
+    Trainer,
+    build_for_training,
+)
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {text!r}")
+    return value
+
+
+def _probability(text: str) -> float:
+    value = float(text)
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"expected a probability in [0, 1], got {text!r}")
+    return value
+
+
+def _schedule(text: str) -> tuple[tuple[int, int], ...]:
+    """'0:4,300:8' -> ((0, 4), (300, 8))."""
+    out = []
+    for part in filter(None, text.split(",")):
+        try:
+            step, length = part.split(":")
+            out.append((int(step), int(length)))
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"--clip-len-schedule wants STEP:LEN[,STEP:LEN...], got {text!r}") from None
+        if out[-1][0] < 0 or out[-1][1] < 1:
+            raise argparse.ArgumentTypeError(f"--clip-len-schedule: bad entry {part!r} (step >= 0, length >= 1)")
+    return tuple(out)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    d = TrainConfig()
+    s = SyntheticConfig()
+    p = PromptOptions()
+    parser.add_argument("--config", "--model", dest="config", help="official model name or config file (YAML or config.json); required unless --resume")
+    parser.add_argument("--init-checkpoint", help="start from these weights (official format), loaded strictly")
+    parser.add_argument("--output", required=True, help="output folder (model.pt, config.json, train_state.pt)")
+    parser.add_argument("--resume", action="store_true", help="continue the run in --output (its config.json, model.pt and train_state.pt)")
+    parser.add_argument("--steps", type=_positive_int, default=d.steps, help=f"optimisation steps in all (default {d.steps})")
+    parser.add_argument("--batch-size", type=_positive_int, default=d.batch_size, help=f"clips per step (default {d.batch_size})")
+    parser.add_argument("--clip-len", type=_positive_int, default=d.clip_len, help=f"frames per clip (default {d.clip_len})")
+    parser.add_argument("--clip-len-schedule", type=_schedule, default=(), help="curriculum STEP:LEN,... (e.g. 0:4,300:8)")
+    parser.add_argument("--lr", type=float, default=d.lr, help=f"peak learning rate (default {d.lr})")
+    parser.add_argument("--weight-decay", type=float, default=d.weight_decay)
+    parser.add_argument("--warmup-steps", type=int, default=d.warmup_steps)
+    parser.add_argument("--min-lr-ratio", type=float, default=d.min_lr_ratio, help="final lr / peak lr of the cosine decay")
+    parser.add_argument("--grad-clip", type=float, default=d.grad_clip, help="max gradient norm (0: off)")
+    parser.add_argument("--freeze", action="append", default=[], help="parameter-name prefix to keep fixed (repeatable), e.g. image_encoder")
+    parser.add_argument("--seed", type=int, default=d.seed)
+    parser.add_argument("--device", default="cpu", help="torch device (bfloat16 autocast on CUDA unless --no-autocast)")
+    parser.add_argument("--no-autocast", action="store_true")
+    parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1: best on busy shared machines)")
+    parser.add_argument("--log-every", type=_positive_int, default=d.log_every)
+    parser.add_argument("--checkpoint-every", type=_positive_int, default=d.checkpoint_every)
+    g = parser.add_argument_group("synthetic training data")
+    g.add_argument("--height", type=_positive_int, default=128, help="frame height (default 128)")
+    g.add_argument("--width", type=_positive_int, default=128, help="frame width (default 128)")
+    g.add_argument("--frames", type=_positive_int, default=48, help="frames per generated video (default 48)")
+    g.add_argument("--min-objects", type=_positive_int, default=1)
+    g.add_argument("--max-objects", type=_positive_int, default=3)
+    g.add_argument("--first-seed", type=int, default=1000, help="first training seed (default 1000; held-out evaluation uses 0..N-1)")
+    g.add_argument("--num-seeds", type=int, default=None, help="training seeds to draw from (default: unbounded)")
+    g.add_argument("--video-reuse", type=float, default=4.0, help="clips cut from each generated video on average (default 4)")
+    g.add_argument("--pixel-noise", type=float, default=s.pixel_noise)
+    g = parser.add_argument_group("simulated prompts")
+    g.add_argument("--box-prob", type=_probability, default=p.box_prob)
+    g.add_argument("--mask-prob", type=_probability, default=p.mask_prob)
+    g.add_argument("--max-corrections", type=int, default=p.max_corrections)
+    g.add_argument("--correct-later-prob", type=_probability, default=p.correct_later_prob)
+    g = parser.add_argument_group("held-out evaluation")
+    g.add_argument("--eval-videos", type=int, default=0, help="score each checkpoint on synthetic seeds 0..N-1 (default 0: off)")
+
+
+def synthetic_config(args: argparse.Namespace) -> SyntheticConfig:
+    return SyntheticConfig(
+        height=args.height, width=args.width, num_frames=args.frames,
+        min_objects=args.min_objects, max_objects=args.max_objects, pixel_noise=args.pixel_noise,
+    )
+
+
+def track_synthetic(model: SAM2Model, seed: int, config: SyntheticConfig, id_prefix: str = "synthetic") -> tuple[pa.Table, pa.Table]:
+    """Track one synthetic video from the manifest's clicks; (prediction table, ground-truth table)."""
+    video = generate_video(seed, config)
+    video_id = video_id_for_seed(seed, id_prefix)
+    entry = manifest_entry(f"{video_id}.mp4", video_id, video)
+    prompts = [
+        ObjectPrompt(obj["object_id"], p["frame"], points=np.asarray(p["points"], dtype=np.float32), labels=np.asarray(p["labels"]))
+        for obj in entry["objects"]
+        for p in obj["prompts"]
+    ]
+    prompted = {(obj["object_id"], p["frame"]) for obj in entry["objects"] for p in obj["prompts"]}
+    cols: dict[str, list] = {name: [] for name in MASK_SCHEMA.names}
+    height, width = video.frames.shape[1:3]
+    for result in track_video(model, ArrayFrames(video.frames), prompts):
+        for i, oid in enumerate(result.object_ids):
+            present = bool(result.object_score_logits[i] > 0)
+            mask = (result.mask_logits[i] > 0).numpy() & present
+            rle, area, bbox = encode_mask(mask)
+            for name, value in (
+                ("video_id", video_id), ("object_id", int(oid)), ("frame_index", result.frame_index),
+                ("height", height), ("width", width), ("rle", rle), ("area", area), ("bbox", list(bbox)),
+                ("score", float(result.ious[i])), ("present", present),
+                ("prompted", (int(oid), result.frame_index) in prompted), ("run_id", "train-eval"), ("model", "training"),
+            ):
+                cols[name].append(value)
+    return pa.table(cols, schema=MASK_SCHEMA), ground_truth_table(video_id, video)
+
+
+def synthetic_jf(model: SAM2Model, seeds, config: SyntheticConfig) -> EvalReport:
+    """J&F of ``model`` on synthetic videos of ``seeds`` (one click per object, as the manifest)."""
+    was_training = model.training
+    model.eval()
+    try:
+        preds, gts = zip(*(track_synthetic(model, int(s), config) for s in seeds))
+    finally:
+        model.train(was_training)
+    return evaluate_tables(pa.concat_tables(preds), pa.concat_tables(gts))
+
+
+def run(args: argparse.Namespace) -> int:
+    torch.set_num_threads(max(int(args.threads), 1))
+    out = Path(args.output)
+    try:
+        if args.resume:
+            doc_path = out / CONFIG_FILE
+            if not doc_path.is_file():
+                raise FileNotFoundError(f"--resume: {doc_path} not found")
+            model, tree = build_for_training(str(doc_path))
+        else:
+            if not args.config:
+                raise ValueError("--config (an official name or a config file) is required unless --resume")
+            model, tree = build_for_training(args.config, args.init_checkpoint)
+        synth = synthetic_config(args)
+        prompts = PromptOptions(
+            box_prob=args.box_prob, mask_prob=args.mask_prob,
+            max_corrections=args.max_corrections, correct_later_prob=args.correct_later_prob,
+        )
+        cfg = TrainConfig(
+            steps=args.steps, batch_size=args.batch_size, clip_len=args.clip_len,
+            clip_len_schedule=args.clip_len_schedule, lr=args.lr, weight_decay=args.weight_decay,
+            warmup_steps=args.warmup_steps, min_lr_ratio=args.min_lr_ratio, grad_clip=args.grad_clip,
+            freeze=tuple(args.freeze), seed=args.seed, device=args.device, autocast=not args.no_autocast,
+            log_every=args.log_every, checkpoint_every=args.checkpoint_every, prompts=prompts,
+        )
+        source = SyntheticClips(
+            synth, first_seed=args.first_seed, num_seeds=args.num_seeds,
+            max_objects=args.max_objects, reuse=args.video_reuse,
+        )
+        if args.eval_videos and args.first_seed < args.eval_videos:
+            raise ValueError(f"--first-seed {args.first_seed} overlaps the held-out seeds 0..{args.eval_videos - 1}")
+        record = {
+            "command": "python -m jobs train " + " ".join(sys.argv[2:]) if len(sys.argv) > 1 else "",
+            "synthetic": {k: getattr(synth, k) for k in synth.__dataclass_fields__},
+            "device": str(args.device),
+            "init_checkpoint": args.init_checkpoint,
+        }
+        trainer = Trainer(model, tree, source, out, cfg, extra_record=record)
+        if args.resume:
+            trainer.resume()
+            print(f"resumed at step {trainer.step}", flush=True)
+    except (ValueError, FileNotFoundError, OSError) as err:
+        print(f"train: {err}", file=sys.stderr)
+        return 1
+
+    started = time.time()
+
+    def on_log(st) -> None:
+        terms = " ".join(f"{k}={v:.3f}" for k, v in st.terms.items())
+        print(
+            f"step {st.step}/{cfg.steps} loss={st.loss:.3f} ({terms}) lr={st.lr:.2e} "
+            f"clip_len={st.clip_len} objects/batch={st.objects} {st.clips_per_s:.2f} clips/s "
+            f"elapsed={time.time() - started:.0f}s",
+            flush=True,
+        )
+
+    def on_checkpoint(step: int, path: Path) -> None:
+        line = f"checkpoint step {step}: {path}"
+        if args.eval_videos:
+            t0 = time.time()
+            report = synthetic_jf(trainer.model, range(args.eval_videos), synth)
+            line += f" held-out J&F={report.jf:.4f} J={report.j:.4f} F={report.f:.4f} ({time.time() - t0:.0f}s)"
+            with open(out / "eval.jsonl", "a") as f:
+                f.write(json.dumps({"step": step, "J&F": report.jf, "J": report.j, "F": report.f, "videos": args.eval_videos}) + "\n")
+        print(line, flush=True)
+
+    trainer.train(on_log=on_log, on_checkpoint=on_checkpoint)
+    print(f"done: {trainer.step} steps, {trainer.elapsed:.0f}s training time; model {out / 'model.pt'}", flush=True)
+    return 0
