@@ -176,11 +176,11 @@ class SAM2Model(nn.Module):
         if self.cfg.decoder.pred_obj_scores:
             masks = torch.where(present[:, :, None, None], masks, NO_OBJECT_SCORE)
         masks = masks.float()
-        high = F.interpolate(masks, size=(self.image_size, self.image_size), mode="bilinear", align_corners=False)
         rows = torch.arange(b, device=masks.device)
         best = ious.argmax(dim=-1) if multimask else torch.zeros(b, dtype=torch.long, device=masks.device)
         low_res = masks[rows, best].unsqueeze(1)
-        high_res_mask = high[rows, best].unsqueeze(1)
+        # Upsampling is per channel: upsampling only the chosen mask gives the same numbers.
+        high_res_mask = F.interpolate(low_res, size=(self.image_size, self.image_size), mode="bilinear", align_corners=False)
         token = tokens[rows, best] if tokens.shape[1] > 1 else tokens[:, 0]
         obj_ptr = self.obj_ptr_proj(token)
         obj_ptr = self._gate_pointer(obj_ptr, present.float() if not self.cfg.tracking.soft_no_obj_ptr else obj_logits.sigmoid())
