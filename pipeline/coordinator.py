@@ -248,6 +248,12 @@ def run_labeling(config: RunConfig) -> RunResult:
             summary["frames"] = sum(r["frames"] for r in results)
             summary["rows"] = sum(r["rows"] for r in results)
             summary["retries"] = scheduler.retries
+            # Seconds summed over units: track includes decode (overlapped on a prefetch
+            # thread) and encode (masks to RLE); the rest of track is the model.
+            summary["unit_seconds"] = {
+                key: round(sum(r.get(f"{key}_s", 0.0) for r in results), 3)
+                for key in ("total", "track", "decode", "encode", "commit")
+            }
         finally:
             progress.close()
             if started_ray:

@@ -33,6 +33,27 @@ class LabelStats:
     height: int
     width: int
     decode_track_s: float
+    decode_s: float = 0.0  # reading and decoding frames (on the tracker's prefetch thread: overlaps compute)
+    encode_s: float = 0.0  # turning masks into RLE rows
+
+
+class _TimedFrames:
+    """A FrameSource that adds up the time spent reading frames."""
+
+    def __init__(self, frames: FrameSource):
+        self._frames = frames
+        self.height, self.width = frames.height, frames.width
+        self.seconds = 0.0
+
+    def __len__(self) -> int:
+        return len(self._frames)
+
+    def __getitem__(self, index: int) -> np.ndarray:
+        started = time.perf_counter()
+        try:
+            return self._frames[index]
+        finally:
+            self.seconds += time.perf_counter() - started
 
 
 def to_object_prompts(
@@ -112,12 +133,15 @@ def label_frames(
     from sam2_core.tracker import track_video
 
     started = time.perf_counter()
+    frames = _TimedFrames(frames)
     prompts = to_object_prompts(objects, frames, location)
     n_frames, h, w = len(frames), frames.height, frames.width
     cols: dict[str, list] = {name: [] for name in MASK_SCHEMA.names}
     done = 0
+    encode_s = 0.0
     with torch.inference_mode():
         for result in track_video(model, frames, prompts, tracker_options):
+            encode_started = time.perf_counter()
             masks = (result.mask_logits > 0).cpu().numpy()
             present = (result.object_score_logits > 0).cpu().numpy().reshape(-1)
             scores = result.ious.detach().float().cpu().numpy().reshape(-1)
@@ -136,6 +160,7 @@ def label_frames(
                 cols["prompted"].append(bool(result.prompted[i]))
                 cols["run_id"].append(run_id)
                 cols["model"].append(model_name)
+            encode_s += time.perf_counter() - encode_started
             done += 1
             if on_frame is not None:
                 on_frame(done, n_frames)
@@ -154,6 +179,8 @@ def label_frames(
         height=h,
         width=w,
         decode_track_s=time.perf_counter() - started,
+        decode_s=frames.seconds,
+        encode_s=encode_s,
     )
     return table, stats
 

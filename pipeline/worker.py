@@ -200,6 +200,8 @@ class LabelWorker:
             "path": path,
             "objects": stats.objects,
             "track_s": tracked - started,
+            "decode_s": stats.decode_s,
+            "encode_s": stats.encode_s,
             "commit_s": done - tracked,
             "total_s": done - started,
         }
