@@ -11,20 +11,9 @@ import argparse
 import json
 import sys
 
+from jobs.argtypes import json_object
 from pipeline.evaluate import DEFAULT_BOUND_TH, SKIP_MODES, evaluate_uris
 from pipeline.storage import url_to_fs
-
-
-def _json_object(text: str) -> dict:
-    try:
-        value = json.loads(text)
-    except json.JSONDecodeError as err:
-        raise argparse.ArgumentTypeError(
-            f"--storage-options is not valid JSON ({err}): {text!r}"
-        ) from err
-    if not isinstance(value, dict):
-        raise argparse.ArgumentTypeError(f"--storage-options must be a JSON object, got {text!r}")
-    return value
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -60,7 +49,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--storage-options",
-        type=_json_object,
+        type=json_object,
         default=None,
         help="JSON object of fsspec storage options",
     )

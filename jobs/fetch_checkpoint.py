@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import hashlib
 import http.client
-import json
 import os
 import sys
 import tempfile
@@ -29,6 +28,7 @@ import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from jobs.argtypes import json_object, positive_float
 from sam2_core.official_checkpoints import OFFICIAL_CHECKPOINTS, OfficialCheckpoint
 
 ENV_BASE_URL = "SAM2_CHECKPOINT_BASE_URL"
@@ -63,15 +63,6 @@ class FetchResult:
     downloaded: bool
 
 
-def _storage_options(text: str) -> dict:
-    try:
-        value = json.loads(text)
-    except json.JSONDecodeError as err:
-        raise argparse.ArgumentTypeError(f"--storage-options is not valid JSON ({err}): {text!r}") from err
-    if not isinstance(value, dict):
-        raise argparse.ArgumentTypeError(f"--storage-options must be a JSON object, got {text!r}")
-    return value
-
 
 def _sha256_hex(text: str) -> str:
     value = text.strip().lower()
@@ -79,12 +70,6 @@ def _sha256_hex(text: str) -> str:
         raise argparse.ArgumentTypeError(f"expected a SHA-256 as 64 hex digits, got {text!r}")
     return value
 
-
-def _positive_float(text: str) -> float:
-    value = float(text)
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"expected a number > 0, got {text!r}")
-    return value
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -94,8 +79,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--base-url", default=None, help=f"download from this mirror of the official layout (default ${ENV_BASE_URL} or Meta's URL)")
     parser.add_argument("--sha256", type=_sha256_hex, default=None, help="expected SHA-256, instead of the table's (e.g. for a file you checked yourself)")
     parser.add_argument("--allow-unverified", action="store_true", help="keep the file when no checksum is known (it is reported as not verified)")
-    parser.add_argument("--storage-options", type=_storage_options, default=None, help="JSON object of fsspec storage options for --dest (e.g. S3 endpoint, keys)")
-    parser.add_argument("--timeout", type=_positive_float, default=60.0, help="seconds to wait for the server on connect and on each read (default 60)")
+    parser.add_argument("--storage-options", type=json_object, default=None, help="JSON object of fsspec storage options for --dest (e.g. S3 endpoint, keys)")
+    parser.add_argument("--timeout", type=positive_float, default=60.0, help="seconds to wait for the server on connect and on each read (default 60)")
     parser.add_argument("--list", action="store_true", help="print the official checkpoints (name, SHA-256, URL) and exit")
 
 

@@ -11,36 +11,15 @@ import argparse
 import json
 import sys
 
+from jobs.argtypes import json_object, non_negative_float, positive_int
+
 # The model used when --model is not given. None: --model is required.
 # (Change here, in one place, once a bundled default model exists.)
 DEFAULT_MODEL: str | None = None
 DEFAULT_CHECKPOINT: str | None = None
 
 
-def _json_object(text: str) -> dict:
-    try:
-        value = json.loads(text)
-    except json.JSONDecodeError as err:
-        raise argparse.ArgumentTypeError(
-            f"--storage-options is not valid JSON ({err}): {text!r}"
-        ) from err
-    if not isinstance(value, dict):
-        raise argparse.ArgumentTypeError(f"--storage-options must be a JSON object, got {text!r}")
-    return value
 
-
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {text!r}")
-    return value
-
-
-def _non_negative_float(text: str) -> float:
-    value = float(text)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {text!r}")
-    return value
 
 
 # (flag, argparse keyword arguments); jobs.submit rebuilds the command line from this table.
@@ -79,15 +58,15 @@ OPTIONS: list[tuple[str, dict]] = [
     ),
     (
         "--workers",
-        {"type": _positive_int, "default": 1, "help": "number of worker actors (default 1)"},
+        {"type": positive_int, "default": 1, "help": "number of worker actors (default 1)"},
     ),
     (
         "--gpus-per-worker",
-        {"type": _non_negative_float, "default": 0.0, "help": "GPUs per worker (0: CPU)"},
+        {"type": non_negative_float, "default": 0.0, "help": "GPUs per worker (0: CPU)"},
     ),
     (
         "--cpus-per-worker",
-        {"type": _non_negative_float, "default": 1.0, "help": "CPUs per worker (default 1)"},
+        {"type": non_negative_float, "default": 1.0, "help": "CPUs per worker (default 1)"},
     ),
     (
         "--ray-address",
@@ -96,7 +75,7 @@ OPTIONS: list[tuple[str, dict]] = [
     (
         "--num-cpus",
         {
-            "type": _positive_int,
+            "type": positive_int,
             "default": None,
             "help": "CPUs of a locally started Ray (default: all)",
         },
@@ -104,7 +83,7 @@ OPTIONS: list[tuple[str, dict]] = [
     (
         "--max-attempts",
         {
-            "type": _positive_int,
+            "type": positive_int,
             "default": 3,
             "help": "attempts per unit on transient errors (default 3)",
         },
@@ -112,7 +91,7 @@ OPTIONS: list[tuple[str, dict]] = [
     (
         "--retry-backoff",
         {
-            "type": _non_negative_float,
+            "type": non_negative_float,
             "default": 1.0,
             "help": "seconds before the first retry; doubles each time (default 1)",
         },
@@ -129,7 +108,7 @@ OPTIONS: list[tuple[str, dict]] = [
     (
         "--storage-options",
         {
-            "type": _json_object,
+            "type": json_object,
             "default": None,
             "help": "JSON object of fsspec storage options for every URI (e.g. S3 endpoint, keys)",
         },
@@ -138,7 +117,7 @@ OPTIONS: list[tuple[str, dict]] = [
     (
         "--max-objects-per-unit",
         {
-            "type": _positive_int,
+            "type": positive_int,
             "default": None,
             "help": "split videos with more objects into several units",
         },
@@ -146,7 +125,7 @@ OPTIONS: list[tuple[str, dict]] = [
     (
         "--torch-threads",
         {
-            "type": _positive_int,
+            "type": positive_int,
             "default": None,
             "help": "torch threads per worker (default: its CPU share)",
         },
@@ -154,7 +133,7 @@ OPTIONS: list[tuple[str, dict]] = [
     (
         "--max-in-flight",
         {
-            "type": _positive_int,
+            "type": positive_int,
             "default": None,
             "help": "units queued on workers at once (default 2 x workers)",
         },

@@ -8,37 +8,18 @@ written; 1 bad options or the output could not be written.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 
+from jobs.argtypes import json_object, positive_int
 from pipeline.synthetic_io import write_synthetic_dataset
 from sam2_core.synthetic import SyntheticConfig
-
-
-def _json_object(text: str) -> dict:
-    try:
-        value = json.loads(text)
-    except json.JSONDecodeError as err:
-        raise argparse.ArgumentTypeError(
-            f"--storage-options is not valid JSON ({err}): {text!r}"
-        ) from err
-    if not isinstance(value, dict):
-        raise argparse.ArgumentTypeError(f"--storage-options must be a JSON object, got {text!r}")
-    return value
-
-
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {text!r}")
-    return value
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     defaults = SyntheticConfig()
     parser.add_argument("--output", required=True, help="output folder (path or fsspec URL)")
     parser.add_argument(
-        "--num-videos", type=_positive_int, default=4, help="videos to generate (default 4)"
+        "--num-videos", type=positive_int, default=4, help="videos to generate (default 4)"
     )
     parser.add_argument(
         "--first-seed",
@@ -48,36 +29,36 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--height",
-        type=_positive_int,
+        type=positive_int,
         default=defaults.height,
         help=f"frame height (default {defaults.height})",
     )
     parser.add_argument(
         "--width",
-        type=_positive_int,
+        type=positive_int,
         default=defaults.width,
         help=f"frame width (default {defaults.width})",
     )
     parser.add_argument(
         "--frames",
-        type=_positive_int,
+        type=positive_int,
         default=defaults.num_frames,
         help=f"frames per video (default {defaults.num_frames})",
     )
     parser.add_argument(
         "--min-objects",
-        type=_positive_int,
+        type=positive_int,
         default=defaults.min_objects,
         help=f"default {defaults.min_objects}",
     )
     parser.add_argument(
         "--max-objects",
-        type=_positive_int,
+        type=positive_int,
         default=defaults.max_objects,
         help=f"default {defaults.max_objects}",
     )
     parser.add_argument(
-        "--fps", type=_positive_int, default=24, help="frame rate of the MP4 files (default 24)"
+        "--fps", type=positive_int, default=24, help="frame rate of the MP4 files (default 24)"
     )
     parser.add_argument(
         "--crf",
@@ -87,7 +68,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--storage-options",
-        type=_json_object,
+        type=json_object,
         default=None,
         help="JSON object of fsspec storage options",
     )
