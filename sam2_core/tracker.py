@@ -552,7 +552,8 @@ class VideoSession:
         with self._autocast():
             pix = self._condition(tracks, frame, batch, reverse)
             heads = self.model.sam_heads(pix, batch.high_res, None, None, None, multimask=self._use_multimask(False, 0))
-            maskmem, _ = self.model.encode_memory(batch.embedding, heads.high_res, heads.object_score_logits, binarize=False)
+            # The frame's embedding is the same for every object: pass it once, it broadcasts.
+            maskmem, _ = self.model.encode_memory(feats.embedding, heads.high_res, heads.object_score_logits, binarize=False)
         for i, track in enumerate(tracks):
             track.non_cond[frame] = self._store(heads, i, maskmem[i : i + 1])
 

@@ -242,8 +242,9 @@ class SAM2Model(nn.Module):
         object_score_logits: torch.Tensor,
         binarize: bool,
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """A new memory from a frame's raw embedding (B x C x h x w) and its predicted mask
-        (B x 1 x S x S logits). Returns (features B x mem x h x w, pos B x mem x h x w)."""
+        """A new memory from a frame's raw embedding (B x C x h x w, or 1 x C x h x w shared by
+        all B objects) and its predicted masks (B x 1 x S x S logits).
+        Returns (features B x mem x h x w, pos B x mem x h x w)."""
         t = self.cfg.tracking
         if binarize and not self.training:
             mask = (high_res_masks > 0).float()
