@@ -34,7 +34,7 @@ def image_to_input(image, size: int, device: torch.device | str = "cpu") -> torc
     Returns 1 x 3 x size x size float32.
     """
     arr = as_rgb_array(image)
-    x = torch.from_numpy(arr).to(device).permute(2, 0, 1).unsqueeze(0).float() / 255.0
+    x = torch.tensor(arr, device=device).permute(2, 0, 1).unsqueeze(0).float() / 255.0  # a copy: PIL arrays are read-only
     x = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
     return _normalise(x)
 
