@@ -16,14 +16,18 @@ from .config import (
 from .modeling.sam2 import SAM2Model
 
 
-def resolve_config(model: str | dict | ModelConfig, storage_options: dict | None = None) -> ModelConfig:
-    """An official name, a path/URL to a YAML or config.json, a config tree, or a ModelConfig."""
+def resolve_config(model: str | dict | ModelConfig, storage_options: dict | None = None, apply_postprocessing: bool = True) -> ModelConfig:
+    """An official name, a path/URL to a YAML or config.json, a config tree, or a ModelConfig.
+
+    Official names get Meta's default post-processing settings unless ``apply_postprocessing``
+    is False (see :func:`official_config`); config files and trees are taken as written.
+    """
     if isinstance(model, ModelConfig):
         return model
     if isinstance(model, dict):
         return config_from_document(model)
     if model in OFFICIAL_CONFIG_FILES:
-        return official_config(model)
+        return official_config(model, postprocessing=apply_postprocessing)
     looks_like_file = any(model.endswith(ext) for ext in (".yaml", ".yml", ".json")) or "/" in model
     if not looks_like_file:
         raise ConfigError(f"unknown model {model!r}: use an official name ({', '.join(sorted(OFFICIAL_CONFIG_FILES))}) or a path to a config file")
@@ -42,9 +46,13 @@ def build_model(
     checkpoint: str | None = None,
     device: str | torch.device = "cpu",
     storage_options: dict | None = None,
+    apply_postprocessing: bool = True,
 ) -> SAM2Model:
-    """Build a SAM 2 model in eval mode; load ``checkpoint`` strictly when given (random weights otherwise)."""
-    cfg = resolve_config(model, storage_options)
+    """Build a SAM 2 model in eval mode; load ``checkpoint`` strictly when given (random weights otherwise).
+
+    ``apply_postprocessing`` (official names only) matches Meta's ``build_sam2*`` default.
+    """
+    cfg = resolve_config(model, storage_options, apply_postprocessing)
     net = SAM2Model(cfg)
     if checkpoint is not None:
         load_checkpoint(net, checkpoint, storage_options)

@@ -493,6 +493,24 @@ def official_tree(name: str) -> dict:
 OFFICIAL_MODELS = tuple(sorted(OFFICIAL_CONFIG_FILES))
 
 
-def official_config(name: str) -> ModelConfig:
-    """The ModelConfig of an official model (``sam2_hiera_tiny`` ... ``sam2.1_hiera_large``)."""
-    return config_from_tree(official_tree(name), name=name)
+def official_config(name: str, postprocessing: bool = False) -> ModelConfig:
+    """The ModelConfig of an official model (``sam2_hiera_tiny`` ... ``sam2.1_hiera_large``).
+
+    With ``postprocessing``, the settings Meta's builders add by default
+    (``build_sam2*(..., apply_postprocessing=True)``): dynamic multimask selection by
+    stability, binarised prompt masks for the memory encoder, and filling holes of up to
+    8 low-res pixels in video outputs.
+    """
+    cfg = config_from_tree(official_tree(name), name=name)
+    if postprocessing:
+        cfg = replace(
+            cfg,
+            decoder=replace(
+                cfg.decoder,
+                dynamic_multimask_via_stability=True,
+                dynamic_multimask_stability_delta=0.05,
+                dynamic_multimask_stability_thresh=0.98,
+            ),
+            tracking=replace(cfg.tracking, binarize_mask_from_pts_for_mem_enc=True, fill_hole_area=8),
+        )
+    return cfg

@@ -31,6 +31,7 @@ import torch.nn.functional as F
 from .frames import FrameSource
 from .memory_rule import reach, select_memory
 from .modeling.sam2 import NO_OBJECT_SCORE, HeadsOutput, ImageFeatures, SAM2Model
+from .postprocess import fill_small_holes
 from .transforms import to_model_coords, video_frame_to_input
 
 
@@ -503,8 +504,12 @@ class VideoSession:
 
     def _store(self, heads: HeadsOutput, i: int, maskmem: torch.Tensor | None) -> FrameState:
         sto = self.storage
+        low = heads.low_res[i : i + 1].float()
+        if self.cfg.fill_hole_area > 0:
+            # As the official predictor: outputs (not the memory just encoded) get small holes filled.
+            low = fill_small_holes(low, self.cfg.fill_hole_area)
         return FrameState(
-            pred_masks=heads.low_res[i : i + 1].float().to(sto),
+            pred_masks=low.to(sto),
             obj_ptr=heads.obj_ptr[i : i + 1].float().to(sto),
             object_score_logits=heads.object_score_logits[i : i + 1].float().to(sto),
             iou=heads.iou[i : i + 1].float().to(sto),
