@@ -30,6 +30,7 @@ from sam2_core.synthetic import SyntheticConfig, generate_video
 from sam2_core.tracker import ObjectPrompt, track_video
 from sam2_core.training import (
     CONFIG_FILE,
+    LossWeights,
     PromptOptions,
     SyntheticClips,
     TrainConfig,
@@ -105,6 +106,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--mask-prob", type=_probability, default=p.mask_prob)
     g.add_argument("--max-corrections", type=int, default=p.max_corrections)
     g.add_argument("--correct-later-prob", type=_probability, default=p.correct_later_prob)
+    g.add_argument("--embedding-penalty", type=float, default=0.0,
+                   help="weight of a penalty on image embeddings with mean square > 1 (default 0; use ~0.1 when training from scratch)")
+    g.add_argument("--align-prompt-attention", action="store_true",
+                   help="start the mask decoder's cross-attentions with equal query/key projections (training from scratch)")
     g = parser.add_argument_group("held-out evaluation")
     g.add_argument("--eval-videos", type=int, default=0, help="score each checkpoint on synthetic seeds 0..N-1 (default 0: off)")
 
@@ -179,6 +184,8 @@ def run(args: argparse.Namespace) -> int:
             warmup_steps=args.warmup_steps, min_lr_ratio=args.min_lr_ratio, grad_clip=args.grad_clip,
             freeze=tuple(args.freeze), seed=args.seed, device=args.device, autocast=not args.no_autocast,
             log_every=args.log_every, checkpoint_every=args.checkpoint_every, prompts=prompts,
+            loss=LossWeights(embedding_rms=args.embedding_penalty),
+            align_prompt_attention=bool(args.align_prompt_attention) and not args.resume,
         )
         source = SyntheticClips(
             synth, first_seed=args.first_seed, num_seeds=args.num_seeds,
@@ -189,6 +196,8 @@ def run(args: argparse.Namespace) -> int:
         record = {
             "command": "python -m jobs train " + " ".join(sys.argv[2:]) if len(sys.argv) > 1 else "",
             "synthetic": {k: getattr(synth, k) for k in synth.__dataclass_fields__},
+            "first_seed": args.first_seed,
+            "num_seeds": args.num_seeds,
             "device": str(args.device),
             "init_checkpoint": args.init_checkpoint,
         }

@@ -179,3 +179,26 @@ def test_cli_trains_and_resumes(tmp_path, capsys):
     sam2_core.build_model(str(out / CONFIG_FILE), str(out / MODEL_FILE))
     assert jobs_main(["train", "--output", str(tmp_path / "x")]) == 1  # no --config
     assert "required unless --resume" in capsys.readouterr().err
+
+
+def test_embedding_penalty_only_above_unit_mean_square():
+    from sam2_core.training.losses import LossWeights, embedding_penalty, total_loss
+
+    assert float(embedding_penalty(torch.full((2, 4, 3, 3), 0.5))) == 0.0
+    assert float(embedding_penalty(torch.full((2, 4, 3, 3), 3.0))) == pytest.approx(8.0)
+    terms = {k: torch.tensor(0.0) for k in ("mask", "dice", "iou", "object_score")}
+    terms["embedding"] = torch.tensor(2.0)
+    assert float(total_loss(terms, LossWeights())) == 0.0  # off by default (SAM 2's losses only)
+    assert float(total_loss(terms, LossWeights(embedding_rms=0.5))) == pytest.approx(1.0)
+
+
+def test_prompt_attention_alignment_ties_keys_to_queries():
+    from sam2_core.training.trainer import align_prompt_attention
+
+    model, _ = build_for_training(tiny_tree())
+    assert align_prompt_attention(model, sharpness=4.0) == 5  # 2 blocks x 2 cross-attentions + final
+    attn = model.sam_mask_decoder.transformer.final_attn_token_to_image
+    assert torch.equal(attn.k_proj.weight, 4.0 * attn.q_proj.weight)
+    assert float(attn.k_proj.bias.abs().sum()) == 0.0
+    self_attn = model.sam_mask_decoder.transformer.layers[0].self_attn
+    assert not torch.equal(self_attn.k_proj.weight, self_attn.q_proj.weight)  # self-attention untouched

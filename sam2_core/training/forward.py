@@ -88,6 +88,7 @@ class ClipForward:
         self.model = model
         self.options = options or PromptOptions()
         self.cfg = model.cfg.tracking
+        self.last_embedding: torch.Tensor | None = None  # image embeddings of the last call
         if not self.cfg.directly_add_no_mem_embed:
             raise ValueError("models with directly_add_no_mem_embed=false are not supported")
 
@@ -104,6 +105,7 @@ class ClipForward:
         gt_np = batch.masks.cpu().numpy() > 0.5
         images = batch.images.to(dev).flatten(0, 1)
         all_feats = model.encode_image(images)
+        self.last_embedding = all_feats.embedding
         rows = batch.clip_index.to(dev) * num_frames
 
         later = None

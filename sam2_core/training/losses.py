@@ -19,7 +19,13 @@ import torch.nn.functional as F
 
 @dataclass(frozen=True)
 class LossWeights:
-    """Weights of the four terms (SAM 2's defaults) and the focal loss's parameters."""
+    """Weights of the four terms (SAM 2's defaults) and the focal loss's parameters.
+
+    embedding_rms (0: off, not part of SAM 2's losses) penalises image embeddings whose mean
+    square exceeds 1. Training from scratch needs it: the neck has no normalisation, its
+    output grows until it swamps the prompts' position encodings in the decoder's attention,
+    and the model then ignores clicks (a pretrained encoder never gets there).
+    """
 
     mask: float = 20.0
     dice: float = 1.0
@@ -28,6 +34,7 @@ class LossWeights:
     focal_alpha: float = 0.25
     focal_gamma: float = 2.0
     iou_l1: bool = True
+    embedding_rms: float = 0.0
 
 
 def focal_loss(logits: torch.Tensor, target: torch.Tensor, alpha: float = 0.25, gamma: float = 2.0) -> torch.Tensor:
@@ -97,11 +104,19 @@ def step_losses(
     }
 
 
+def embedding_penalty(embedding: torch.Tensor) -> torch.Tensor:
+    """How far the image embeddings' mean square exceeds 1 (0 below)."""
+    return torch.relu(embedding.float().pow(2).mean() - 1.0)
+
+
 def total_loss(terms: dict[str, torch.Tensor], weights: LossWeights) -> torch.Tensor:
-    """The weighted sum SAM 2 back-propagates."""
-    return (
+    """The weighted sum SAM 2 back-propagates (plus the optional embedding penalty)."""
+    loss = (
         weights.mask * terms["mask"]
         + weights.dice * terms["dice"]
         + weights.iou * terms["iou"]
         + weights.object_score * terms["object_score"]
     )
+    if weights.embedding_rms and "embedding" in terms:
+        loss = loss + weights.embedding_rms * terms["embedding"]
+    return loss

@@ -30,7 +30,7 @@ from ..config import OFFICIAL_CONFIG_FILES, ConfigError, config_from_tree, offic
 from ..modeling.sam2 import SAM2Model
 from .clips import ClipSource, make_batch
 from .forward import ClipForward, PromptOptions
-from .losses import LossWeights, step_losses, total_loss
+from .losses import LossWeights, embedding_penalty, step_losses, total_loss
 
 MODEL_FILE = "model.pt"
 CONFIG_FILE = "config.json"
@@ -44,6 +44,8 @@ class TrainConfig:
 
     clip_len_schedule: ((step, clip_len), ...) switches the clip length from that step on
     (a curriculum; empty: always ``clip_len``). freeze: parameter-name prefixes kept fixed.
+    align_prompt_attention: before training, give the mask decoder's cross-attentions equal
+    query and key projections (see :func:`align_prompt_attention`); for training from scratch.
     """
 
     steps: int = 1000
@@ -62,6 +64,7 @@ class TrainConfig:
     log_every: int = 10
     checkpoint_every: int = 200
     keep_checkpoints: bool = True
+    align_prompt_attention: bool = False
     prompts: PromptOptions = field(default_factory=PromptOptions)
     loss: LossWeights = field(default_factory=LossWeights)
 
@@ -109,6 +112,28 @@ def lr_factor(step: int, steps: int, warmup: int, min_ratio: float) -> float:
     return min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
 
 
+def align_prompt_attention(model: SAM2Model, sharpness: float = 8.0) -> int:
+    """Copy each mask-decoder cross-attention's query projection onto its key projection
+    (biases zeroed), so that at the start of training a prompt's position encoding already
+    attends to image positions with a similar encoding (inner products survive a shared
+    random projection; ``sharpness`` scales the keys so that the attention is selective
+    from the start rather than nearly uniform). Returns how many attentions were changed. An initialisation for
+    training from scratch only: a trained model's decoder is left alone unless asked."""
+    count = 0
+    with torch.no_grad():
+        for name, module in model.sam_mask_decoder.transformer.named_modules():
+            if "cross_attn" not in name and "final_attn" not in name:
+                continue
+            q, k = getattr(module, "q_proj", None), getattr(module, "k_proj", None)
+            if q is None or k is None or q.weight.shape != k.weight.shape:
+                continue
+            k.weight.copy_(q.weight * sharpness)
+            k.bias.zero_()
+            q.bias.zero_()
+            count += 1
+    return count
+
+
 def frozen_names(model: torch.nn.Module, prefixes: tuple[str, ...]) -> list[str]:
     """Parameter names matched by any of ``prefixes`` (each must match at least one)."""
     names = [n for n, _ in model.named_parameters()]
@@ -148,6 +173,8 @@ class Trainer:
         extra_record: dict | None = None,
     ):
         self.model = model.to(config.device)
+        if config.align_prompt_attention:
+            align_prompt_attention(self.model)
         self.tree = tree
         self.source = source
         self.output = Path(output)
@@ -207,6 +234,7 @@ class Trainer:
             terms = {k: terms[k] + part[k] for k in terms}
         n = max(batch.num_objects, 1)
         terms = {k: v / n for k, v in terms.items()}
+        terms["embedding"] = embedding_penalty(self.forward.last_embedding)
         loss = total_loss(terms, cfg.loss)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
