@@ -110,6 +110,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                    help="weight of a penalty on image embeddings with mean square > 1 (default 0; use ~0.1 when training from scratch)")
     g.add_argument("--align-prompt-attention", action="store_true",
                    help="start the mask decoder's cross-attentions with equal query/key projections (training from scratch)")
+    g.add_argument("--align-memory-attention", action="store_true",
+                   help="start memory cross-attention local (rotary-aligned query/key biases; training from scratch)")
     g = parser.add_argument_group("held-out evaluation")
     g.add_argument("--eval-videos", type=int, default=0, help="score each checkpoint on synthetic seeds 0..N-1 (default 0: off)")
 
@@ -186,6 +188,7 @@ def run(args: argparse.Namespace) -> int:
             log_every=args.log_every, checkpoint_every=args.checkpoint_every, prompts=prompts,
             loss=LossWeights(embedding_rms=args.embedding_penalty),
             align_prompt_attention=bool(args.align_prompt_attention) and not args.resume,
+            align_memory_attention=bool(args.align_memory_attention) and not args.resume,
         )
         source = SyntheticClips(
             synth, first_seed=args.first_seed, num_seeds=args.num_seeds,

@@ -199,6 +199,25 @@ def test_prompt_attention_alignment_ties_keys_to_queries():
     assert align_prompt_attention(model, sharpness=4.0) == 5  # 2 blocks x 2 cross-attentions + final
     attn = model.sam_mask_decoder.transformer.final_attn_token_to_image
     assert torch.equal(attn.k_proj.weight, 4.0 * attn.q_proj.weight)
-    assert float(attn.k_proj.bias.abs().sum()) == 0.0
+    assert float(attn.k_proj.bias.detach().abs().sum()) == 0.0
     self_attn = model.sam_mask_decoder.transformer.layers[0].self_attn
     assert not torch.equal(self_attn.k_proj.weight, self_attn.q_proj.weight)  # self-attention untouched
+
+
+def test_memory_attention_alignment_makes_attention_local():
+    from sam2_core.modeling.transformer import rotate
+    from sam2_core.training.trainer import align_memory_attention
+
+    model, _ = build_for_training(tiny_tree())
+    assert align_memory_attention(model, strength=5.0, pairs=3) == 1
+    attn = model.memory_attention.layers[0].cross_attn_image
+    assert torch.equal(attn.q_proj.bias, attn.k_proj.bias) and int((attn.q_proj.bias != 0).sum()) == 6
+    # With content-free inputs only the biases remain: each query position attends most to the same key position.
+    side = 4
+    with torch.no_grad():
+        zeros_q = torch.zeros(1, side * side, attn.embedding_dim)
+        zeros_k = torch.zeros(1, side * side, attn.kv_in_dim)
+        q, k = attn._heads(attn.q_proj(zeros_q)), attn._heads(attn.k_proj(zeros_k))
+        freqs = attn._frequencies(side * side, q.device)
+        logits = rotate(q, freqs) @ rotate(k, freqs).transpose(-1, -2)
+    assert torch.equal(logits[0, 0].argmax(dim=-1), torch.arange(side * side))

@@ -45,7 +45,9 @@ class TrainConfig:
     clip_len_schedule: ((step, clip_len), ...) switches the clip length from that step on
     (a curriculum; empty: always ``clip_len``). freeze: parameter-name prefixes kept fixed.
     align_prompt_attention: before training, give the mask decoder's cross-attentions equal
-    query and key projections (see :func:`align_prompt_attention`); for training from scratch.
+    query and key projections (see :func:`align_prompt_attention`); align_memory_attention:
+    make memory cross-attention local at the start (see :func:`align_memory_attention`);
+    both for training from scratch.
     """
 
     steps: int = 1000
@@ -65,6 +67,7 @@ class TrainConfig:
     checkpoint_every: int = 200
     keep_checkpoints: bool = True
     align_prompt_attention: bool = False
+    align_memory_attention: bool = False
     prompts: PromptOptions = field(default_factory=PromptOptions)
     loss: LossWeights = field(default_factory=LossWeights)
 
@@ -134,6 +137,30 @@ def align_prompt_attention(model: SAM2Model, sharpness: float = 8.0) -> int:
     return count
 
 
+def align_memory_attention(model: SAM2Model, strength: float = 5.0, pairs: int = 3) -> int:
+    """Give each memory cross-attention equal query and key biases that live on the rotary
+    channel pairs of the ``pairs`` highest frequencies (x and y). Rotary encoding then makes
+    the attention local from the start: a position attends mostly to memories at and near
+    the same position, so the memory of the object's mask is read where it was. Without it
+    a tiny model trained from scratch attends uniformly and learns to ignore its memory.
+    Returns how many attentions were changed. For training from scratch only."""
+    count = 0
+    with torch.no_grad():
+        for layer in model.memory_attention.layers:
+            attn = layer.cross_attn_image
+            head = attn.internal_dim // attn.num_heads
+            quarter = head // 4
+            bias = torch.zeros(attn.internal_dim)
+            for h in range(attn.num_heads):
+                for j in range(min(pairs, quarter)):
+                    bias[h * head + 2 * j] = strength  # x rotation, frequency j
+                    bias[h * head + 2 * (quarter + j)] = strength  # y rotation, frequency j
+            attn.q_proj.bias.copy_(bias)
+            attn.k_proj.bias.copy_(bias)
+            count += 1
+    return count
+
+
 def frozen_names(model: torch.nn.Module, prefixes: tuple[str, ...]) -> list[str]:
     """Parameter names matched by any of ``prefixes`` (each must match at least one)."""
     names = [n for n, _ in model.named_parameters()]
@@ -175,6 +202,8 @@ class Trainer:
         self.model = model.to(config.device)
         if config.align_prompt_attention:
             align_prompt_attention(self.model)
+        if config.align_memory_attention:
+            align_memory_attention(self.model)
         self.tree = tree
         self.source = source
         self.output = Path(output)
