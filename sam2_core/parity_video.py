@@ -17,8 +17,9 @@ def _record(out: dict[str, np.ndarray], tag: str, result: FrameResult) -> None:
         out[f"{tag}.f{result.frame_index}.o{oid}"] = result.mask_logits[i].numpy()
 
 
-def _recorded_objects(reference_keys: list[str], tag: str) -> set[int]:
-    return {int(k.rsplit(".o", 1)[1]) for k in reference_keys if k.startswith(tag + ".f")}
+# Steps the case README describes but the steps files do not list: in video_case, object 2
+# is removed before pass p5 (sam2_reference/README.md, step 5).
+UNLISTED_REMOVALS = {("video_case", "p5"): (2,)}
 
 
 def replay_case(case_npz: Path, steps_json: Path, model: SAM2Model, options: TrackerOptions | None = None) -> dict[str, np.ndarray]:
@@ -40,12 +41,8 @@ def replay_case(case_npz: Path, steps_json: Path, model: SAM2Model, options: Tra
             session.remove_object(step["obj_id"])
             continue
         elif op == "propagate":
-            # The case README's step 5 removes object 2 before p5, which video_steps.json does
-            # not list: objects absent from a pass's recorded outputs were removed before it.
-            recorded = _recorded_objects(ref.files, tag)
-            for oid in session.object_ids:
-                if recorded and oid not in recorded:
-                    session.remove_object(oid)
+            for oid in UNLISTED_REMOVALS.get((case_npz.stem, tag), ()):
+                session.remove_object(oid)
             kw = step.get("kwargs", {})
             for res in session.propagate(kw.get("start_frame_idx"), kw.get("reverse", False), kw.get("max_frame_num_to_track")):
                 _record(out, tag, res)
