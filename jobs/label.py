@@ -13,8 +13,8 @@ import sys
 
 from jobs.argtypes import json_object, non_negative_float, positive_int
 
-# The model used when --model is not given. None: --model is required.
-# (Change here, in one place, once a bundled default model exists.)
+# Without --model, runs use the small model bundled in the package (trained on synthetic
+# scenes; see docs/DEMO_MODEL.md): sam2_core.demo_model's config and checkpoint, together.
 DEFAULT_MODEL: str | None = None
 DEFAULT_CHECKPOINT: str | None = None
 
@@ -195,11 +195,17 @@ def run(args: argparse.Namespace) -> int:
     from pipeline.coordinator import RunFatalError, run_labeling
 
     if not args.model:
+        if args.checkpoint:
+            print("error: --checkpoint needs --model (the official name or config it belongs to)", file=sys.stderr)
+            return 1
+        from sam2_core.demo_model import DEMO_CHECKPOINT_PATH, DEMO_CONFIG_PATH
+
+        args.model, args.checkpoint = str(DEMO_CONFIG_PATH), str(DEMO_CHECKPOINT_PATH)
         print(
-            "error: no --model given (an official name such as sam2.1_hiera_tiny, or a config path)",
+            "no --model given: using the bundled demo model (synthetic scenes only; "
+            "for real videos pass an official model and its --checkpoint)",
             file=sys.stderr,
         )
-        return 1
     try:
         result = run_labeling(run_config(args))
     except (RunFatalError, ValueError) as err:

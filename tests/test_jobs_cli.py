@@ -201,13 +201,20 @@ def test_wrong_checkpoint_is_a_fatal_error(ray_dashboard, clips, mini_a_dir, tmp
     assert read_masks(str(tmp_path / "out")).num_rows == 0
 
 
-def test_missing_model_argument_is_a_fatal_error(clips, tmp_path, capsys):
+def test_without_model_the_bundled_model_labels_and_a_lone_checkpoint_is_refused(clips, tmp_path, capsys):
     folder, dog, _, _ = clips
     manifest = write_jsonl(
         tmp_path / "m.jsonl", [{"video": dog, "objects": [{"object_id": 1, "prompts": [_point()]}]}]
     )
-    assert main(["label", "--manifest", str(manifest), "--output", str(tmp_path / "o")]) == 1
-    assert "--model" in capsys.readouterr().err
+    lone = ["label", "--manifest", str(manifest), "--output", str(tmp_path / "x"), "--checkpoint", "c.pt"]
+    assert main(lone) == 1
+    assert "--checkpoint needs --model" in capsys.readouterr().err
+    out = tmp_path / "o"
+    assert main(["label", "--manifest", str(manifest), "--output", str(out), "--num-cpus", "1", "--no-progress"]) == 0
+    assert "bundled demo model" in capsys.readouterr().err
+    table = read_masks(str(out))
+    models = set(table.column("model").to_pylist())
+    assert table.num_rows > 0 and len(models) == 1 and models.pop().startswith("assets/demo_config.json@")
 
 
 def test_submit_to_an_unreachable_cluster_exits_1(clips, mini_a_dir, tmp_path, capsys):
