@@ -44,7 +44,10 @@ def _erode(mask: np.ndarray) -> np.ndarray:
     return inner
 
 
-def _fit(image: Image.Image, max_width: int) -> Image.Image:
+def _fit(image: Image.Image, max_width: int, min_width: int = 320) -> Image.Image:
+    if image.width < min_width:  # small videos: enlarge by a whole factor so pixels stay sharp
+        k = -(-min_width // image.width)
+        return image.resize((image.width * k, image.height * k), Image.NEAREST)
     if image.width <= max_width:
         return image
     h = max(1, round(image.height * max_width / image.width))

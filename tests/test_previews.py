@@ -33,4 +33,5 @@ def test_write_previews_gif_has_every_frame_and_strip_exists(tmp_path):
     gif = Image.open(gif_uri)
     assert gif.n_frames == n
     strip = Image.open(io.BytesIO(open(png_uri, "rb").read()))
-    assert strip.width >= 32 * 2 and strip.height == 24
+    assert strip.width == 6 * 320, "six evenly spaced frames"
+    assert strip.height == 24 * 10, "small videos are enlarged by a whole factor (32 px wide -> 320)"
