@@ -21,6 +21,7 @@ import numpy as np
 import pyarrow as pa
 import torch
 
+from jobs.argtypes import positive_int
 from pipeline.evaluate import EvalReport, evaluate_tables
 from pipeline.masks import MASK_SCHEMA, encode_mask
 from pipeline.synthetic_io import ground_truth_table, manifest_entry, video_id_for_seed
@@ -37,13 +38,6 @@ from sam2_core.training import (
     Trainer,
     build_for_training,
 )
-
-
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {text!r}")
-    return value
 
 
 def _probability(text: str) -> float:
@@ -75,9 +69,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--init-checkpoint", help="start from these weights (official format), loaded strictly")
     parser.add_argument("--output", required=True, help="output folder (model.pt, config.json, train_state.pt)")
     parser.add_argument("--resume", action="store_true", help="continue the run in --output (its config.json, model.pt and train_state.pt)")
-    parser.add_argument("--steps", type=_positive_int, default=d.steps, help=f"optimisation steps in all (default {d.steps})")
-    parser.add_argument("--batch-size", type=_positive_int, default=d.batch_size, help=f"clips per step (default {d.batch_size})")
-    parser.add_argument("--clip-len", type=_positive_int, default=d.clip_len, help=f"frames per clip (default {d.clip_len})")
+    parser.add_argument("--steps", type=positive_int, default=d.steps, help=f"optimisation steps in all (default {d.steps})")
+    parser.add_argument("--batch-size", type=positive_int, default=d.batch_size, help=f"clips per step (default {d.batch_size})")
+    parser.add_argument("--clip-len", type=positive_int, default=d.clip_len, help=f"frames per clip (default {d.clip_len})")
     parser.add_argument("--clip-len-schedule", type=_schedule, default=(), help="curriculum STEP:LEN,... (e.g. 0:4,300:8)")
     parser.add_argument("--lr", type=float, default=d.lr, help=f"peak learning rate (default {d.lr})")
     parser.add_argument("--weight-decay", type=float, default=d.weight_decay)
@@ -89,14 +83,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default="cpu", help="torch device (bfloat16 autocast on CUDA unless --no-autocast)")
     parser.add_argument("--no-autocast", action="store_true")
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1: best on busy shared machines)")
-    parser.add_argument("--log-every", type=_positive_int, default=d.log_every)
-    parser.add_argument("--checkpoint-every", type=_positive_int, default=d.checkpoint_every)
+    parser.add_argument("--log-every", type=positive_int, default=d.log_every)
+    parser.add_argument("--checkpoint-every", type=positive_int, default=d.checkpoint_every)
     g = parser.add_argument_group("synthetic training data")
-    g.add_argument("--height", type=_positive_int, default=128, help="frame height (default 128)")
-    g.add_argument("--width", type=_positive_int, default=128, help="frame width (default 128)")
-    g.add_argument("--frames", type=_positive_int, default=48, help="frames per generated video (default 48)")
-    g.add_argument("--min-objects", type=_positive_int, default=1)
-    g.add_argument("--max-objects", type=_positive_int, default=3)
+    g.add_argument("--height", type=positive_int, default=128, help="frame height (default 128)")
+    g.add_argument("--width", type=positive_int, default=128, help="frame width (default 128)")
+    g.add_argument("--frames", type=positive_int, default=48, help="frames per generated video (default 48)")
+    g.add_argument("--min-objects", type=positive_int, default=1)
+    g.add_argument("--max-objects", type=positive_int, default=3)
     g.add_argument("--first-seed", type=int, default=1000, help="first training seed (default 1000; held-out evaluation uses 0..N-1)")
     g.add_argument("--num-seeds", type=int, default=None, help="training seeds to draw from (default: unbounded)")
     g.add_argument("--video-reuse", type=float, default=4.0, help="clips cut from each generated video on average (default 4)")
