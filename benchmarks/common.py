@@ -20,6 +20,8 @@ from pathlib import Path
 
 import numpy as np
 
+from jobs.argtypes import positive_int  # noqa: F401  (re-exported for the benchmarks)
+
 REPO = Path(__file__).resolve().parents[1]
 MINI_A_DIR = REPO.parent / "shared" / "sam2_reference" / "mini_a"
 MINI_A_CONFIG = str(MINI_A_DIR / "config.json")
@@ -156,13 +158,6 @@ def int_list(text: str) -> list[int]:
     if not values or any(v < 1 for v in values):
         raise argparse.ArgumentTypeError(f"expected comma-separated integers >= 1, got {text!r}")
     return values
-
-
-def positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {text!r}")
-    return value
 
 
 def frame_size(text: str) -> tuple[int, int]:
