@@ -15,9 +15,8 @@ import time
 import torch
 
 from benchmarks.common import (
-    DTYPES,
-    MINI_A_CONFIG,
     add_common_arguments,
+    add_model_arguments,
     describe_model,
     environment,
     int_list,
@@ -26,8 +25,8 @@ from benchmarks.common import (
     positive_int,
     print_table,
     report,
+    run_cli,
     torch_dtype,
-    write_json,
 )
 
 
@@ -35,16 +34,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(
         prog="python -m benchmarks.bench_encoder", description=__doc__.split("\n\n")[0]
     )
-    p.add_argument(
-        "--model",
-        default=MINI_A_CONFIG,
-        help="official name or config path (default: the mini_a config)",
-    )
-    p.add_argument(
-        "--checkpoint",
-        default=None,
-        help="checkpoint (default: random weights; speed does not depend on them)",
-    )
+    add_model_arguments(p, checkpoint_default=None)
     p.add_argument(
         "--batch-sizes", type=int_list, default=[1, 2, 4, 8], help="batch sizes (default 1,2,4,8)"
     )
@@ -53,13 +43,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     p.add_argument(
         "--warmup", type=int, default=1, help="untimed batches per size first (default 1)"
-    )
-    p.add_argument(
-        "--image-size", type=int, default=None, help="model input size override (multiple of 16)"
-    )
-    p.add_argument("--device", default="cpu", help="torch device (default cpu)")
-    p.add_argument(
-        "--dtype", choices=DTYPES, default="float32", help="float32, or bfloat16 autocast"
     )
     add_common_arguments(p)
     args = p.parse_args(argv)
@@ -139,12 +122,7 @@ def print_report(doc: dict) -> None:
 
 
 def main(argv: list[str] | None = None) -> dict:
-    args = parse_args(argv)
-    doc = run(args)
-    print_report(doc)
-    if args.json:
-        write_json(args.json, doc)
-    return doc
+    return run_cli(parse_args(argv), run, print_report)
 
 
 if __name__ == "__main__":

@@ -23,12 +23,11 @@ import time
 import torch
 
 from benchmarks.common import (
-    DTYPES,
     MINI_A_CHECKPOINT,
-    MINI_A_CONFIG,
     REPO,
     MovingDiscs,
     add_common_arguments,
+    add_model_arguments,
     click_prompts,
     describe_model,
     environment,
@@ -39,8 +38,8 @@ from benchmarks.common import (
     print_table,
     read_peak_rss,
     report,
+    run_cli,
     tracker_options,
-    write_json,
 )
 
 RESULT_PREFIX = "BENCH_MEMORY_RESULT "
@@ -51,16 +50,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(
         prog="python -m benchmarks.bench_memory", description=__doc__.split("\n\n")[0]
     )
-    p.add_argument(
-        "--model",
-        default=MINI_A_CONFIG,
-        help="official name or config path (default: the mini_a config)",
-    )
-    p.add_argument(
-        "--checkpoint",
-        default="mini",
-        help="checkpoint; 'mini' (default) = the mini_a checkpoint, 'none' = random weights",
-    )
+    add_model_arguments(p, checkpoint_default="mini")
     p.add_argument(
         "--lengths", type=int_list, default=[100, 300, 1000, 3000], help="video lengths in frames"
     )
@@ -73,16 +63,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--objects", type=positive_int, default=3, help="objects tracked (default 3)")
     p.add_argument(
         "--size", type=frame_size, default=(480, 640), help="video frame size HxW (default 480x640)"
-    )
-    p.add_argument(
-        "--image-size", type=int, default=None, help="model input size override (multiple of 16)"
-    )
-    p.add_argument("--device", default="cpu", help="torch device (default cpu)")
-    p.add_argument(
-        "--dtype",
-        choices=DTYPES,
-        default="float32",
-        help="float32, or bfloat16 autocast + bfloat16 memory",
     )
     p.add_argument(
         "--storage-device",
@@ -307,11 +287,7 @@ def main(argv: list[str] | None = None) -> dict | None:
     if args.child_length is not None:
         print(RESULT_PREFIX + json.dumps(child(args)), flush=True)
         return None
-    doc = run(args)
-    print_report(doc)
-    if args.json:
-        write_json(args.json, doc)
-    return doc
+    return run_cli(args, run, print_report)
 
 
 if __name__ == "__main__":

@@ -33,16 +33,16 @@ from pathlib import Path
 
 from benchmarks.common import (
     MINI_A_CHECKPOINT,
-    MINI_A_CONFIG,
     REPO,
     add_common_arguments,
+    add_model_arguments,
     environment,
     frame_size,
     int_list,
     positive_int,
     print_table,
     report,
-    write_json,
+    run_cli,
 )
 
 
@@ -50,16 +50,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(
         prog="python -m benchmarks.bench_pipeline", description=__doc__.split("\n\n")[0]
     )
-    p.add_argument(
-        "--model",
-        default=MINI_A_CONFIG,
-        help="official name or config path (default: the mini_a config)",
-    )
-    p.add_argument(
-        "--checkpoint",
-        default="mini",
-        help="checkpoint; 'mini' (default) = the mini_a checkpoint, 'none' = random weights",
-    )
+    add_model_arguments(p, checkpoint_default="mini", runtime=False)
     p.add_argument(
         "--videos", type=positive_int, default=6, help="videos in the manifest (default 6)"
     )
@@ -386,12 +377,7 @@ def print_report(doc: dict) -> None:
 
 
 def main(argv: list[str] | None = None) -> dict:
-    args = parse_args(argv)
-    doc = run(args)
-    print_report(doc)
-    if args.json:
-        write_json(args.json, doc)
-    return doc
+    return run_cli(parse_args(argv), run, print_report)
 
 
 if __name__ == "__main__":

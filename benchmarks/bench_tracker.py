@@ -20,11 +20,10 @@ import time
 import torch
 
 from benchmarks.common import (
-    DTYPES,
     MINI_A_CHECKPOINT,
-    MINI_A_CONFIG,
     MovingDiscs,
     add_common_arguments,
+    add_model_arguments,
     click_prompts,
     describe_model,
     environment,
@@ -35,8 +34,8 @@ from benchmarks.common import (
     positive_int,
     print_table,
     report,
+    run_cli,
     tracker_options,
-    write_json,
 )
 
 MODES = {"batched": True, "object_by_object": False}
@@ -46,16 +45,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(
         prog="python -m benchmarks.bench_tracker", description=__doc__.split("\n\n")[0]
     )
-    p.add_argument(
-        "--model",
-        default=MINI_A_CONFIG,
-        help="official name or config path (default: the mini_a config)",
-    )
-    p.add_argument(
-        "--checkpoint",
-        default=None,
-        help="checkpoint (default: random weights; 'mini' = the mini_a checkpoint)",
-    )
+    add_model_arguments(p, checkpoint_default=None)
     p.add_argument(
         "--objects", type=int_list, default=[1, 4, 16], help="object counts, e.g. 1,4,16"
     )
@@ -79,16 +69,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     p.add_argument(
         "--size", type=frame_size, default=(480, 640), help="video frame size HxW (default 480x640)"
-    )
-    p.add_argument(
-        "--image-size", type=int, default=None, help="model input size override (multiple of 16)"
-    )
-    p.add_argument("--device", default="cpu", help="torch device (default cpu)")
-    p.add_argument(
-        "--dtype",
-        choices=DTYPES,
-        default="float32",
-        help="float32, or bfloat16 autocast + bfloat16 memory",
     )
     p.add_argument(
         "--modes", default="batched,object_by_object", help="which modes to run (default both)"
@@ -240,12 +220,7 @@ def print_report(doc: dict) -> None:
 
 
 def main(argv: list[str] | None = None) -> dict:
-    args = parse_args(argv)
-    doc = run(args)
-    print_report(doc)
-    if args.json:
-        write_json(args.json, doc)
-    return doc
+    return run_cli(parse_args(argv), run, print_report)
 
 
 if __name__ == "__main__":

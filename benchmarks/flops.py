@@ -28,7 +28,7 @@ from benchmarks.common import (
     int_list,
     print_table,
     report,
-    write_json,
+    run_cli,
 )
 
 # Published dense (no sparsity) bf16 tensor-core peaks, TFLOP/s (NVIDIA data sheets).
@@ -223,12 +223,7 @@ def print_report(doc: dict) -> None:
 
 
 def main(argv: list[str] | None = None) -> dict:
-    args = parse_args(argv)
-    doc = run(args)
-    print_report(doc)
-    if args.json:
-        write_json(args.json, doc)
-    return doc
+    return run_cli(parse_args(argv), run, print_report)
 
 
 if __name__ == "__main__":
