@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -34,3 +35,14 @@ def mini_a_dir() -> Path:
 @pytest.fixture(scope="session")
 def videos_dir() -> Path:
     return _require(SHARED / "videos")
+
+
+@pytest.fixture(scope="module")
+def ray_local():
+    """A local Ray instance for one test module (2 CPUs, no dashboard)."""
+    import ray
+
+    os.environ["RAY_AUTH_MODE"] = "disabled"
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    yield ray
+    ray.shutdown()

@@ -31,16 +31,6 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
-def ray_local():
-    import ray
-
-    os.environ["RAY_AUTH_MODE"] = "disabled"
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
-    yield ray
-    ray.shutdown()
-
-
-@pytest.fixture(scope="module")
 def inputs(tmp_path_factory, videos_dir, mini_a_dir):
     """Six videos (the three demo clips, each under two names): six units of one to two objects."""
     folder = tmp_path_factory.mktemp("coord")

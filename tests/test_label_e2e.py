@@ -10,7 +10,6 @@ on loopback. The helpers here are shared by the other pipeline test modules.
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import av
@@ -183,16 +182,6 @@ def assert_same_rows(actual: pa.Table, expected: pa.Table) -> None:
             raise AssertionError(
                 f"column {name} differs first at row {i} {keys[i]}: {a[i]!r} != {e[i]!r}"
             )
-
-
-@pytest.fixture(scope="module")
-def ray_local():
-    import ray
-
-    os.environ["RAY_AUTH_MODE"] = "disabled"
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
-    yield ray
-    ray.shutdown()
 
 
 # ---------------------------------------------------------------- tests
