@@ -433,7 +433,7 @@ class VideoSession:
         if init:
             pix = self.model.add_no_memory(feats.embedding)
         else:
-            pix = self._condition([track], frame, feats.expand(1), reverse)
+            pix = self._condition([track], frame, feats, reverse)
         mask_in = prev_logits if mask is None else mask
         n_pts = 0 if points is None else points.labels.shape[1]
         return self.model.sam_heads(
@@ -555,7 +555,7 @@ class VideoSession:
         b = len(tracks)
         batch = feats.expand(b)
         with self._autocast():
-            pix = self._condition(tracks, frame, batch, reverse)
+            pix = self._condition(tracks, frame, feats, reverse)
             heads = self.model.sam_heads(pix, batch.high_res, None, None, None, multimask=self._use_multimask(False, 0))
             # The frame's embedding is the same for every object: pass it once, it broadcasts.
             maskmem, _ = self.model.encode_memory(feats.embedding, heads.high_res, heads.object_score_logits, binarize=False)

@@ -32,17 +32,26 @@ class MemoryAttentionLayer(nn.Module):
         self.dropout = nn.Dropout(cfg.dropout)
         self.activation = nn.ReLU()
 
-    def forward(self, x: torch.Tensor, memory: torch.Tensor, x_pos: torch.Tensor, memory_pos: torch.Tensor, num_k_exclude_rope: int, key_mask: torch.Tensor | None) -> torch.Tensor:
-        cfg = self.cfg
+    def attend_self(self, x: torch.Tensor, x_pos: torch.Tensor) -> torch.Tensor:
+        """The frame's tokens attend to each other (no memory involved)."""
         h = self.norm1(x)
-        qk = h + x_pos if cfg.pos_enc_at_attn else h
-        x = x + self.dropout(self.self_attn(qk, qk, h))
+        qk = h + x_pos if self.cfg.pos_enc_at_attn else h
+        return x + self.dropout(self.self_attn(qk, qk, h))
+
+    def attend_memory(self, x: torch.Tensor, memory: torch.Tensor, x_pos: torch.Tensor, memory_pos: torch.Tensor, num_k_exclude_rope: int, key_mask: torch.Tensor | None) -> torch.Tensor:
+        """Cross-attention to the memory, then the feed-forward. ``x`` may have batch 1 against a
+        memory of batch B (one frame shared by B objects): the result has batch B."""
+        cfg = self.cfg
         h = self.norm2(x)
         q = h + x_pos if cfg.pos_enc_at_cross_attn_queries else h
         k = memory + memory_pos if cfg.pos_enc_at_cross_attn_keys else memory
         x = x + self.dropout(self.cross_attn_image(q, k, memory, num_k_exclude_rope=num_k_exclude_rope, key_mask=key_mask))
         h = self.norm3(x)
         return x + self.dropout(self.linear2(self.dropout(self.activation(self.linear1(h)))))
+
+    def forward(self, x: torch.Tensor, memory: torch.Tensor, x_pos: torch.Tensor, memory_pos: torch.Tensor, num_k_exclude_rope: int, key_mask: torch.Tensor | None) -> torch.Tensor:
+        x = self.attend_self(x, x_pos)
+        return self.attend_memory(x, memory, x_pos, memory_pos, num_k_exclude_rope, key_mask)
 
 
 class MemoryAttention(nn.Module):
@@ -63,13 +72,16 @@ class MemoryAttention(nn.Module):
         num_obj_ptr_tokens: int = 0,
         key_mask: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """current, current_pos: B x HW x C; memory, memory_pos: B x M x mem_dim, where the last
-        ``num_obj_ptr_tokens`` tokens are object pointers; key_mask: B x M (True = real token)."""
+        """current, current_pos: B x HW x C, or 1 x HW x C for one frame shared by all B objects
+        (its first self-attention, which sees no memory, then runs once); memory, memory_pos:
+        B x M x mem_dim, where the last ``num_obj_ptr_tokens`` tokens are object pointers;
+        key_mask: B x M (True = real token)."""
         x = current
         if self.cfg.pos_enc_at_input:
             x = x + 0.1 * current_pos
         for layer in self.layers:
-            x = layer(x, memory, current_pos, memory_pos, num_obj_ptr_tokens, key_mask)
+            x = layer.attend_self(x, current_pos)
+            x = layer.attend_memory(x, memory, current_pos, memory_pos, num_obj_ptr_tokens, key_mask)
         return self.norm(x)
 
 

@@ -226,10 +226,12 @@ class SAM2Model(nn.Module):
     ) -> torch.Tensor:
         """Memory attention for B objects on one frame: returns B x C x h x w.
 
-        memory, memory_pos: B x M x mem_dim; key_mask: B x M (True = real token) or None.
+        features: batch B (one image per object) or batch 1 (one frame for all B objects, which
+        saves work); memory, memory_pos: B x M x mem_dim; key_mask: B x M (True = real token) or None.
         """
         emb, pos = features.embedding, features.pos[-1]
-        b, c, h, w = emb.shape
+        _, c, h, w = emb.shape
+        b = memory.shape[0]
         cur = emb.flatten(2).transpose(1, 2)
         cur_pos = pos.flatten(2).transpose(1, 2)
         out = self.memory_attention(cur, cur_pos, memory, memory_pos, num_obj_ptr_tokens, key_mask)

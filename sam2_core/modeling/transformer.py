@@ -100,6 +100,8 @@ class RoPEAttention(Attention):
             else:
                 freqs_k = freqs
             k = torch.cat([rotate(k[:, :, :n_rope], freqs_k), k[:, :, n_rope:]], dim=2)
+        if q.shape[0] != k.shape[0]:  # one query set shared by every memory of the batch
+            q = q.expand(k.shape[0], -1, -1, -1)
         mask = None if key_mask is None else key_mask[:, None, None, :]
         out = attention(q, k, v, mask=mask, dropout_p=self.dropout_p if self.training else 0.0)
         return self.out_proj(self._merge(out))
