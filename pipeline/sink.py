@@ -118,7 +118,7 @@ class OutputStore:
             "unit_id": unit_id,
             "data_file": posixpath.relpath(final, self.root),
             "rows": table.num_rows,
-            "committed_at": dt.datetime.now(dt.timezone.utc).isoformat(),
+            "committed_at": dt.datetime.now(dt.UTC).isoformat(),
             "metadata": metadata,
         }
         self._write_bytes(self.commit_path(unit_id), _json_bytes(record))

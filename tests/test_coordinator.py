@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 
 import pytest
-from test_label_e2e import (
+from labeling_helpers import (
     assert_same_rows,
     demo_entries,
     make_clips,

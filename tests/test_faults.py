@@ -10,7 +10,7 @@ import threading
 import time
 
 import pytest
-from test_label_e2e import (
+from labeling_helpers import (
     assert_same_rows,
     demo_entries,
     make_clips,

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
-from test_label_e2e import (
+from labeling_helpers import (
     assert_same_rows,
     make_clip,
     mini_model,
