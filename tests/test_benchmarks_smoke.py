@@ -147,11 +147,13 @@ def test_flops_counter_agrees_with_the_hand_count(tmp_path):
         f["total"]
         == f["image_encoder"] + f["memory_attention"] + f["mask_decoder"] + f["memory_encoder"]
     )
-    # The counter's memory attention matches the closed-form count, and scales with objects.
-    assert f["memory_attention"] == pytest.approx(
-        one["memory_attention_hand_count_per_object"], rel=0.01
-    )
-    assert three["flops"]["memory_attention"] == pytest.approx(3 * f["memory_attention"], rel=1e-6)
+    # The counter's memory attention matches the closed-form count, alone and for three
+    # objects sharing the frame (whose first self-attention runs once, so less than 3x).
+    for r in (one, three):
+        assert r["flops"]["memory_attention"] == pytest.approx(
+            r["objects"] * r["memory_attention_hand_count_per_object"], rel=1e-6
+        )
+    assert 2.5 * f["memory_attention"] < three["flops"]["memory_attention"] < 3 * f["memory_attention"]
     assert (
         three["flops"]["image_encoder"] == f["image_encoder"]
     )  # once per frame, whatever the objects
