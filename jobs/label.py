@@ -138,6 +138,15 @@ OPTIONS: list[tuple[str, dict]] = [
             "help": "units queued on workers at once (default 2 x workers)",
         },
     ),
+    (
+        "--videos-per-worker",
+        {
+            "type": positive_int,
+            "default": 1,
+            "help": "units each worker labels at once, their frames batched through the image "
+            "encoder (for GPUs one video cannot fill; default 1)",
+        },
+    ),
     ("--no-progress", {"action": "store_true", "help": "no progress bar"}),
 ]
 
@@ -187,6 +196,7 @@ def run_config(args: argparse.Namespace):
         max_objects_per_unit=args.max_objects_per_unit,
         torch_threads=args.torch_threads,
         max_in_flight=args.max_in_flight,
+        videos_per_worker=args.videos_per_worker,
         progress=not args.no_progress,
     )
 

@@ -8,6 +8,13 @@ actors. It waits with ``ray.wait`` in completion order, asks
 per-unit deadline by stopping the worker, replaces workers that died, and
 writes ``failures/`` and ``summary.json`` at the end.
 
+With ``videos_per_worker`` K > 1 each actor runs K units at once (a threaded
+actor whose units share image-encoder batches); the first K calls queued on
+an actor are the running ones. When such an actor dies, every unit it was
+running counts a failed attempt (which one killed it cannot be told); when
+one unit passes its deadline, only that unit does and the others it was
+running go back to the queue unchanged.
+
 Exit status: 0 every unit succeeded; 2 some unit failed for good or some
 manifest entry was rejected; :class:`RunFatalError` (exit 1 in the CLI) when
 the run itself cannot proceed.
@@ -66,10 +73,13 @@ class RunConfig:
     worker_start_timeout_s: float = 600.0
     progress: bool = True
     faults: tuple[Fault, ...] = ()
+    videos_per_worker: int = 1
 
     def __post_init__(self) -> None:
         if self.workers < 1:
             raise ValueError(f"workers must be >= 1, got {self.workers}")
+        if self.videos_per_worker < 1:
+            raise ValueError(f"videos_per_worker must be >= 1, got {self.videos_per_worker}")
         if self.gpus_per_worker < 0 or self.cpus_per_worker < 0:
             raise ValueError(
                 f"per-worker resources must be >= 0, got cpus={self.cpus_per_worker} gpus={self.gpus_per_worker}"
@@ -231,6 +241,7 @@ def run_labeling(config: RunConfig) -> RunResult:
             torch_threads=config.torch_threads or max(1, math.ceil(config.cpus_per_worker)),
             cache_dir=config.checkpoint_cache,
             faults=tuple(config.faults),
+            videos_at_once=config.videos_per_worker,
         )
         started_ray = connect_ray(config.ray_address, config.local_num_cpus)
         progress = Progress(len(todo), enabled=config.progress, skipped=summary["skipped"])
@@ -254,6 +265,8 @@ def run_labeling(config: RunConfig) -> RunResult:
                 key: round(sum(r.get(f"{key}_s", 0.0) for r in results), 3)
                 for key in ("total", "track", "decode", "encode", "commit")
             }
+            if config.videos_per_worker > 1:
+                summary["frames_per_encoder_batch"] = _frames_per_batch(results)
         finally:
             progress.close()
             if started_ray:
@@ -291,11 +304,20 @@ def _finish(
 
 @dataclass
 class _Slot:
-    """One worker actor and the unit attempts queued on it (head = running)."""
+    """One worker actor and the unit attempts queued on it; the first ``concurrency`` of the
+    queue are running, each since the time in ``started``."""
 
     handle: object
+    concurrency: int = 1
     queue: deque = field(default_factory=deque)
-    head_since: float = 0.0
+    started: dict = field(default_factory=dict)
+
+    def running(self) -> list:
+        return list(self.queue)[: self.concurrency]
+
+    def mark_started(self, now: float) -> None:
+        for ref in self.running():
+            self.started.setdefault(ref, now)
 
 
 @dataclass
@@ -332,13 +354,16 @@ class _Scheduler:
         self.starts = 0
         self.max_starts = 2 * config.workers + self.total * self.policy.max_attempts
         depth = config.max_in_flight or 2 * config.workers
-        self.depth = max(1, math.ceil(depth / config.workers))
+        self.concurrency = config.videos_per_worker
+        self.depth = max(1, math.ceil(depth / config.workers)) + self.concurrency - 1
         options = {
             "num_cpus": config.cpus_per_worker,
             "max_restarts": 0,
             "max_task_retries": 0,
             "scheduling_strategy": "SPREAD",
         }
+        if self.concurrency > 1:
+            options["max_concurrency"] = self.concurrency
         if config.gpus_per_worker > 0:
             options["num_gpus"] = config.gpus_per_worker
         self.actor_class = ray.remote(LabelWorker).options(**options)
@@ -386,7 +411,7 @@ class _Scheduler:
             self.progress.note(message + "; starting another")
             self._start_worker()
             return
-        self.slots.append(_Slot(handle))
+        self.slots.append(_Slot(handle, self.concurrency))
 
     def _kill(self, handle) -> None:
         try:
@@ -394,22 +419,24 @@ class _Scheduler:
         except Exception:
             pass
 
-    def _retire(self, slot: _Slot, error: BaseException) -> None:
-        """The slot's actor is gone or was stopped. Its head attempt (the one it was running:
-        an actor runs its calls in order) failed with `error`; attempts queued behind it go
-        back to pending unchanged; a new worker starts if work remains."""
+    def _retire(self, slot: _Slot, error: BaseException, culprit=None) -> None:
+        """The slot's actor is gone or was stopped. The attempts it was running failed with
+        `error` (only `culprit`'s, when one is named: the others go back to pending, as do
+        attempts queued behind them, unchanged); a new worker starts if work remains."""
         if slot in self.slots:
             self.slots.remove(slot)
         self._kill(slot.handle)
-        for position, ref in enumerate(list(slot.queue)):
+        running = slot.running()
+        for ref in list(slot.queue):
             attempt = self.tasks.pop(ref, None)
             if attempt is None:
                 continue
-            if position == 0:
+            if ref in running and (culprit is None or ref == culprit):
                 self._failed(attempt, error)
             else:
                 heapq.heappush(self.pending, (0.0, next(self._seq), attempt.unit, attempt.attempt))
         slot.queue.clear()
+        slot.started.clear()
         if self.pending or self.tasks:
             self._start_worker()
 
@@ -418,7 +445,7 @@ class _Scheduler:
         now = time.monotonic()
         # While workers are still starting, the ready ones take one unit each, so that early
         # workers do not queue up units that a worker about to start could run.
-        depth = 1 if self.starting else self.depth
+        depth = self.concurrency if self.starting else self.depth
         while self.pending and self.pending[0][0] <= now:
             free = [s for s in self.slots if len(s.queue) < depth]
             if not free:
@@ -426,9 +453,8 @@ class _Scheduler:
             slot = min(free, key=lambda s: len(s.queue))
             _, _, unit, attempt = heapq.heappop(self.pending)
             ref = slot.handle.run.remote(unit, attempt)
-            if not slot.queue:
-                slot.head_since = now
             slot.queue.append(ref)
+            slot.mark_started(now)
             self.tasks[ref] = _Attempt(unit, attempt, slot)
 
     def _failed(self, attempt: _Attempt, error: BaseException) -> None:
@@ -482,7 +508,8 @@ class _Scheduler:
         self.tasks.pop(ref, None)
         if ref in slot.queue:
             slot.queue.remove(ref)
-        slot.head_since = time.monotonic()
+        slot.started.pop(ref, None)
+        slot.mark_started(time.monotonic())
 
     def _check_deadlines(self) -> None:
         limit = self.policy.unit_timeout_s
@@ -490,11 +517,13 @@ class _Scheduler:
             return
         now = time.monotonic()
         for slot in list(self.slots):
-            if slot.queue and now - slot.head_since > limit:
-                head = slot.queue[0]
-                unit = self.tasks[head].unit
+            late = [ref for ref in slot.running() if now - slot.started[ref] > limit]
+            if late:
+                unit = self.tasks[late[0]].unit
                 self._retire(
-                    slot, UnitTimeoutError(f"unit {unit.unit_id} ran past its {limit:g} s deadline")
+                    slot,
+                    UnitTimeoutError(f"unit {unit.unit_id} ran past its {limit:g} s deadline"),
+                    culprit=late[0],
                 )
 
     def _check_starting(self) -> None:
@@ -540,6 +569,18 @@ class _Scheduler:
             for handle, _ in self.starting.values():
                 self._kill(handle)
         return self.results, self.failures
+
+
+def _frames_per_batch(results: list[dict]) -> float | None:
+    """Mean frames per image-encoder call over the workers (each result carries its actor's
+    running totals, so the latest per actor counts)."""
+    latest: dict = {}
+    for r in results:
+        if "encoder_batches" in r:
+            key = (r.get("node_id"), r.get("pid"))
+            latest[key] = max(latest.get(key, (0, 0)), (r["encoder_batches"], r["encoder_images"]))
+    batches = sum(b for b, _ in latest.values())
+    return round(sum(i for _, i in latest.values()) / batches, 3) if batches else None
 
 
 def _is_task_error(err: BaseException) -> bool:

@@ -121,12 +121,14 @@ def label_frames(
     location: str = "",
     tracker_options=None,
     on_frame: Callable[[int, int], None] | None = None,
+    encoder=None,
 ) -> tuple[pa.Table, LabelStats]:
     """Track `objects` through `frames`; one MASK_SCHEMA row per (object, frame).
 
     Rows come sorted by (object_id, frame_index) whatever order the tracker
     yields frames in, so tables are comparable row for row. ``on_frame(done,
     total)`` is called after each tracked frame (progress, test fault hooks).
+    ``encoder``: a SharedEncoder when several videos are labeled at once on one model.
     """
     import torch
 
@@ -140,7 +142,7 @@ def label_frames(
     done = 0
     encode_s = 0.0
     with torch.inference_mode():
-        for result in track_video(model, frames, prompts, tracker_options):
+        for result in track_video(model, frames, prompts, tracker_options, encoder=encoder):
             encode_started = time.perf_counter()
             masks = (result.mask_logits > 0).cpu().numpy()
             present = (result.object_score_logits > 0).cpu().numpy().reshape(-1)
@@ -195,6 +197,7 @@ def label_video(
     storage_options: dict | None = None,
     tracker_options=None,
     on_frame: Callable[[int, int], None] | None = None,
+    encoder=None,
 ) -> tuple[pa.Table, LabelStats]:
     """Open `job.video`, label its objects (or only `object_ids`), close it."""
     objects = job.objects
@@ -212,6 +215,7 @@ def label_video(
             location=job.location,
             tracker_options=tracker_options,
             on_frame=on_frame,
+            encoder=encoder,
         )
 
 

@@ -5,7 +5,11 @@ and the CPU/GPU share each worker needs. ``__init__`` fetches the checkpoint
 (cached per node under its digest), builds the model once and fixes torch's
 thread count. ``run(unit, attempt)`` streams the unit's frames, tracks,
 commits the unit's Parquet file through ``OutputStore.commit_unit`` and
-returns a small dict -- never masks through Ray's object store.
+returns a small dict -- never masks through Ray's object store. With
+``videos_at_once`` > 1 the actor runs that many calls at once on threads
+(the coordinator makes it a threaded actor) and their frames go through the
+image encoder together (sam2_core.shared_encoder), for GPUs one video cannot
+fill.
 
 Errors while loading the model are kept and reported by ``ready()`` instead
 of killing the actor, so the coordinator can tell a wrong checkpoint (the run
@@ -14,6 +18,7 @@ cannot proceed) from a lost node (start another worker).
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -73,6 +78,7 @@ class WorkerConfig:
     torch_threads: int = 1
     cache_dir: str | None = None
     faults: tuple[Fault, ...] = field(default_factory=tuple)
+    videos_at_once: int = 1
 
 
 def fetch_checkpoint(
@@ -128,6 +134,7 @@ class LabelWorker:
         self.config = config
         self.error: BaseException | None = None
         self.load_s = 0.0
+        self.encoder = None
         torch.set_num_threads(max(1, int(config.torch_threads)))
         started = time.perf_counter()
         try:
@@ -142,6 +149,10 @@ class LabelWorker:
                     config.cache_dir,
                 )
             self.model = build_model(config.model, checkpoint=checkpoint, device=config.device)
+            if config.videos_at_once > 1:
+                from sam2_core.shared_encoder import SharedEncoder
+
+                self.encoder = SharedEncoder(self.model, max_batch=config.videos_at_once)
             self.store = OutputStore(config.output, storage_options=config.storage_options)
         except Exception as err:  # reported by ready(); see the module docstring
             self.error = err
@@ -166,15 +177,17 @@ class LabelWorker:
             None,
         )
         on_frame = _fault_hook(fault) if fault is not None and fault.kind != "oserror" else None
-        table, stats = label_video(
-            self.model,
-            unit.job,
-            run_id=self.config.run_id,
-            model_name=self.config.model_name,
-            object_ids=unit.object_ids,
-            storage_options=self.config.storage_options,
-            on_frame=on_frame,
-        )
+        with self.encoder.user() if self.encoder is not None else contextlib.nullcontext():
+            table, stats = label_video(
+                self.model,
+                unit.job,
+                run_id=self.config.run_id,
+                model_name=self.config.model_name,
+                object_ids=unit.object_ids,
+                storage_options=self.config.storage_options,
+                on_frame=on_frame,
+                encoder=self.encoder,
+            )
         tracked = time.perf_counter()
         if fault is not None and fault.kind == "oserror":
             raise OSError(
@@ -195,8 +208,12 @@ class LabelWorker:
         }
         path = self.store.commit_unit(unit.unit_id, table, metadata)
         done = time.perf_counter()
+        batching = {}
+        if self.encoder is not None:  # this actor's totals so far (threads share the encoder)
+            batching = {"encoder_images": self.encoder.images, "encoder_batches": self.encoder.batches}
         return {
             **metadata,
+            **batching,
             "path": path,
             "objects": stats.objects,
             "track_s": tracked - started,

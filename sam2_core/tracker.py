@@ -20,7 +20,7 @@ from __future__ import annotations
 import contextlib
 import threading
 from collections import OrderedDict, deque
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 
@@ -179,7 +179,15 @@ class VideoSession:
     """One video's interactive tracking state. Frame indices run 0..len(frames)-1;
     coordinates are pixels of the original video."""
 
-    def __init__(self, model: SAM2Model, frames: FrameSource, options: TrackerOptions | None = None):
+    def __init__(
+        self,
+        model: SAM2Model,
+        frames: FrameSource,
+        options: TrackerOptions | None = None,
+        encoder: Callable[[torch.Tensor], ImageFeatures] | None = None,
+    ):
+        """``encoder``: what encodes a 1 x 3 x S x S frame (default ``model.encode_image``; a
+        :class:`~sam2_core.shared_encoder.SharedEncoder` batches frames across sessions)."""
         if len(frames) == 0:
             raise ValueError("the video has no frames")
         self.model = model
@@ -196,6 +204,7 @@ class VideoSession:
         self._features: OrderedDict[int, ImageFeatures] = OrderedDict()
         self._maskmem_pos: torch.Tensor | None = None
         self._reader = _Prefetcher(frames, model.image_size, self.options.prefetch_frames)
+        self._encode = encoder or model.encode_image
 
     # ------------------------------------------------------------------ public API
 
@@ -405,7 +414,7 @@ class VideoSession:
             return self._features[frame]
         image = self._reader.take(frame).to(self.device)
         with self._autocast():
-            feats = self.model.encode_image(image[None])
+            feats = self._encode(image[None])
         self._cache_features(frame, feats)
         return feats
 
@@ -639,6 +648,7 @@ def track_video(
     prompts: Sequence[ObjectPrompt],
     options: TrackerOptions | None = None,
     bounded: bool = True,
+    encoder: Callable[[torch.Tensor], ImageFeatures] | None = None,
 ) -> Iterator[FrameResult]:
     """Track every prompted object through the whole video, each frame yielded once.
 
@@ -646,11 +656,11 @@ def track_video(
     official predictor when every prompt is given before propagating); then objects are tracked
     forward from the earliest prompted frame to the end, then in reverse down to frame 0.
     With ``bounded`` the session drops every stored frame the memory rule can no longer reach,
-    so its state does not grow with the video's length.
+    so its state does not grow with the video's length. ``encoder``: see :class:`VideoSession`.
     """
     if not prompts:
         raise ValueError("no prompts given")
-    return track_session(VideoSession(model, frames, options), prompts, bounded)
+    return track_session(VideoSession(model, frames, options, encoder), prompts, bounded)
 
 
 def track_session(session: VideoSession, prompts: Sequence[ObjectPrompt], bounded: bool = True) -> Iterator[FrameResult]:

@@ -154,3 +154,17 @@ def test_unreachable_output_and_missing_checkpoint_are_fatal(inputs, mini_a_dir,
         )
     with pytest.raises(RunFatalError, match="manifest"):
         run_labeling(run_config(tmp_path / "none.jsonl", tmp_path / "out", mini_a_dir))
+
+
+@pytest.mark.slow
+def test_several_units_at_once_per_worker_give_the_single_process_table(
+    ray_local, inputs, expected, mini_a_dir, tmp_path
+):
+    # One worker labels three units at a time, their frames batched through the image encoder.
+    _, manifest = inputs
+    out = tmp_path / "out"
+    result = run_labeling(run_config(manifest, out, mini_a_dir, videos_per_worker=3))
+    assert result.exit_code == 0, result.failures
+    assert result.summary["units_done"] == 6 and result.summary["retries"] == 0
+    assert result.summary["frames_per_encoder_batch"] > 1.5  # frames really were batched
+    assert_same_rows(sorted_masks(out), expected)

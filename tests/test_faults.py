@@ -215,3 +215,29 @@ def test_node_removed_mid_unit_converges_to_the_clean_table(
     assert result.exit_code == 0, result.failures
     assert result.summary["retries"] >= 1
     assert_same_rows(sorted_masks(out), expected)
+
+
+@pytest.mark.slow
+def test_units_run_two_at_a_time_survive_a_dead_worker_and_a_late_unit(
+    cluster, fault_inputs, mini_a_dir, tmp_path
+):
+    folder, manifest, expected = fault_inputs
+    faults = (
+        Fault(video_id="dog", kind="exit", attempt=1, at_frame=8),  # kills both units it runs
+        Fault(video_id="bedroom", kind="pause", attempt=1, at_frame=3, seconds=120),
+    )
+    out = tmp_path / "out"
+    config = run_config(
+        manifest,
+        out,
+        mini_a_dir,
+        faults=faults,
+        videos_per_worker=2,
+        retry=RetryPolicy(max_attempts=3, backoff_s=0.1, unit_timeout_s=8.0),
+    )
+    result = run_labeling(config)
+    assert result.exit_code == 0, result.failures
+    # dog's crash fails whatever ran beside it; bedroom's pause fails bedroom alone, unless
+    # bedroom was the one beside dog (its retry has no pause).
+    assert 2 <= result.summary["retries"] <= 3
+    assert_same_rows(sorted_masks(out), expected)
