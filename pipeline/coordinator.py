@@ -443,8 +443,8 @@ class _Scheduler:
     # -- units ------------------------------------------------------------------------------
     def _submit(self) -> None:
         now = time.monotonic()
-        # While workers are still starting, the ready ones take one unit each, so that early
-        # workers do not queue up units that a worker about to start could run.
+        # While workers are still starting, the ready ones take only what they run at once, so
+        # that early workers do not queue up units that a worker about to start could run.
         depth = self.concurrency if self.starting else self.depth
         while self.pending and self.pending[0][0] <= now:
             free = [s for s in self.slots if len(s.queue) < depth]
