@@ -117,16 +117,21 @@ def synthetic_config(args: argparse.Namespace) -> SyntheticConfig:
     )
 
 
+def manifest_prompts(entry: dict) -> list[ObjectPrompt]:
+    """The clicks of a make-synthetic manifest line, as tracker prompts."""
+    return [
+        ObjectPrompt(obj["object_id"], p["frame"], points=np.asarray(p["points"], dtype=np.float32), labels=np.asarray(p["labels"]))
+        for obj in entry["objects"]
+        for p in obj["prompts"]
+    ]
+
+
 def track_synthetic(model: SAM2Model, seed: int, config: SyntheticConfig, id_prefix: str = "synthetic") -> tuple[pa.Table, pa.Table]:
     """Track one synthetic video from the manifest's clicks; (prediction table, ground-truth table)."""
     video = generate_video(seed, config)
     video_id = video_id_for_seed(seed, id_prefix)
     entry = manifest_entry(f"{video_id}.mp4", video_id, video)
-    prompts = [
-        ObjectPrompt(obj["object_id"], p["frame"], points=np.asarray(p["points"], dtype=np.float32), labels=np.asarray(p["labels"]))
-        for obj in entry["objects"]
-        for p in obj["prompts"]
-    ]
+    prompts = manifest_prompts(entry)
     prompted = {(obj["object_id"], p["frame"]) for obj in entry["objects"] for p in obj["prompts"]}
     cols: dict[str, list] = {name: [] for name in MASK_SCHEMA.names}
     height, width = video.frames.shape[1:3]

@@ -202,3 +202,19 @@ def test_bench_pipeline_labels_a_manifest_end_to_end(mini_a_dir, tmp_path, monke
     assert sum(single["share"].values()) == pytest.approx(1.0)
     assert 0 < single["share"]["decode"] < 1
     assert (tmp_path / "work" / "out_w1" / "summary.json").exists()
+
+
+def test_bench_dtype_compares_bfloat16_options_with_float32(tmp_path):
+    from benchmarks import bench_dtype
+
+    out = tmp_path / "dtype.json"
+    bench_dtype.main(["--seeds", "1", "--threads", "1", "--json", str(out)])
+    doc = _load(out)
+    assert doc["settings"]["weights"] == "checkpoint" and doc["settings"]["seeds"] == [1]
+    options = doc["figures"]["options"]
+    assert set(options) == set(bench_dtype.OPTIONS)
+    for figures in options.values():
+        assert figures["object_frames"] == 48 * 2  # seed 1: two objects, 48 frames
+        assert 0.9 < figures["mean_iou"] <= 1.0 and figures["min_iou"] <= figures["mean_iou"]
+    with pytest.raises(SystemExit):
+        bench_dtype.parse_args(["--seeds", "1000"])  # a training seed
