@@ -80,8 +80,7 @@ class MemoryAttention(nn.Module):
         if self.cfg.pos_enc_at_input:
             x = x + 0.1 * current_pos
         for layer in self.layers:
-            x = layer.attend_self(x, current_pos)
-            x = layer.attend_memory(x, memory, current_pos, memory_pos, num_obj_ptr_tokens, key_mask)
+            x = layer(x, memory, current_pos, memory_pos, num_obj_ptr_tokens, key_mask)
         return self.norm(x)
 
 
