@@ -13,15 +13,6 @@ import sys
 
 from jobs.argtypes import json_object, non_negative_float, positive_int
 
-# Without --model, runs use the small model bundled in the package (trained on synthetic
-# scenes; see docs/DEMO_MODEL.md): sam2_core.demo_model's config and checkpoint, together.
-DEFAULT_MODEL: str | None = None
-DEFAULT_CHECKPOINT: str | None = None
-
-
-
-
-
 # (flag, argparse keyword arguments); jobs.submit rebuilds the command line from this table.
 OPTIONS: list[tuple[str, dict]] = [
     (
@@ -38,14 +29,15 @@ OPTIONS: list[tuple[str, dict]] = [
     (
         "--model",
         {
-            "default": DEFAULT_MODEL,
-            "help": "official model name (e.g. sam2.1_hiera_tiny) or a path/URL to an official-style config",
+            "default": None,
+            "help": "official model name (e.g. sam2.1_hiera_tiny) or a path/URL to an official-style "
+            "config (default: the small demo model bundled in the package, synthetic scenes only)",
         },
     ),
     (
         "--checkpoint",
         {
-            "default": DEFAULT_CHECKPOINT,
+            "default": None,
             "help": "checkpoint path or URL (fetched once per node, sha256 checked)",
         },
     ),

@@ -101,7 +101,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--max-corrections", type=int, default=p.max_corrections)
     g.add_argument("--correct-later-prob", type=_probability, default=p.correct_later_prob)
     g.add_argument("--embedding-penalty", type=float, default=0.0,
-                   help="weight of a penalty on image embeddings with mean square > 1 (default 0; use ~0.1 when training from scratch)")
+                   help="weight of a penalty on image embeddings with mean square > 1 (default 0; the demo model used 1.0, training from scratch)")
     g.add_argument("--align-prompt-attention", action="store_true",
                    help="start the mask decoder's cross-attentions with equal query/key projections (training from scratch)")
     g.add_argument("--align-memory-attention", action="store_true",

@@ -258,7 +258,7 @@ class VideoSession:
             prev = earlier.pred_masks.to(self.device).clamp(-32.0, 32.0)
         with self._autocast():
             heads = self._prompted_step(frame, track, init, reverse, points=track.points[frame], mask=None, prev_logits=prev)
-        track.pending[frame] = (is_cond, self._store(heads, 0, None))
+        track.pending[frame] = (is_cond, self._store(heads)[0])
         return self._result(frame)
 
     @torch.inference_mode()
@@ -282,7 +282,7 @@ class VideoSession:
         is_cond = init or self.cfg.add_all_frames_to_correct_as_cond
         with self._autocast():
             heads = self._prompted_step(frame, track, init, reverse, points=None, mask=m, prev_logits=None)
-        track.pending[frame] = (is_cond, self._store(heads, 0, None))
+        track.pending[frame] = (is_cond, self._store(heads)[0])
         return self._result(frame)
 
     def clear_prompts(self, frame: int, object_id: int) -> None:
@@ -511,19 +511,23 @@ class VideoSession:
                     key_mask[i, start : start + n * split] = True
         return model.condition_on_memory(feats, mem, mem_pos, n_pt * split, key_mask)
 
-    def _store(self, heads: HeadsOutput, i: int, maskmem: torch.Tensor | None) -> FrameState:
+    def _store(self, heads: HeadsOutput, maskmem: torch.Tensor | None = None) -> list[FrameState]:
+        """What to keep of a batch's outputs, one state per object."""
         sto = self.storage
-        low = heads.low_res[i : i + 1].float()
+        low = heads.low_res.float()
         if self.cfg.fill_hole_area > 0:
             # As the official predictor: outputs (not the memory just encoded) get small holes filled.
             low = fill_small_holes(low, self.cfg.fill_hole_area)
-        return FrameState(
-            pred_masks=low.to(sto),
-            obj_ptr=heads.obj_ptr[i : i + 1].float().to(sto),
-            object_score_logits=heads.object_score_logits[i : i + 1].float().to(sto),
-            iou=heads.iou[i : i + 1].float().to(sto),
-            maskmem=None if maskmem is None else maskmem.to(sto, self.options.memory_dtype),
-        )
+        return [
+            FrameState(
+                pred_masks=low[i : i + 1].to(sto),
+                obj_ptr=heads.obj_ptr[i : i + 1].float().to(sto),
+                object_score_logits=heads.object_score_logits[i : i + 1].float().to(sto),
+                iou=heads.iou[i : i + 1].float().to(sto),
+                maskmem=None if maskmem is None else maskmem[i : i + 1].to(sto, self.options.memory_dtype),
+            )
+            for i in range(low.shape[0])
+        ]
 
     def _commit_pending(self) -> None:
         """Encode memories of prompted outputs and file them as conditioning (or ordinary) frames,
@@ -561,15 +565,14 @@ class VideoSession:
 
     def _track_batch(self, tracks: list[ObjectTrack], frame: int, reverse: bool) -> None:
         feats = self._frame_features(frame)
-        b = len(tracks)
-        batch = feats.expand(b)
+        high_res = feats.expand(len(tracks)).high_res
         with self._autocast():
             pix = self._condition(tracks, frame, feats, reverse)
-            heads = self.model.sam_heads(pix, batch.high_res, None, None, None, multimask=self._use_multimask(False, 0))
+            heads = self.model.sam_heads(pix, high_res, None, None, None, multimask=self._use_multimask(False, 0))
             # The frame's embedding is the same for every object: pass it once, it broadcasts.
             maskmem, _ = self.model.encode_memory(feats.embedding, heads.high_res, heads.object_score_logits, binarize=False)
-        for i, track in enumerate(tracks):
-            track.non_cond[frame] = self._store(heads, i, maskmem[i : i + 1])
+        for track, state in zip(tracks, self._store(heads, maskmem), strict=True):
+            track.non_cond[frame] = state
 
     def _result(self, frame: int) -> FrameResult:
         ids = self.object_ids

@@ -1,4 +1,5 @@
-"""Shared fixtures: paths to ../shared data. Missing shared data fails loudly."""
+"""Shared fixtures: paths to ../shared data (missing shared data fails loudly), a local Ray,
+one torch thread."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import os
 from pathlib import Path
 
 import pytest
+import torch
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared"
@@ -46,3 +48,13 @@ def ray_local():
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     yield ray
     ray.shutdown()
+
+
+@pytest.fixture
+def one_torch_thread():
+    """One torch thread for the test (restored after): on a busy 2-core machine this runs the
+    small training and tracking loops several times faster."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

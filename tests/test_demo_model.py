@@ -23,13 +23,7 @@ from sam2_core.demo_model import (
     build_demo_model,
 )
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def test_demo_model_loads_strictly_and_is_small():

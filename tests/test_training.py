@@ -36,13 +36,7 @@ SYNTH = SyntheticConfig(height=64, width=64, num_frames=8, min_objects=1, max_ob
 FIXED_PROMPTS = PromptOptions(box_prob=0.0, mask_prob=0.0, exact_click_prob=1.0, max_corrections=0, correct_later_prob=0.0)
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """One torch thread: on a busy 2-core machine this is several times faster (and restored after)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def tiny_tree() -> dict:
