@@ -32,6 +32,9 @@ EXCLUDES = [
     "dist",
 ]
 _PATH_OPTIONS = ("manifest", "output", "model", "checkpoint")
+# Storage-option fields that hold credentials (s3fs, gcsfs, adlfs, botocore client kwargs).
+_SECRET_WORDS = ("secret", "token", "password", "credential", "access_key", "account_key", "sas")
+_SECRET_FIELDS = {"key", "username", "connection_string"}
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -64,6 +67,23 @@ def entrypoint(args: argparse.Namespace) -> str:
     return shlex.join([args.python, "-m", "jobs", "label", *label.command_line(args)])
 
 
+def secret_fields(options: dict | None, prefix: str = "") -> list[str]:
+    """Dotted names of storage-option fields that look like credentials.
+
+    A job's entrypoint is shown by the Ray dashboard and kept in its job table, so such
+    values must reach the cluster some other way (its environment or cloud role).
+    """
+    found: list[str] = []
+    for name, value in (options or {}).items():
+        dotted = f"{prefix}{name}"
+        lowered = str(name).lower()
+        if isinstance(value, dict):
+            found += secret_fields(value, f"{dotted}.")
+        elif lowered in _SECRET_FIELDS or any(word in lowered for word in _SECRET_WORDS):
+            found.append(dotted)
+    return found
+
+
 def runtime_env() -> dict:
     return {"working_dir": str(PROJECT_ROOT), "excludes": list(EXCLUDES)}
 
@@ -79,6 +99,16 @@ def run(args: argparse.Namespace) -> int:
         from ray.job_submission import JobSubmissionClient
     except ImportError as err:  # pragma: no cover - ray[default] is a dependency
         print(f"error: the Ray Jobs API needs ray[default] ({err})", file=sys.stderr)
+        return 1
+    secrets = secret_fields(args.storage_options)
+    if secrets:
+        print(
+            f"error: --storage-options field(s) {', '.join(secrets)} look like credentials; a Ray job's "
+            "command line is visible in the cluster's dashboard and job table, so they are not sent. "
+            "Give the cluster nodes credentials through their environment or cloud role "
+            "(docs/CLUSTER.md, section 6) and keep only non-secret options such as endpoint_url.",
+            file=sys.stderr,
+        )
         return 1
     command = entrypoint(args)
     try:

@@ -22,6 +22,7 @@ from labeling_helpers import (
     write_jsonl,
 )
 
+from jobs import submit
 from jobs.__main__ import main
 from pipeline.sink import read_masks
 
@@ -226,6 +227,22 @@ def test_submit_to_an_unreachable_cluster_exits_1(clips, mini_a_dir, tmp_path, c
     args[0] = "submit"
     assert main([*args, "--address", f"http://127.0.0.1:{_free_port()}"]) == 1
     assert "could not submit" in capsys.readouterr().err
+
+
+def test_submit_refuses_credentials_in_storage_options(clips, mini_a_dir, tmp_path, capsys):
+    folder, dog, _, _ = clips
+    manifest = write_jsonl(
+        tmp_path / "m.jsonl", [{"video": dog, "objects": [{"object_id": 1, "prompts": [_point()]}]}]
+    )
+    args = _label_args(manifest, tmp_path / "out", mini_a_dir)
+    args[0] = "submit"
+    options = {"endpoint_url": "http://127.0.0.1:9", "key": "AKIA", "client_kwargs": {"aws_secret_access_key": "s"}}
+    unreachable = f"http://127.0.0.1:{_free_port()}"
+    assert main([*args, "--storage-options", json.dumps(options), "--address", unreachable]) == 1
+    err = capsys.readouterr().err
+    assert "key, client_kwargs.aws_secret_access_key look like credentials" in err
+    assert "could not submit" not in err and "AKIA" not in err
+    assert submit.secret_fields({"endpoint_url": "x", "anon": False, "client_kwargs": {"region_name": "eu"}}) == []
 
 
 @pytest.mark.slow
