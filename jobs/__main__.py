@@ -15,6 +15,7 @@ COMMANDS = {
     "label": "Label the videos of a manifest into Parquet mask tables.",
     "submit": "Send a label run to a Ray cluster as a Ray job.",
     "train": "Fine-tune or train a SAM 2 model on videos with ground truth.",
+    "average-checkpoints": "Average the weights of several checkpoints of one model (a model soup).",
     "evaluate": "Score a mask table against ground truth (J&F).",
     "fetch-checkpoint": "Download an official checkpoint and verify its SHA-256.",
     "make-synthetic": "Write synthetic videos with ground truth and a prompt manifest.",

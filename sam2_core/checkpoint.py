@@ -61,7 +61,7 @@ def read_state_dict(data: bytes, source: str = "<bytes>") -> dict[str, torch.Ten
     return dict(state)
 
 
-def _listing(names: list[str], limit: int = 20) -> str:
+def listing(names: list[str], limit: int = 20) -> str:
     shown = ", ".join(names[:limit])
     return shown + (f" ... (+{len(names) - limit} more)" if len(names) > limit else "")
 
@@ -78,11 +78,11 @@ def load_state_dict_strict(model: nn.Module, state: Mapping[str, torch.Tensor], 
     )
     problems = []
     if missing:
-        problems.append(f"{len(missing)} missing: {_listing(missing)}")
+        problems.append(f"{len(missing)} missing: {listing(missing)}")
     if unexpected:
-        problems.append(f"{len(unexpected)} unexpected: {_listing(unexpected)}")
+        problems.append(f"{len(unexpected)} unexpected: {listing(unexpected)}")
     if wrong:
-        problems.append(f"{len(wrong)} of the wrong shape: {_listing(wrong)}")
+        problems.append(f"{len(wrong)} of the wrong shape: {listing(wrong)}")
     if problems:
         raise CheckpointError(f"{source} does not fit this model ({getattr(getattr(model, 'cfg', None), 'name', '?')}): " + "; ".join(problems))
     model.load_state_dict(state, strict=True)

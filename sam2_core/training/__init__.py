@@ -1,5 +1,6 @@
 """Training SAM 2 models on videos with ground-truth masks (clips, losses, loop, checkpoints)."""
 
+from .averaging import average_state_dicts
 from .clips import Clip, ClipBatch, ClipSource, SyntheticClips, VideoClips, cut_clip, make_batch
 from .forward import ClipForward, PromptOptions, StepOutput
 from .losses import LossWeights, step_losses, total_loss
@@ -32,6 +33,7 @@ __all__ = [
     "TrainConfig",
     "Trainer",
     "VideoClips",
+    "average_state_dicts",
     "build_for_training",
     "cut_clip",
     "frozen_names",

@@ -1,0 +1,78 @@
+"""Weight averaging: the mean of checkpoints, refused when they do not match, and its command."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from jobs.__main__ import main as jobs_main
+from sam2_core.checkpoint import CheckpointError, file_digest, read_bytes, read_state_dict
+from sam2_core.training import average_state_dicts, build_for_training
+from sam2_core.training.configs import small_tree
+
+
+def tiny_tree() -> dict:
+    return small_tree(image_size=64, embed_dim=8, hidden_dim=32, mem_dim=16, attention_layers=1, stages=(1, 1, 1, 1))
+
+
+def random_state(seed: int) -> dict[str, torch.Tensor]:
+    torch.manual_seed(seed)
+    model, _ = build_for_training(tiny_tree())
+    return {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+
+def test_average_is_the_elementwise_mean_in_the_stored_dtype():
+    a, b, c = random_state(0), random_state(1), random_state(2)
+    half_c = {k: v.half() if v.is_floating_point() else v for k, v in c.items()}
+    mean = average_state_dicts([half_c, a, b])
+    name = next(k for k, v in a.items() if v.is_floating_point() and v.numel() > 10 and not torch.equal(v, b[k]))
+    expected = (c[name].half().float() + a[name] + b[name]) / 3
+    assert mean[name].dtype == torch.float16
+    assert torch.allclose(mean[name].float(), expected, atol=1e-3)
+    assert not torch.allclose(mean[name].float(), a[name], atol=1e-3)
+    assert set(mean) == set(a)
+
+
+def test_mismatched_checkpoints_are_refused_with_their_names():
+    a, b = random_state(0), random_state(1)
+    b_missing = dict(b)
+    dropped = sorted(b_missing)[0]
+    b_missing.pop(dropped)
+    with pytest.raises(CheckpointError, match=f"only in first.pt: {dropped}"):
+        average_state_dicts([a, b_missing], ["first.pt", "second.pt"])
+    name = next(k for k, v in b.items() if v.is_floating_point() and v.ndim == 2 and v.shape[0] > 1)
+    b_shape = dict(b, **{name: b[name][:1]})
+    with pytest.raises(CheckpointError, match=f"differ in shape: {name}"):
+        average_state_dicts([a, b_shape], ["first.pt", "second.pt"])
+    with pytest.raises(ValueError, match="nothing to average"):
+        average_state_dicts([])
+
+
+def test_command_writes_a_strictly_loading_average_with_its_record(tmp_path, capsys):
+    run = tmp_path / "run"
+    (run / "checkpoints").mkdir(parents=True)
+    (run / "config.json").write_text(json.dumps({"resolved": tiny_tree()}))
+    paths = []
+    for seed in (0, 1):
+        path = run / "checkpoints" / f"step_{seed:06d}.pt"
+        torch.save({"model": random_state(seed)}, path)
+        paths.append(str(path))
+    out = tmp_path / "soup"
+    assert jobs_main(["average-checkpoints", *paths, "--output", str(out)]) == 0
+    averaged = read_state_dict(read_bytes(str(out / "model.pt")))
+    a, b = random_state(0), random_state(1)
+    assert all(torch.allclose(averaged[k], (a[k] + b[k]) / 2) for k in a if a[k].is_floating_point())
+    build_for_training(str(out / "config.json"), str(out / "model.pt"))
+    record = json.loads((out / "config.json").read_text())["training"]
+    assert [r["sha256"] for r in record["averaged"]] == [file_digest(p) for p in paths]
+
+    assert jobs_main(["average-checkpoints", paths[0], "--output", str(tmp_path / "one")]) == 1
+    assert "at least two" in capsys.readouterr().err
+    other = tmp_path / "other.pt"
+    small = {k: v for k, v in random_state(0).items() if not k.startswith("memory_encoder.")}
+    torch.save({"model": small}, other)
+    assert jobs_main(["average-checkpoints", paths[0], str(other), "--output", str(tmp_path / "bad")]) == 1
+    err = capsys.readouterr().err
+    assert "average-checkpoints:" in err and "only in" in err and str(other) in err
