@@ -218,27 +218,25 @@ def test_without_model_the_bundled_model_labels_and_a_lone_checkpoint_is_refused
     assert table.num_rows > 0 and len(models) == 1 and models.pop().startswith("assets/demo_config.json@")
 
 
-def test_submit_to_an_unreachable_cluster_exits_1(clips, mini_a_dir, tmp_path, capsys):
-    folder, dog, _, _ = clips
+def _submit_args(clips, mini_a_dir, tmp_path) -> list[str]:
+    """``jobs submit`` arguments for one clicked object, aimed at a port nothing listens on."""
+    dog = clips[1]
     manifest = write_jsonl(
         tmp_path / "m.jsonl", [{"video": dog, "objects": [{"object_id": 1, "prompts": [_point()]}]}]
     )
     args = _label_args(manifest, tmp_path / "out", mini_a_dir)
-    args[0] = "submit"
-    assert main([*args, "--address", f"http://127.0.0.1:{_free_port()}"]) == 1
+    return ["submit", *args[1:], "--address", f"http://127.0.0.1:{_free_port()}"]
+
+
+def test_submit_to_an_unreachable_cluster_exits_1(clips, mini_a_dir, tmp_path, capsys):
+    assert main(_submit_args(clips, mini_a_dir, tmp_path)) == 1
     assert "could not submit" in capsys.readouterr().err
 
 
 def test_submit_refuses_credentials_in_storage_options(clips, mini_a_dir, tmp_path, capsys):
-    folder, dog, _, _ = clips
-    manifest = write_jsonl(
-        tmp_path / "m.jsonl", [{"video": dog, "objects": [{"object_id": 1, "prompts": [_point()]}]}]
-    )
-    args = _label_args(manifest, tmp_path / "out", mini_a_dir)
-    args[0] = "submit"
     options = {"endpoint_url": "http://127.0.0.1:9", "key": "AKIA", "client_kwargs": {"aws_secret_access_key": "s"}}
-    unreachable = f"http://127.0.0.1:{_free_port()}"
-    assert main([*args, "--storage-options", json.dumps(options), "--address", unreachable]) == 1
+    args = _submit_args(clips, mini_a_dir, tmp_path)
+    assert main([*args, "--storage-options", json.dumps(options)]) == 1
     err = capsys.readouterr().err
     assert "key, client_kwargs.aws_secret_access_key look like credentials" in err
     assert "could not submit" not in err and "AKIA" not in err
