@@ -77,10 +77,10 @@ def _iou(a: np.ndarray, b: np.ndarray) -> float:
 
 
 def run(args: argparse.Namespace) -> dict:
-    from jobs.train import manifest_prompts
-    from pipeline.synthetic_io import manifest_entry
+    from pipeline.synthetic_io import entry_prompts, manifest_entry
     from sam2_core import build_model
     from sam2_core.demo_model import DEMO_CHECKPOINT_PATH, DEMO_SYNTHETIC_CONFIG, build_demo_model
+    from sam2_core.frames import ArrayFrames
     from sam2_core.synthetic import generate_video
     from sam2_core.tracker import TrackerOptions
 
@@ -96,7 +96,7 @@ def run(args: argparse.Namespace) -> dict:
     ious: dict[str, list[float]] = {name: [] for name in OPTIONS}
     for seed in args.seeds:
         video = generate_video(seed, DEMO_SYNTHETIC_CONFIG)
-        prompts = manifest_prompts(manifest_entry(f"{seed}.mp4", str(seed), video))
+        prompts = entry_prompts(manifest_entry(f"{seed}.mp4", str(seed), video), ArrayFrames(video.frames))
         reference = _masks(model, video, prompts, TrackerOptions())
         for name, kwargs in OPTIONS.items():
             other = _masks(model, video, prompts, TrackerOptions(**kwargs))

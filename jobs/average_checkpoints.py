@@ -1,19 +1,26 @@
 """``python -m jobs average-checkpoints``: average the weights of several checkpoints of one model.
 
 Writes OUTPUT/model.pt (official format) and OUTPUT/config.json (the model tree, with the
-inputs and their SHA-256 as the record), then loads the result strictly to prove it fits.
+inputs and their SHA-256 as the record), only after the average has loaded strictly into the
+config's model.
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import sys
 from pathlib import Path
 
 import torch
 
-from sam2_core.checkpoint import CheckpointError, file_digest, read_bytes, read_state_dict
+from sam2_core.checkpoint import (
+    CheckpointError,
+    load_state_dict_strict,
+    read_bytes,
+    read_state_dict,
+)
 from sam2_core.training import (
     CONFIG_FILE,
     MODEL_FILE,
@@ -46,17 +53,19 @@ def run(args: argparse.Namespace) -> int:
             raise ValueError("give at least two checkpoints to average")
         config = args.config or str(config_beside(args.checkpoints[0]))
         tree = load_tree(config)
-        states = [read_state_dict(read_bytes(c), c) for c in args.checkpoints]
+        data = [read_bytes(c) for c in args.checkpoints]
+        states = [read_state_dict(d, c) for d, c in zip(data, args.checkpoints)]
         averaged = average_state_dicts(states, args.checkpoints)
-        out = Path(args.output)
-        out.mkdir(parents=True, exist_ok=True)
-        torch.save({"model": averaged}, out / MODEL_FILE)
-        build_for_training(tree, str(out / MODEL_FILE))  # the result loads strictly into the model
+        model, _ = build_for_training(tree)
+        load_state_dict_strict(model, averaged, f"the average of {', '.join(args.checkpoints)}")
         record = {
-            "averaged": [{"checkpoint": c, "sha256": file_digest(c)} for c in args.checkpoints],
+            "averaged": [{"checkpoint": c, "sha256": hashlib.sha256(d).hexdigest()} for c, d in zip(args.checkpoints, data)],
             "command": "python -m jobs average-checkpoints " + " ".join(sys.argv[2:]),
             "config": config,
         }
+        out = Path(args.output)
+        out.mkdir(parents=True, exist_ok=True)
+        torch.save({"model": averaged}, out / MODEL_FILE)
         (out / CONFIG_FILE).write_text(json.dumps({"resolved": tree, "training": record}, indent=1) + "\n")
     except (ValueError, FileNotFoundError, OSError, CheckpointError) as err:
         print(f"average-checkpoints: {err}", file=sys.stderr)

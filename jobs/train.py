@@ -17,18 +17,22 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
 import pyarrow as pa
 import torch
 
 from jobs.argtypes import positive_int
 from pipeline.evaluate import EvalReport, evaluate_tables
 from pipeline.masks import MASK_SCHEMA, encode_mask
-from pipeline.synthetic_io import ground_truth_table, manifest_entry, video_id_for_seed
+from pipeline.synthetic_io import (
+    entry_prompts,
+    ground_truth_table,
+    manifest_entry,
+    video_id_for_seed,
+)
 from sam2_core.frames import ArrayFrames
 from sam2_core.modeling.sam2 import SAM2Model
 from sam2_core.synthetic import SyntheticConfig, generate_video
-from sam2_core.tracker import ObjectPrompt, track_video
+from sam2_core.tracker import track_video
 from sam2_core.training import (
     CONFIG_FILE,
     LossWeights,
@@ -117,25 +121,17 @@ def synthetic_config(args: argparse.Namespace) -> SyntheticConfig:
     )
 
 
-def manifest_prompts(entry: dict) -> list[ObjectPrompt]:
-    """The clicks of a make-synthetic manifest line, as tracker prompts."""
-    return [
-        ObjectPrompt(obj["object_id"], p["frame"], points=np.asarray(p["points"], dtype=np.float32), labels=np.asarray(p["labels"]))
-        for obj in entry["objects"]
-        for p in obj["prompts"]
-    ]
-
-
 def track_synthetic(model: SAM2Model, seed: int, config: SyntheticConfig, id_prefix: str = "synthetic") -> tuple[pa.Table, pa.Table]:
     """Track one synthetic video from the manifest's clicks; (prediction table, ground-truth table)."""
     video = generate_video(seed, config)
     video_id = video_id_for_seed(seed, id_prefix)
     entry = manifest_entry(f"{video_id}.mp4", video_id, video)
-    prompts = manifest_prompts(entry)
-    prompted = {(obj["object_id"], p["frame"]) for obj in entry["objects"] for p in obj["prompts"]}
+    frames = ArrayFrames(video.frames)
+    prompts = entry_prompts(entry, frames)
+    prompted = {(p.object_id, p.frame) for p in prompts}
     cols: dict[str, list] = {name: [] for name in MASK_SCHEMA.names}
     height, width = video.frames.shape[1:3]
-    for result in track_video(model, ArrayFrames(video.frames), prompts):
+    for result in track_video(model, frames, prompts):
         for i, oid in enumerate(result.object_ids):
             present = bool(result.object_score_logits[i] > 0)
             mask = (result.mask_logits[i] > 0).numpy() & present

@@ -25,8 +25,11 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from pipeline.labeling import to_object_prompts
+from pipeline.manifest import ObjectSpec, Prompt
 from pipeline.masks import MASK_SCHEMA, encode_mask
 from pipeline.storage import has_protocol, is_local, join, url_to_fs
+from sam2_core.frames import FrameSource
 from sam2_core.synthetic import (
     SyntheticConfig,
     SyntheticVideo,
@@ -120,6 +123,22 @@ def manifest_entry(
             }
         )
     return {"video": video_uri, "video_id": video_id, "objects": objects}
+
+
+def entry_prompts(entry: dict, frames: FrameSource) -> list:
+    """The tracker prompts of a :func:`manifest_entry` line, converted as a label run converts
+    manifest prompts (so in-process evaluation tracks from exactly what ``jobs label`` would)."""
+    objects = [
+        ObjectSpec(
+            object_id=int(obj["object_id"]),
+            prompts=tuple(
+                Prompt(frame=int(p["frame"]), points=tuple(map(tuple, p["points"])), labels=tuple(p["labels"]))
+                for p in obj["prompts"]
+            ),
+        )
+        for obj in entry["objects"]
+    ]
+    return to_object_prompts(objects, frames)
 
 
 def write_synthetic_dataset(

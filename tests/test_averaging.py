@@ -6,15 +6,11 @@ import json
 
 import pytest
 import torch
+from training_helpers import tiny_tree
 
 from jobs.__main__ import main as jobs_main
 from sam2_core.checkpoint import CheckpointError, file_digest, read_bytes, read_state_dict
 from sam2_core.training import average_state_dicts, build_for_training
-from sam2_core.training.configs import small_tree
-
-
-def tiny_tree() -> dict:
-    return small_tree(image_size=64, embed_dim=8, hidden_dim=32, mem_dim=16, attention_layers=1, stages=(1, 1, 1, 1))
 
 
 def random_state(seed: int) -> dict[str, torch.Tensor]:
@@ -76,3 +72,4 @@ def test_command_writes_a_strictly_loading_average_with_its_record(tmp_path, cap
     assert jobs_main(["average-checkpoints", paths[0], str(other), "--output", str(tmp_path / "bad")]) == 1
     err = capsys.readouterr().err
     assert "average-checkpoints:" in err and "only in" in err and str(other) in err
+    assert not (tmp_path / "bad" / "model.pt").exists()

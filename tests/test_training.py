@@ -11,6 +11,7 @@ import json
 import numpy as np
 import pytest
 import torch
+from training_helpers import tiny_tree
 
 import sam2_core
 from jobs.__main__ import main as jobs_main
@@ -30,17 +31,12 @@ from sam2_core.training import (
     lr_factor,
     make_batch,
 )
-from sam2_core.training.configs import small_tree
 
 SYNTH = SyntheticConfig(height=64, width=64, num_frames=8, min_objects=1, max_objects=2)
 FIXED_PROMPTS = PromptOptions(box_prob=0.0, mask_prob=0.0, exact_click_prob=1.0, max_corrections=0, correct_later_prob=0.0)
 
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
-
-
-def tiny_tree() -> dict:
-    return small_tree(image_size=64, embed_dim=8, hidden_dim=32, mem_dim=16, attention_layers=1, stages=(1, 1, 1, 1))
 
 
 def make_trainer(tmp_path, steps=4, freeze=(), prompts=FIXED_PROMPTS, lr=3e-3, seed=0) -> Trainer:
