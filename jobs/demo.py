@@ -30,6 +30,7 @@ def run(args: argparse.Namespace) -> int:
     from pipeline.masks import masks_from_table
     from pipeline.previews import write_previews
     from pipeline.sink import read_masks
+    from pipeline.storage import url_to_fs
     from pipeline.synthetic_io import write_synthetic_dataset
     from pipeline.video import open_video
     from sam2_core.demo_model import DEMO_CHECKPOINT_PATH, DEMO_CONFIG_PATH, DEMO_SYNTHETIC_CONFIG
@@ -47,6 +48,9 @@ def run(args: argparse.Namespace) -> int:
     data = write_synthetic_dataset(f"{root}/data", seeds, DEMO_SYNTHETIC_CONFIG, storage)
 
     print(f"[2/4] labeling them on local Ray with the bundled model ({args.workers} workers)")
+    fs, labels = url_to_fs(f"{root}/labels", storage)
+    if fs.exists(labels):  # an earlier demo's masks, perhaps from an older bundled model
+        fs.rm(labels, recursive=True)
     started = time.perf_counter()
     result = run_labeling(
         RunConfig(

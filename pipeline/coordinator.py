@@ -200,6 +200,15 @@ def run_labeling(config: RunConfig) -> RunResult:
     model_name = f"{label}@{digest[:12] if digest else 'random-init'}"
     units = plan_units(jobs, model_id, digest, config.max_objects_per_unit)
     todo = [u for u in units if u.unit_id not in committed]
+    clash = _other_labeling(store, units, committed)
+    if clash is not None:
+        raise RunFatalError(
+            f"output {config.output} already holds masks of video {clash.get('video_id')!r} "
+            f"objects {clash.get('object_ids')} from another labeling (unit {clash.get('unit_id')}, "
+            f"model {clash.get('model')}; this run: model {model_name}); a different model, "
+            "checkpoint or prompts would give two masks per object and frame. "
+            "Label into a new --output, or remove the old one first."
+        )
 
     summary = {
         "run_id": run_id,
@@ -279,6 +288,19 @@ def run_labeling(config: RunConfig) -> RunResult:
     _finish(store, summary, failures, started)
     code = EXIT_OK if not failures and not rejects else EXIT_PARTIAL
     return RunResult(code, summary, failures, rejects)
+
+
+def _other_labeling(store: OutputStore, units: list[Unit], committed: set[str]) -> dict | None:
+    """The commit metadata of a unit already in the output that labels one of these units'
+    (video, object) pairs under another unit id, if any: resuming is safe only when every
+    committed unit touching this run's objects is one this run would write itself."""
+    planned = {u.unit_id for u in units}
+    wanted = {(u.video_id, oid) for u in units for oid in u.object_ids}
+    for unit_id in sorted(committed - planned):
+        meta = store.read_commit(unit_id).get("metadata", {})
+        if any((meta.get("video_id"), oid) in wanted for oid in meta.get("object_ids", ())):
+            return {"unit_id": unit_id, **meta}
+    return None
 
 
 def _finish(

@@ -25,6 +25,7 @@ from labeling_helpers import (
 )
 
 from pipeline.coordinator import RunFatalError, run_labeling
+from pipeline.masks import MASK_SCHEMA
 from pipeline.sink import OutputStore
 
 REPO = Path(__file__).resolve().parents[1]
@@ -168,3 +169,17 @@ def test_several_units_at_once_per_worker_give_the_single_process_table(
     assert result.summary["units_done"] == 6 and result.summary["retries"] == 0
     assert result.summary["frames_per_encoder_batch"] > 1.5  # frames really were batched
     assert_same_rows(sorted_masks(out), expected)
+
+
+def test_output_holding_another_labeling_of_the_same_objects_is_refused(inputs, mini_a_dir, tmp_path):
+    """Labeling into an output that another model (or other prompts) already wrote would give
+    two masks per object and frame; the run stops before any work, naming the clash."""
+    _, manifest = inputs
+    video_id = json.loads(Path(manifest).read_text().splitlines()[0])["video_id"]
+    out = tmp_path / "out"
+    store = OutputStore(str(out))
+    meta = {"video_id": video_id, "object_ids": [1], "model": "older-model@0123456789ab"}
+    store.commit_unit(f"{video_id}-0123456789abcdef01234567", MASK_SCHEMA.empty_table(), meta)
+    with pytest.raises(RunFatalError, match=f"{video_id}.*older-model@0123456789ab.*new --output"):
+        run_labeling(run_config(manifest, out, mini_a_dir))
+    assert list((out / "masks").iterdir()) == [out / "masks" / f"{video_id}-0123456789abcdef01234567.parquet"]
