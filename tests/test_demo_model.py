@@ -1,8 +1,8 @@
 """The bundled demo model: it loads strictly from the package's assets and tracks held-out
 synthetic videos (seeds never used in training) from one click per object.
 
-The issue asked for J&F >= 0.85; the shipped model reaches less (see docs/DEMO_MODEL.md), so the
-check below holds it to the level it was measured at, minus a small margin, not to 0.85.
+The issue asks for J&F >= 0.85 over held-out videos; the check below tracks all 20 of them (seeds
+0..19, the figure docs/DEMO_MODEL.md and the README report) and holds the model to it.
 """
 
 from __future__ import annotations
@@ -45,10 +45,10 @@ def test_demo_model_loads_strictly_and_is_small():
     assert evaluation["seeds"] == list(range(20)) and evaluation["objects"] > 20
 
 
+@pytest.mark.slow
 def test_demo_model_tracks_held_out_synthetic_videos():
     model = build_demo_model()
-    report = synthetic_jf(model, [0, 1, 2], DEMO_SYNTHETIC_CONFIG)
-    assert len(report.videos) == 3 and not report.warnings
-    # measured 0.814 on these three videos (0.835 over all 20 held-out ones); the issue's target
-    # of 0.85 is not reached (docs/DEMO_MODEL.md); an untrained model scores about 0.1
-    assert report.jf >= 0.80, report.format_table()
+    report = synthetic_jf(model, range(20), DEMO_SYNTHETIC_CONFIG)
+    assert len(report.videos) == 20 and len(report.objects) == 50 and not report.warnings
+    # measured 0.855 (J 0.843, F 0.867) with one torch thread; an untrained model scores about 0.1
+    assert report.jf >= 0.85, report.format_table()
