@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 import pyarrow as pa
 
-from pipeline.manifest import ObjectSpec, VideoJob
+from pipeline.manifest import ObjectSpec, VideoJob, fit_prompt_to_frame
 from pipeline.masks import MASK_SCHEMA, decode_mask, encode_mask
 from pipeline.video import open_video
 from sam2_core.frames import FrameSource
@@ -62,7 +62,8 @@ def to_object_prompts(
     """Manifest prompts -> sam2_core.tracker.ObjectPrompt, checked against the video.
 
     Raises ValueError naming the manifest location, the object and the value for a
-    prompt past the video's end, points without labels, or a mask of the wrong size.
+    prompt past the video's end, points without labels, a mask of the wrong size, or a
+    point or box outside the frame (partly-outside boxes are clipped to the frame).
     """
     from sam2_core.tracker import ObjectPrompt
 
@@ -72,12 +73,17 @@ def to_object_prompts(
     for obj in objects:
         if not obj.prompts:
             raise ValueError(f"{where}object {obj.object_id} has no prompts")
-        for p in obj.prompts:
+        for index, p in enumerate(obj.prompts):
             if not 0 <= p.frame < n:
                 raise ValueError(
                     f"{where}object {obj.object_id}: prompt frame {p.frame} is past the end of "
                     f"the video ({n} frames, last index {n - 1})"
                 )
+            try:
+                p = fit_prompt_to_frame(p, h, w)
+            except ValueError as error:
+                where_prompt = f"{where}object {obj.object_id} prompts[{index}] (frame {p.frame})"
+                raise ValueError(f"{where_prompt}: {error}") from None
             points = labels = box = mask = None
             if p.points is not None:
                 points = np.asarray(p.points, dtype=np.float32).reshape(-1, 2)
