@@ -13,7 +13,7 @@ from s3_server import start_s3
 
 from pipeline.coordinator import RunFatalError, run_labeling
 from pipeline.manifest import ObjectSpec, Prompt, VideoJob
-from pipeline.plan import conflicting_jobs, plan_units, unit_id_for
+from pipeline.plan import conflicting_jobs, plan_units, unit_id_for, why_other_labeling
 from pipeline.sink import OutputStore
 from pipeline.video import MISSING_VIDEO, video_identities
 
@@ -199,3 +199,24 @@ def test_rerun_after_the_video_was_replaced_is_refused_naming_the_replaced_video
     ):
         run_labeling(run_config(manifest, out, mini_a_dir, workers=1))
     assert OutputStore(str(out)).committed_units() == committed
+
+
+def test_refusal_reason_names_what_changed_since_the_committed_unit():
+    (unit,) = plan_units([_job()], "m", "d", identities=IDENTITIES)
+    written = {"video_id": "a", "video": _job().video, "model": "mini@0123", "object_ids": [1]}
+    now = IDENTITIES[_job().video]
+    replaced = {**written, "video_identity": "size=999 ETag=4567"}
+    assert why_other_labeling(replaced, [unit], "mini@0123") == (
+        f"the video s3://b/clips/a.mp4 was replaced since it was labeled "
+        f"(size=999 ETag=4567; now {now})"
+    )
+    same_video = {**written, "video_identity": now}
+    assert "prompts" in why_other_labeling(same_video, [unit], "mini@0123")
+    assert why_other_labeling(same_video, [unit], "tiny@89ab") == (
+        "another model (mini@0123; this run: tiny@89ab)"
+    )
+    moved = {**same_video, "video": "https://user:pw@host/a.mp4"}
+    assert why_other_labeling(moved, [unit], "mini@0123") == (
+        "another video file (https://host/a.mp4; this run: s3://b/clips/a.mp4)"
+    )
+    assert "earlier version" in why_other_labeling(written, [unit], "mini@0123")
