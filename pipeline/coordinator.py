@@ -35,11 +35,12 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from pipeline.manifest import Reject, read_manifest
-from pipeline.plan import Unit, conflicting_jobs, plan_units
+from pipeline.plan import Unit, conflicting_jobs, plan_units, why_other_labeling
 from pipeline.progress import Progress
 from pipeline.retry import RetryPolicy, UnitTimeoutError, classify, describe, root_cause
 from pipeline.sink import OutputStore
 from pipeline.storage import has_protocol, url_to_fs
+from pipeline.video import video_identities
 from pipeline.worker import Fault, LabelWorker, WorkerConfig
 
 EXIT_OK, EXIT_FATAL, EXIT_PARTIAL = 0, 1, 2
@@ -198,16 +199,19 @@ def run_labeling(config: RunConfig) -> RunResult:
         except OSError as err:
             raise RunFatalError(f"cannot read checkpoint {config.checkpoint}: {err}") from err
     model_name = f"{label}@{digest[:12] if digest else 'random-init'}"
-    units = plan_units(jobs, model_id, digest, config.max_objects_per_unit)
+    try:
+        identities = video_identities([j.video for j in jobs], so)
+    except OSError as err:
+        raise RunFatalError(f"cannot plan the run: {err}") from err
+    units = plan_units(jobs, model_id, digest, config.max_objects_per_unit, identities=identities)
     todo = [u for u in units if u.unit_id not in committed]
     clash = _other_labeling(store, units, committed)
     if clash is not None:
         raise RunFatalError(
             f"output {config.output} already holds masks of video {clash.get('video_id')!r} "
-            f"objects {clash.get('object_ids')} from another labeling (unit {clash.get('unit_id')}, "
-            f"model {clash.get('model')}; this run: model {model_name}); a different model, "
-            "checkpoint or prompts would give two masks per object and frame. "
-            "Label into a new --output, or remove the old one first."
+            f"objects {clash.get('object_ids')} from another labeling (unit {clash.get('unit_id')}): "
+            f"{why_other_labeling(clash, units, model_name)}. Both would give two masks per "
+            "object and frame: label into a new --output, or remove the old one first."
         )
 
     summary = {

@@ -7,6 +7,7 @@ so local folders, ``s3://`` buckets and ``memory://`` (tests) behave alike.
 from __future__ import annotations
 
 import posixpath
+from urllib.parse import urlsplit, urlunsplit
 
 import fsspec
 from fsspec.implementations.local import LocalFileSystem
@@ -41,3 +42,22 @@ def join(path: str, *parts: str) -> str:
 def has_protocol(uri: str) -> bool:
     """True when ``uri`` names a protocol (``s3://...``, ``file://...``), not a bare path."""
     return "://" in uri or uri.startswith("file:")
+
+
+def safe_uri(uri: str) -> str:
+    """``uri`` fit for errors, logs and tables: no user name, password or query string.
+
+    URLs may carry credentials (``https://user:token@host/...``, presigned
+    ``?X-Amz-Signature=...``); the location without them still names the file.
+    Chained URLs (``simplecache::s3://...``) are cleaned link by link.
+    """
+    return "::".join(_without_credentials(link) for link in uri.split("::"))
+
+
+def _without_credentials(link: str) -> str:
+    if "://" not in link:
+        return link
+    parts = urlsplit(link)
+    host = parts.netloc.rpartition("@")[2]
+    query = "<query hidden>" if parts.query else ""
+    return urlunsplit((parts.scheme, host, parts.path, query, ""))

@@ -196,6 +196,7 @@ class LabelWorker:
         metadata = {
             "unit_id": unit.unit_id,
             "video": unit.job.video,
+            "video_identity": unit.video_identity,
             "video_id": unit.video_id,
             "object_ids": list(unit.object_ids),
             "run_id": self.config.run_id,

@@ -158,7 +158,7 @@ def test_bad_input_is_reported_and_the_valid_video_still_labeled(
     assert failures["missing"]["error_type"] == "FileNotFoundError"
     assert failures["corrupt"]["error_type"] == "VideoDecodeError"
     assert (
-        failures["late"]["error_type"] == "ValueError"
+        failures["late"]["error_type"] == "InputError"
         and "past the end" in failures["late"]["reason"]
     )
     assert all(f["attempts"] == 1 for f in failures.values())  # permanent: never retried
