@@ -554,5 +554,7 @@ def test_the_worker_fails_a_unit_whose_prompt_lies_outside_the_video_naming_line
     assert rejects == []  # the frame size is unknown until the video is opened
     with pytest.raises(ValueError) as caught:
         label_video(None, jobs[0], run_id="r", model_name="m")  # fails before the model is used
-    assert "m.jsonl line 1: object 2 prompts[0] (frame 0): box [-1000, 5, -500, 50] lies wholly outside" in str(caught.value)
+    message = str(caught.value)
+    assert message.startswith("m.jsonl line 1 (") and "01_dog.mp4" in message
+    assert "object 2 prompts[0] (frame 0): box [-1000, 5, -500, 50] lies wholly outside" in message
     assert classify(caught.value) == PERMANENT
