@@ -85,12 +85,11 @@ def claim_units(store: OutputStore, units: Sequence[Unit], run_id: str, model: s
     try:
         for path in sorted(wanted):
             claim = wanted[path]
-            data = json.dumps(dataclasses.asdict(claim), sort_keys=True).encode("utf-8")
-            if store.create_exclusive(path, data):
-                created.append(path)
-                continue
+            # Read first: a re-run finds its own claims without a refused write, and a store
+            # that ignores If-None-Match still cannot overwrite a claim already there.
             holder = read_claim(store, claim.video_id, claim.object_id)
-            if holder is None:  # released between our two calls: try once more
+            if holder is None:
+                data = json.dumps(dataclasses.asdict(claim), sort_keys=True).encode("utf-8")
                 if store.create_exclusive(path, data):
                     created.append(path)
                     continue

@@ -1,12 +1,15 @@
 """A labeling run: manifest -> units -> Ray workers -> committed Parquet, with retries.
 
-The coordinator reads and validates the manifest (rejects go to ``rejects/``),
-plans units with deterministic ids, skips those already committed (resume),
-and keeps a bounded number of units in flight on a pool of ``LabelWorker``
+The coordinator reads and validates the manifest, plans units with
+deterministic ids, claims their (video, object) pairs in the output
+(:mod:`pipeline.claims`; another labeling's claim refuses the run before
+anything is written), writes ``rejects/``, skips units already committed
+(resume), and keeps a bounded number of units in flight on a pool of ``LabelWorker``
 actors. It waits with ``ray.wait`` in completion order, asks
 :mod:`pipeline.retry` whether a failed attempt runs again, enforces the
 per-unit deadline by stopping the worker, replaces workers that died, and
-writes ``failures/`` and ``summary.json`` at the end.
+writes ``failures/`` (earlier failures it did not settle are kept) and
+``summary.json`` at the end, releasing the claims of units left unlabeled.
 
 With ``videos_per_worker`` K > 1 each actor runs K units at once (a threaded
 actor whose units share image-encoder batches); the first K calls queued on
