@@ -54,7 +54,8 @@ def labeling(shift: int, videos=("cups", "dogs", "cats"), objects=(1, 2)) -> lis
         )
         for index, video in enumerate(videos)
     ]
-    return plan_units(jobs, "model", None, max_objects_per_unit=1)
+    identities = {job.video: "size=1" for job in jobs}
+    return plan_units(jobs, "model", None, max_objects_per_unit=1, identities=identities)
 
 
 def holders(store: OutputStore, units) -> set[str | None]:
@@ -168,7 +169,9 @@ def test_a_refused_or_fatal_run_leaves_earlier_results_as_they_were(tmp_path, cl
     before = earlier_results(store)
     other = manifest(tmp_path, clip, shift=0, name="a.jsonl")
     shifted = manifest(tmp_path, clip, shift=1, name="a_shifted.jsonl", bad_line=True)
-    claim_units(store, plan_units(_jobs(other), "x", None), run_id="running", model="other@1")
+    jobs = _jobs(other)
+    units = plan_units(jobs, "x", None, identities={job.video: "size=1" for job in jobs})
+    claim_units(store, units, run_id="running", model="other@1")
     with pytest.raises(
         RunFatalError, match="'dog' object 1 is claimed by another labeling.*_claims/"
     ):
@@ -259,5 +262,5 @@ def test_two_runs_with_other_prompts_into_one_output_never_give_two_rows_per_key
     # the winner's labeling resumes (nothing to do); the other one stays refused
     again = run_labeling(run_config(runs[winner], out, mini_a_dir, workers=1))
     assert (again.exit_code, again.summary["skipped"], again.summary["units_done"]) == (0, 1, 0)
-    with pytest.raises(RunFatalError, match="claimed by another labeling"):
+    with pytest.raises(RunFatalError, match="already holds masks of video .dog. object 1 .*other prompts"):
         run_labeling(run_config(runs[refused[0]], out, mini_a_dir, workers=1))
