@@ -20,21 +20,19 @@ length.
 from __future__ import annotations
 
 import contextlib
-import threading
-from collections import OrderedDict, deque
-from collections.abc import Callable, Iterable, Iterator, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+from collections import OrderedDict
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .frames import FrameSource
+from .frames import FramePrefetcher, FrameSource
 from .memory_bank import FrameState, MemoryBank
 from .modeling.sam2 import NO_OBJECT_SCORE, HeadsOutput, ImageFeatures, SAM2Model
 from .postprocess import fill_small_holes
-from .transforms import to_model_coords, video_frame_to_input
+from .transforms import to_model_coords
 
 
 @dataclass(frozen=True)
@@ -56,57 +54,6 @@ class TrackerOptions:
     feature_cache_size: int = 2
     autocast_dtype: torch.dtype | None = None
     prefetch_frames: int = 2
-
-
-class _Prefetcher:
-    """Reads and preprocesses the frames a propagation will ask for next, on one thread.
-
-    The frame source is only touched under ``lock``, so readers need not be thread-safe.
-    """
-
-    def __init__(self, frames: FrameSource, size: int, depth: int):
-        self.frames, self.size, self.depth = frames, size, depth
-        self.lock = threading.Lock()
-        self._plan: deque[int] = deque()
-        self._pending: dict[int, Future] = {}
-        self._pool: ThreadPoolExecutor | None = None
-
-    def load(self, frame: int) -> torch.Tensor:
-        with self.lock:
-            image = self.frames[frame]
-        return video_frame_to_input(image, self.size)
-
-    def upcoming(self) -> int | None:
-        """The frame the running propagation will ask for next (None outside a propagation)."""
-        return self._plan[0] if self._plan else None
-
-    def plan(self, order: Iterable[int]) -> None:
-        self._plan = deque(order)
-        self._pending.clear()
-
-    def take(self, frame: int) -> torch.Tensor:
-        """The preprocessed frame (3 x S x S): prefetched when it was next in the plan."""
-        if self._plan and self._plan[0] == frame:
-            self._plan.popleft()
-        future = self._pending.pop(frame, None)
-        self._top_up()
-        return future.result() if future is not None else self.load(frame)
-
-    def _top_up(self) -> None:
-        if self.depth <= 0:
-            return
-        if self._pool is None:
-            self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="frame-prefetch")
-        for frame in list(self._plan)[: self.depth]:
-            if frame not in self._pending:
-                self._pending[frame] = self._pool.submit(self.load, frame)
-
-    def close(self) -> None:
-        self._plan.clear()
-        self._pending.clear()
-        if self._pool is not None:
-            self._pool.shutdown(wait=True, cancel_futures=True)
-            self._pool = None
 
 
 @dataclass
@@ -176,7 +123,7 @@ class VideoSession:
         self._bank = MemoryBank(model, self.num_frames, self.options.storage_device, self.options.memory_dtype)
         self._objects: OrderedDict[int, ObjectTrack] = OrderedDict()
         self._features: OrderedDict[int, ImageFeatures] = OrderedDict()
-        self._reader = _Prefetcher(frames, model.image_size, self.options.prefetch_frames)
+        self._reader = FramePrefetcher(frames, model.image_size, self.options.prefetch_frames)
         self._encode = encoder or model.encode_image
 
     # ------------------------------------------------------------------ public API
