@@ -142,6 +142,13 @@ class SAM2Model(nn.Module):
 
     # ------------------------------------------------------------------ decoding
 
+    def use_multimask(self, init: bool, num_points: int) -> bool:
+        """SAM 2's rule for asking the decoder for several candidate masks: on an initial
+        conditioning frame (``init``: prompts on a frame the object was not tracked on) or, if
+        the config allows, while tracking and correcting, with few enough points."""
+        t = self.cfg.tracking
+        return t.multimask_output_in_sam and (init or t.multimask_output_for_tracking) and t.multimask_min_pt_num <= num_points <= t.multimask_max_pt_num
+
     def sam_heads(
         self,
         pix_feat: torch.Tensor,
