@@ -1,4 +1,5 @@
-"""Loading official checkpoints (``torch.save({"model": state_dict})``) strictly.
+"""Loading official checkpoints strictly: SAM 2's ``torch.save({"model": state_dict})`` and
+SAM 1's bare ``torch.save(state_dict)``.
 
 A checkpoint is refused, with a message listing the offending tensors, when
 any tensor is missing, unexpected or of the wrong shape; files that are not
@@ -46,15 +47,20 @@ def file_digest(uri: str, storage_options: dict | None = None) -> str:
 
 
 def read_state_dict(data: bytes, source: str = "<bytes>") -> dict[str, torch.Tensor]:
-    """Parse checkpoint bytes into a state dict, refusing anything but ``{"model": {name: tensor}}``."""
+    """Parse checkpoint bytes into a state dict: ``{"model": {name: tensor}}`` (SAM 2) or a bare
+    ``{name: tensor}`` (SAM 1); anything else is refused. Which tensors a model needs is checked
+    by :func:`load_state_dict_strict`, so a checkpoint of the other family is refused there,
+    with the list of mismatched tensors."""
     try:
         obj = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
     except Exception as err:  # torch.load raises many types on foreign bytes (even IndexError)
         reason = "truncated or corrupt" if zipfile.is_zipfile(io.BytesIO(data)) or data[:2] == b"PK" else "not a PyTorch checkpoint"
         raise CheckpointError(f"{source}: cannot read checkpoint ({reason}): {err}") from err
+    if isinstance(obj, Mapping) and "model" not in obj and obj and all(isinstance(v, torch.Tensor) for v in obj.values()):
+        return dict(obj)  # a bare state dict (SAM 1's layout)
     if not isinstance(obj, Mapping) or "model" not in obj:
         keys = list(obj)[:5] if isinstance(obj, Mapping) else type(obj).__name__
-        raise CheckpointError(f"{source}: not a SAM 2 checkpoint (expected a dict with a 'model' state dict, got {keys})")
+        raise CheckpointError(f"{source}: not a SAM checkpoint (expected a dict with a 'model' state dict, or a bare state dict of tensors, got {keys})")
     state = obj["model"]
     if not isinstance(state, Mapping) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise CheckpointError(f"{source}: 'model' is not a state dict of tensors")

@@ -7,10 +7,10 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from .modeling.sam2 import ImageFeatures, SAM2Model
-from .transforms import as_rgb_array, box_to_points, image_to_input, to_model_coords
+from .sam1.model import SAM1Model
+from .transforms import as_rgb_array, box_to_points
 
 
 @dataclass
@@ -32,9 +32,9 @@ class ImagePrediction:
 
 
 class ImagePredictor:
-    """SAM 2 on still images. Prompts are in pixels of the original image."""
+    """SAM 2 (or SAM 1) on still images. Prompts are in pixels of the original image."""
 
-    def __init__(self, model: SAM2Model, mask_threshold: float = 0.0):
+    def __init__(self, model: SAM2Model | SAM1Model, mask_threshold: float = 0.0):
         self.model = model
         self.mask_threshold = mask_threshold
         self._features: ImageFeatures | None = None
@@ -52,9 +52,9 @@ class ImagePredictor:
             raise ValueError("set_images needs at least one image")
         arrays = [as_rgb_array(im) for im in images]
         size = self.model.image_size
-        batch = torch.cat([image_to_input(a, size, self.model.device) for a in arrays])
+        batch = torch.cat([self.model.image_convention.image_to_input(a, size, self.model.device) for a in arrays])
         feats = self.model.encode_image(batch)
-        if self.model.cfg.tracking.directly_add_no_mem_embed:
+        if isinstance(self.model, SAM2Model) and self.model.cfg.tracking.directly_add_no_mem_embed:
             feats.levels[-1] = self.model.add_no_memory(feats.levels[-1])
         self._features = feats
         self._sizes = [(a.shape[0], a.shape[1]) for a in arrays]
@@ -109,7 +109,7 @@ class ImagePredictor:
                 f"point_coords {tuple(coords.shape)} and point_labels {tuple(labels.shape)} do not match: "
                 "expected N x 2 and N, or B x N x 2 and B x N"
             )
-        return to_model_coords(coords, orig_hw, self.model.image_size), labels, batched
+        return self.model.image_convention.to_model_coords(coords, orig_hw, self.model.image_size), labels, batched
 
     def _boxes_input(self, box, orig_hw: tuple[int, int]) -> tuple[torch.Tensor | None, bool]:
         """B x 4 model-frame boxes (or None), and whether B was given."""
@@ -118,7 +118,7 @@ class ImagePredictor:
         boxes = torch.as_tensor(np.asarray(box), dtype=torch.float32, device=self.model.device)
         if boxes.shape[-1:] != (4,) or boxes.ndim > 2:
             raise ValueError(f"box has shape {tuple(boxes.shape)}: expected 4 or B x 4 (x1, y1, x2, y2 pixels)")
-        corners = to_model_coords(boxes.reshape(-1, 2), orig_hw, self.model.image_size)
+        corners = self.model.image_convention.to_model_coords(boxes.reshape(-1, 2), orig_hw, self.model.image_size)
         return corners.reshape(-1, 4), boxes.ndim == 2
 
     def _masks_input(self, mask_input) -> tuple[torch.Tensor | None, bool]:
@@ -154,6 +154,8 @@ class ImagePredictor:
         """
         feats = self.features
         orig_hw = self._image_size(image_index)
+        size = self.model.image_size
+        convention = self.model.image_convention
         coords, labels = point_coords, point_labels
         if (coords is None) != (labels is None):
             raise ValueError("point_coords and point_labels must be given together")
@@ -182,8 +184,8 @@ class ImagePredictor:
             repeat_image=n > 1,
         )
         low = out.masks.float()
-        masks = F.interpolate(low, size=orig_hw, mode="bilinear", align_corners=False)
-        low = low.clamp(-32.0, 32.0)
+        masks = convention.masks_to_image(low, orig_hw, size)
+        low = convention.clamp_low_res(low)
         if not return_logits:
             masks = masks > self.mask_threshold
         return ImagePrediction(masks, out.iou.float(), low, out.object_score_logits.float())

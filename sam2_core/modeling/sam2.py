@@ -15,6 +15,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..config import ModelConfig
+from ..transforms import SAM2_IMAGE_CONVENTION
 from .common import MLP, sine_encoding_1d
 from .image_encoder import ImageEncoder
 from .mask_decoder import MaskDecoder
@@ -78,6 +79,8 @@ class HeadsOutput:
 
 class SAM2Model(nn.Module):
     """SAM 2 / SAM 2.1. Submodule and parameter names are those of the official checkpoints."""
+
+    image_convention = SAM2_IMAGE_CONVENTION
 
     def __init__(self, cfg: ModelConfig):
         super().__init__()
