@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import pickle
 import zipfile
 from collections.abc import Mapping
 
@@ -50,8 +51,16 @@ def read_state_dict(data: bytes, source: str = "<bytes>") -> dict[str, torch.Ten
     try:
         obj = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
     except Exception as err:  # torch.load raises many types on foreign bytes (even IndexError)
-        reason = "truncated or corrupt" if zipfile.is_zipfile(io.BytesIO(data)) or data[:2] == b"PK" else "not a PyTorch checkpoint"
-        raise CheckpointError(f"{source}: cannot read checkpoint ({reason}): {err}") from err
+        # torch's own message is left out: for foreign bytes it advises weights_only=False,
+        # which would run whatever code the file holds.
+        if not (zipfile.is_zipfile(io.BytesIO(data)) or data[:2] == b"PK"):
+            raise CheckpointError(f"{source} is not a PyTorch checkpoint (of tensors and plain values)") from None
+        if isinstance(err, pickle.UnpicklingError):
+            raise CheckpointError(
+                f"{source}: refused, it holds Python objects other than tensors and plain values "
+                "(only weights are loaded from checkpoints)"
+            ) from None
+        raise CheckpointError(f"{source}: cannot read checkpoint (truncated or corrupt PyTorch file)") from None
     if not isinstance(obj, Mapping) or "model" not in obj:
         keys = list(obj)[:5] if isinstance(obj, Mapping) else type(obj).__name__
         raise CheckpointError(f"{source}: not a SAM 2 checkpoint (expected a dict with a 'model' state dict, got {keys})")
