@@ -257,7 +257,7 @@ def cluster_elsewhere(tmp_path_factory):
     before = os.getcwd()
     os.chdir(folder)
     try:
-        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+        ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
     finally:
         os.chdir(before)
     yield ray.get_runtime_context().gcs_address, folder

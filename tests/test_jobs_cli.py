@@ -22,7 +22,6 @@ from labeling_helpers import (
     write_jsonl,
 )
 
-from jobs import submit
 from jobs.__main__ import main
 from pipeline.sink import read_masks
 from pipeline.storage import credential_fields
