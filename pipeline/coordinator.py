@@ -299,6 +299,12 @@ def _run_claimed(
                 summary["units_done"] = len(scheduler.results)
                 _finish(store, units, summary, scheduler.failures, started, best_effort=True)
                 raise
+            except KeyboardInterrupt:  # Ctrl-C: record how far the run got, then stop
+                summary.update(status="interrupted", interrupted=True, units_done=len(scheduler.results))
+                summary["frames"] = sum(r["frames"] for r in scheduler.results)
+                summary["rows"] = sum(r["rows"] for r in scheduler.results)
+                _finish(store, summary, scheduler.failures, started, best_effort=True)
+                raise
             summary["units_done"] = len(results)
             summary["frames"] = sum(r["frames"] for r in results)
             summary["rows"] = sum(r["rows"] for r in results)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import pickle
 import zipfile
 from collections.abc import Mapping
 
@@ -54,8 +55,16 @@ def read_state_dict(data: bytes, source: str = "<bytes>") -> dict[str, torch.Ten
     try:
         obj = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
     except Exception as err:  # torch.load raises many types on foreign bytes (even IndexError)
-        reason = "truncated or corrupt" if zipfile.is_zipfile(io.BytesIO(data)) or data[:2] == b"PK" else "not a PyTorch checkpoint"
-        raise CheckpointError(f"{source}: cannot read checkpoint ({reason}): {err}") from err
+        # torch's own message is left out: for foreign bytes it advises weights_only=False,
+        # which would run whatever code the file holds.
+        if not (zipfile.is_zipfile(io.BytesIO(data)) or data[:2] == b"PK"):
+            raise CheckpointError(f"{source} is not a PyTorch checkpoint (of tensors and plain values)") from None
+        if isinstance(err, pickle.UnpicklingError):
+            raise CheckpointError(
+                f"{source}: refused, it holds Python objects other than tensors and plain values "
+                "(only weights are loaded from checkpoints)"
+            ) from None
+        raise CheckpointError(f"{source}: cannot read checkpoint (truncated or corrupt PyTorch file)") from None
     if isinstance(obj, Mapping) and "model" not in obj and obj and all(isinstance(v, torch.Tensor) for v in obj.values()):
         return dict(obj)  # a bare state dict (SAM 1's layout)
     if not isinstance(obj, Mapping) or "model" not in obj:
