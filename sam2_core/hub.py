@@ -87,7 +87,9 @@ class OfficialCheckpoint:
         return (base_url or DEFAULT_BASE_URL).rstrip("/") + "/" + self.path
 
 
-def _entry(version: str, release: str, variant: str, short: str, sha256: str, size: int | None) -> OfficialCheckpoint:
+def _entry(
+    version: str, release: str, variant: str, short: str, sha256: str, size: int | None
+) -> OfficialCheckpoint:
     name = f"{version}_hiera_{variant}"
     return OfficialCheckpoint(
         name=name,
@@ -100,6 +102,7 @@ def _entry(version: str, release: str, variant: str, short: str, sha256: str, si
     )
 
 
+# fmt: off
 OFFICIAL_CHECKPOINTS: dict[str, OfficialCheckpoint] = {
     c.name: c
     for c in (
@@ -115,6 +118,7 @@ OFFICIAL_CHECKPOINTS: dict[str, OfficialCheckpoint] = {
         _entry("sam2.1", "092824", "large", "l", "2647878d5dfa5098f2f8649825738a9345572bae2d4350a2468587ece47dd318", 898_083_611),
     )
 }
+# fmt: on
 
 
 def official_checkpoint(name: str) -> OfficialCheckpoint:
@@ -122,7 +126,9 @@ def official_checkpoint(name: str) -> OfficialCheckpoint:
     try:
         return OFFICIAL_CHECKPOINTS[name]
     except KeyError:
-        raise KeyError(f"unknown model {name!r}; official names: {', '.join(sorted(OFFICIAL_CHECKPOINTS))}") from None
+        raise KeyError(
+            f"unknown model {name!r}; official names: {', '.join(sorted(OFFICIAL_CHECKPOINTS))}"
+        ) from None
 
 
 # ---------------------------------------------------------------------------
@@ -145,7 +151,9 @@ def sha256_bytes(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def copy_hashed(src: BinaryIO, dst: BinaryIO | None = None, on_chunk: Callable[[int], None] | None = None) -> tuple[str, int]:
+def copy_hashed(
+    src: BinaryIO, dst: BinaryIO | None = None, on_chunk: Callable[[int], None] | None = None
+) -> tuple[str, int]:
     """Stream ``src`` to its end (into ``dst`` when given) while hashing it; (SHA-256 hex, bytes).
 
     ``on_chunk(n)`` is called after each chunk of ``n`` bytes (progress bars, byte counts).
@@ -270,11 +278,20 @@ def _download(url: str, out: BinaryIO, timeout: float) -> tuple[str, int]:
     with response:
         length = response.headers.get("Content-Length")
         total = int(length) if length and length.isdigit() else None
-        with tqdm(total=total, unit="B", unit_scale=True, desc=url.rsplit("/", 1)[-1], file=sys.stderr, disable=None) as bar:
+        with tqdm(
+            total=total,
+            unit="B",
+            unit_scale=True,
+            desc=url.rsplit("/", 1)[-1],
+            file=sys.stderr,
+            disable=None,
+        ) as bar:
             try:
                 digest, size = copy_hashed(response, out, count)
             except (http.client.HTTPException, OSError) as err:
-                raise FetchError(f"download of {url} broke off after {received} bytes: {type(err).__name__}: {err}") from err
+                raise FetchError(
+                    f"download of {url} broke off after {received} bytes: {type(err).__name__}: {err}"
+                ) from err
     if total is not None and size != total:
         raise FetchError(f"download of {url} is truncated: got {size} of {total} bytes")
     return digest, size
@@ -315,15 +332,22 @@ def fetch_official(
         with fs.open(path, "rb") as f:
             digest, size = copy_hashed(f)
         if expected is not None and digest == expected:
-            log(f"{entry.name}: verified copy already at {target} (sha256 {digest}); nothing downloaded")
+            log(
+                f"{entry.name}: verified copy already at {target} (sha256 {digest}); nothing downloaded"
+            )
             return FetchResult(target, digest, size, verified=True, downloaded=False)
         if expected is None:
             message = f"{entry.name}: existing copy at {target} has sha256 {digest} ({size} bytes): not verified: no known checksum"
             if not allow_unverified:
-                raise UnverifiedError(message + " (pass --allow-unverified to accept it, --sha256 HEX to check it, or --force to download again)")
+                raise UnverifiedError(
+                    message
+                    + " (pass --allow-unverified to accept it, --sha256 HEX to check it, or --force to download again)"
+                )
             log(message)
             return FetchResult(target, digest, size, verified=False, downloaded=False)
-        log(f"{entry.name}: existing copy at {target} does not match (sha256 {digest}); downloading again")
+        log(
+            f"{entry.name}: existing copy at {target} does not match (sha256 {digest}); downloading again"
+        )
 
     url = entry.url(base_url or base_url_default())
     local = isinstance(fs, LocalFileSystem)
@@ -337,12 +361,19 @@ def fetch_official(
         with os.fdopen(fd, "wb") as out:
             log(f"{entry.name}: downloading {url}")
             digest, size = _download(url, out, timeout)
-        size_note = f"{size} bytes" + (f", the official file has {entry.size}" if entry.size is not None and size != entry.size else "")
+        size_note = f"{size} bytes" + (
+            f", the official file has {entry.size}"
+            if entry.size is not None and size != entry.size
+            else ""
+        )
         if expected is None:
-            message = f"{entry.name}: sha256 {digest} ({size_note}): not verified: no known checksum"
+            message = (
+                f"{entry.name}: sha256 {digest} ({size_note}): not verified: no known checksum"
+            )
             if not allow_unverified:
                 raise UnverifiedError(
-                    message + f"; nothing was written to {target} (pass --allow-unverified to keep it anyway, "
+                    message
+                    + f"; nothing was written to {target} (pass --allow-unverified to keep it anyway, "
                     "or --sha256 HEX with a value you trust)"
                 )
             log(message)
@@ -358,9 +389,13 @@ def fetch_official(
             fs.invalidate_cache()
             stored = fs.size(path)
             if stored != size:
-                raise FetchError(f"{target}: stored size {stored} differs from the {size} bytes uploaded")
+                raise FetchError(
+                    f"{target}: stored size {stored} differs from the {size} bytes uploaded"
+                )
     except OSError as err:
-        raise FetchError(f"{entry.name}: could not write {target}: {type(err).__name__}: {err}") from err
+        raise FetchError(
+            f"{entry.name}: could not write {target}: {type(err).__name__}: {err}"
+        ) from err
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)
@@ -399,7 +434,9 @@ def checkpoint_sha256(uri: str, storage_options: dict | None = None) -> str:
     entry = OFFICIAL_CHECKPOINTS.get(uri)
     if entry is not None:
         if entry.sha256 is None:
-            raise ValueError(f"checkpoint {uri}: no known SHA-256; fetch it with `jobs fetch-checkpoint` and pass its path")
+            raise ValueError(
+                f"checkpoint {uri}: no known SHA-256; fetch it with `jobs fetch-checkpoint` and pass its path"
+            )
         return entry.sha256
     return sha256_file(uri, storage_options, what="checkpoint")
 
@@ -414,7 +451,9 @@ def _checked(uri: str, data: bytes, expected: str | None) -> CheckpointBytes:
     return CheckpointBytes(uri, digest, data)
 
 
-def _cached(target: Path, expected: str, uri: str, log: Callable[[str], None]) -> CheckpointBytes | None:
+def _cached(
+    target: Path, expected: str, uri: str, log: Callable[[str], None]
+) -> CheckpointBytes | None:
     """The cached copy at ``target`` if its bytes match ``expected``; None (logged) otherwise."""
     try:
         data = target.read_bytes()
@@ -423,7 +462,9 @@ def _cached(target: Path, expected: str, uri: str, log: Callable[[str], None]) -
     digest = sha256_bytes(data)
     if digest == expected.lower():
         return CheckpointBytes(uri, digest, data)
-    log(f"checkpoint {uri}: cached copy {target} has sha256 {short(digest)}..., not {short(expected)}...; fetching it again")
+    log(
+        f"checkpoint {uri}: cached copy {target} has sha256 {short(digest)}..., not {short(expected)}...; fetching it again"
+    )
     return None
 
 
@@ -464,7 +505,9 @@ def read_checkpoint(
         target = cache_dir(cache) / entry.filename
         if expected is not None and (found := _cached(target, expected, uri, log)) is not None:
             return found
-        fetch_official(entry, str(target), base_url=base_url, expected_sha256=expected, force=True, log=log)
+        fetch_official(
+            entry, str(target), base_url=base_url, expected_sha256=expected, force=True, log=log
+        )
         return _checked(uri, read_bytes(str(target), what="checkpoint"), expected)
     if is_local_uri(uri) or sha256 is None:
         return _checked(uri, read_bytes(uri, storage_options, what="checkpoint"), sha256)
