@@ -25,7 +25,6 @@ the run itself cannot proceed.
 
 from __future__ import annotations
 
-import hashlib
 import heapq
 import itertools
 import json
@@ -44,9 +43,10 @@ from pipeline.plan import Unit, conflicting_jobs, plan_units, why_other_labeling
 from pipeline.progress import Progress
 from pipeline.retry import RetryPolicy, UnitTimeoutError, classify, describe, root_cause
 from pipeline.sink import OutputStore
-from pipeline.storage import has_protocol, url_to_fs
+from pipeline.storage import has_protocol
 from pipeline.video import video_identities
 from pipeline.worker import Fault, LabelWorker, WorkerConfig
+from sam2_core import hub
 
 EXIT_OK, EXIT_FATAL, EXIT_PARTIAL = 0, 1, 2
 
@@ -107,18 +107,6 @@ def new_run_id() -> str:
     return datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ") + "-" + uuid.uuid4().hex[:6]
 
 
-def sha256_of(uri: str, storage_options: dict | None = None) -> str:
-    """sha256 hex digest of a local file or fsspec URL (streamed)."""
-    fs, path = url_to_fs(uri, storage_options)
-    if not fs.exists(path) or fs.isdir(path):
-        raise FileNotFoundError(f"file not found: {uri}")
-    sha = hashlib.sha256()
-    with fs.open(path, "rb") as f:
-        while chunk := f.read(8 << 20):
-            sha.update(chunk)
-    return sha.hexdigest()
-
-
 def describe_model(model: str, storage_options: dict | None = None) -> tuple[str, str]:
     """(label, identity) of a model argument: an official name is its own identity; a config
     file is named by its last two path parts and identified by its content hash."""
@@ -128,7 +116,7 @@ def describe_model(model: str, storage_options: dict | None = None) -> tuple[str
     if not looks_like_file:
         return model, model
     try:
-        digest = sha256_of(model, storage_options)
+        digest = hub.sha256_file(model, storage_options, what="model config")
     except FileNotFoundError as err:
         raise RunFatalError(f"model config not found: {model}") from err
     label = "/".join(model.rstrip("/").split("/")[-2:])
@@ -193,7 +181,7 @@ def run_labeling(config: RunConfig) -> RunResult:
     digest = None
     if config.checkpoint is not None:
         try:
-            digest = sha256_of(config.checkpoint, so)
+            digest = hub.checkpoint_sha256(config.checkpoint, so)
         except OSError as err:
             raise RunFatalError(f"cannot read checkpoint {config.checkpoint}: {err}") from err
     model_name = f"{label}@{digest[:12] if digest else 'random-init'}"

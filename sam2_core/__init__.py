@@ -1,11 +1,12 @@
 """Our own PyTorch implementation of SAM 2 and SAM 2.1 (and SAM 1, in ``sam2_core.sam1``).
 
 Loads the official checkpoints unchanged and computes what the official code
-computes. No Ray and no storage I/O here beyond reading a checkpoint or config.
+computes. No Ray and no storage I/O here beyond reading checkpoints and configs, all
+through :mod:`sam2_core.hub`.
 """
 
 from .build import build_meta, build_model, resolve_config
-from .checkpoint import CheckpointError, file_digest, load_checkpoint
+from .checkpoint import CheckpointError, load_checkpoint
 from .config import OFFICIAL_MODELS, ConfigError, ModelConfig, official_config
 from .modeling.sam2 import SAM2Model
 from .sam1 import SAM1Model, build_sam1, build_sam1_meta
@@ -21,7 +22,6 @@ __all__ = [
     "build_model",
     "build_sam1",
     "build_sam1_meta",
-    "file_digest",
     "load_checkpoint",
     "official_config",
     "resolve_config",

@@ -4,12 +4,12 @@ SAM 1's bare ``torch.save(state_dict)``.
 A checkpoint is refused, with a message listing the offending tensors, when
 any tensor is missing, unexpected or of the wrong shape; files that are not
 SAM 2 checkpoints or are truncated are refused too. Loading never unpickles
-arbitrary objects (``weights_only=True``).
+arbitrary objects (``weights_only=True``). Bytes come from :mod:`sam2_core.hub`
+and are parsed as they are, never read a second time.
 """
 
 from __future__ import annotations
 
-import hashlib
 import io
 import pickle
 import zipfile
@@ -18,33 +18,11 @@ from collections.abc import Mapping
 import torch
 from torch import nn
 
+from .hub import CheckpointBytes, read_checkpoint
+
 
 class CheckpointError(ValueError):
     """A file that cannot be loaded as the requested SAM 2 checkpoint."""
-
-
-def _open(uri: str, storage_options: dict | None):
-    import fsspec
-
-    fs, path = fsspec.core.url_to_fs(uri, **(storage_options or {}))
-    if not fs.exists(path):
-        raise FileNotFoundError(f"checkpoint not found: {uri}")
-    return fs.open(path, "rb")
-
-
-def read_bytes(uri: str, storage_options: dict | None = None) -> bytes:
-    """The raw bytes of a checkpoint at a local path or any fsspec URL."""
-    with _open(uri, storage_options) as f:
-        return f.read()
-
-
-def file_digest(uri: str, storage_options: dict | None = None) -> str:
-    """SHA-256 (hex) of a file at a local path or fsspec URL."""
-    h = hashlib.sha256()
-    with _open(uri, storage_options) as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def read_state_dict(data: bytes, source: str = "<bytes>") -> dict[str, torch.Tensor]:
@@ -103,6 +81,13 @@ def load_state_dict_strict(model: nn.Module, state: Mapping[str, torch.Tensor], 
     model.load_state_dict(state, strict=True)
 
 
-def load_checkpoint(model: nn.Module, uri: str, storage_options: dict | None = None) -> None:
-    """Load an official checkpoint from a local path or fsspec URL into ``model``, strictly."""
-    load_state_dict_strict(model, read_state_dict(read_bytes(uri, storage_options), uri), uri)
+def load_checkpoint(model: nn.Module, checkpoint: str | CheckpointBytes, storage_options: dict | None = None) -> None:
+    """Load an official-format checkpoint into ``model``, strictly.
+
+    ``checkpoint``: an official name, a local path or fsspec URL (read through
+    :func:`sam2_core.hub.read_checkpoint`), or bytes already read and checked by it.
+    """
+    if not isinstance(checkpoint, CheckpointBytes):
+        checkpoint = read_checkpoint(checkpoint, storage_options=storage_options)
+    state = read_state_dict(checkpoint.data, checkpoint.uri)
+    load_state_dict_strict(model, state, checkpoint.uri)

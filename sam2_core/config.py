@@ -13,6 +13,8 @@ import json
 from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
+from .hub import OFFICIAL_CHECKPOINTS, official_checkpoint
+
 
 @dataclass(frozen=True)
 class TrunkConfig:
@@ -413,22 +415,13 @@ _SAM21_EXTRA = dict(
     use_signed_tpos_enc_to_obj_ptrs=True,
 )
 
-OFFICIAL_CONFIG_FILES = {
-    f"{version}_hiera_{size}": f"configs/{version}/{version}_hiera_{short}.yaml"
-    for version in ("sam2", "sam2.1")
-    for size, short in (("tiny", "t"), ("small", "s"), ("base_plus", "b+"), ("large", "l"))
-}
+OFFICIAL_CONFIG_FILES = {name: entry.config_file for name, entry in OFFICIAL_CHECKPOINTS.items()}
 
 
 def official_tree(name: str) -> dict:
     """The official config tree (``model`` node) of a named model, as plain data."""
-    try:
-        version, size = name.split("_hiera_")
-        trunk = _TRUNKS[size]
-    except (ValueError, KeyError):
-        raise KeyError(f"unknown model {name!r}; official names: {', '.join(sorted(OFFICIAL_CONFIG_FILES))}") from None
-    if version not in ("sam2", "sam2.1"):
-        raise KeyError(f"unknown model {name!r}; official names: {', '.join(sorted(OFFICIAL_CONFIG_FILES))}")
+    entry = official_checkpoint(name)
+    version, trunk = entry.version, _TRUNKS[entry.variant]
     channels = [trunk["embed_dim"] * m for m in (8, 4, 2, 1)]
     tree = {
         "image_encoder": {

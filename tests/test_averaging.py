@@ -9,7 +9,8 @@ import torch
 from training_helpers import tiny_tree
 
 from jobs.__main__ import main as jobs_main
-from sam2_core.checkpoint import CheckpointError, file_digest, read_bytes, read_state_dict
+from sam2_core.checkpoint import CheckpointError, read_state_dict
+from sam2_core.hub import read_bytes, sha256_file
 from sam2_core.training import average_state_dicts, build_for_training
 
 
@@ -62,7 +63,7 @@ def test_command_writes_a_strictly_loading_average_with_its_record(tmp_path, cap
     assert all(torch.allclose(averaged[k], (a[k] + b[k]) / 2) for k in a if a[k].is_floating_point())
     build_for_training(str(out / "config.json"), str(out / "model.pt"))
     record = json.loads((out / "config.json").read_text())["training"]
-    assert [r["sha256"] for r in record["averaged"]] == [file_digest(p) for p in paths]
+    assert [r["sha256"] for r in record["averaged"]] == [sha256_file(p) for p in paths]
 
     assert jobs_main(["average-checkpoints", paths[0], "--output", str(tmp_path / "one")]) == 1
     assert "at least two" in capsys.readouterr().err

@@ -16,7 +16,8 @@ from training_helpers import tiny_tree
 
 import sam2_core
 from jobs.__main__ import main as jobs_main
-from sam2_core.checkpoint import read_bytes, read_state_dict
+from sam2_core.checkpoint import read_state_dict
+from sam2_core.hub import read_bytes
 from sam2_core.synthetic import SyntheticConfig
 from sam2_core.training import (
     CONFIG_FILE,
