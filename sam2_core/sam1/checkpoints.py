@@ -1,7 +1,7 @@
 """The three official SAM 1 checkpoints: where Meta publishes them and their SHA-256.
 
-Plain data, the same shape as :mod:`sam2_core.official_checkpoints` (the lead wires it into the
-hub). Each file is a bare state dict (``torch.save(model.state_dict())``), not ``{"model": ...}``.
+Plain data beside the SAM 1 builder (not yet served by :mod:`sam2_core.hub` or
+``jobs fetch-checkpoint``). Each file is a bare state dict (``torch.save(model.state_dict())``), not ``{"model": ...}``.
 
 Where the values come from
 --------------------------
