@@ -7,11 +7,19 @@ object's mask on every frame by IoU. Videos are the demo model's held-out synthe
 model unless ``--model``/``--checkpoint`` name another.
 
     python -m benchmarks.bench_dtype --seeds 0,1,2,3 --json out.json
+
+With ``--case DIR`` (a recorded reference case directory such as ``../shared/sam2_reference/mini_a``)
+it instead replays the recorded video cases under bfloat16 autocast with each model part alone in
+reduced precision (``sam2_core.modeling.precision``), with the default policy and with every part,
+and compares each output mask with the recorded float32 one (IoU; presence flips).
+
+    python -m benchmarks.bench_dtype --case ../shared/sam2_reference/mini_a --json out.json
 """
 
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -50,6 +58,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--checkpoint", default=None, help="checkpoint for --model")
     p.add_argument("--seeds", type=seed_list, default=[0, 1, 2, 3], help="synthetic video seeds, 0..999 (default 0,1,2,3)")
     p.add_argument("--device", default="cpu", help="torch device (default cpu)")
+    p.add_argument("--case", default=None, help="recorded reference case directory: measure bfloat16 per model part there")
+    p.add_argument("--cases", default="video,long", help="with --case: which recorded cases (default video,long)")
     add_common_arguments(p)
     args = p.parse_args(argv)
     if args.checkpoint and not args.model:
@@ -76,7 +86,64 @@ def _iou(a: np.ndarray, b: np.ndarray) -> float:
     return 1.0 if union == 0 else float(np.logical_and(a, b).sum() / union)
 
 
+ABSENT_LOGIT = -1024.0
+
+
+def case_agreement(case_dir: str | Path, case: str, model, options) -> dict:
+    """Replay ``case`` (``video`` or ``long``) of a recorded case directory with ``options`` and
+    compare every output mask with the recorded float32 one: mean and min IoU of the masks
+    (logits > 0) and presence flips (an object absent, every logit at -1024, in one only)."""
+    from sam2_core.parity_video import replay_case
+
+    case_dir = Path(case_dir)
+    reference = np.load(case_dir / f"{case}_case.npz")
+    ours = replay_case(case_dir / f"{case}_case.npz", case_dir / f"{case}_steps.json", model, options)
+    ious, flips = [], 0
+    for key, logits in ours.items():
+        ref = reference[key]
+        flips += int(bool((logits <= ABSENT_LOGIT).all()) != bool((ref <= ABSENT_LOGIT).all()))
+        ious.append(_iou(logits > 0, ref > 0))
+    return {"masks": len(ious), "mean_iou": float(np.mean(ious)), "min_iou": float(np.min(ious)), "presence_flips": flips}
+
+
+def run_parts(args: argparse.Namespace) -> dict:
+    """Per model part: bfloat16 autocast confined to that part, on the recorded cases."""
+    from sam2_core.modeling.precision import AUTOCAST_PARTS, autocast_parts, set_autocast_parts
+    from sam2_core.parity import load_case_model
+    from sam2_core.tracker import TrackerOptions
+
+    env = environment()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    model = load_case_model(args.case).to(args.device)
+    default = sorted(autocast_parts(model))
+    policies = {"float32 (no autocast)": None, f"default policy ({', '.join(default) or 'none'})": default}
+    policies.update({f"{part} alone": [part] for part in AUTOCAST_PARTS})
+    policies["every part"] = list(AUTOCAST_PARTS)
+    figures: dict[str, dict] = {}
+    for name, parts in policies.items():
+        options = TrackerOptions() if parts is None else TrackerOptions(autocast_dtype=torch.bfloat16)
+        set_autocast_parts(model, default if parts is None else parts)
+        figures[name] = {case: case_agreement(args.case, case, model, options) for case in args.cases.split(",")}
+        figures[name + " + bf16 memories"] = {
+            case: case_agreement(args.case, case, model, TrackerOptions(memory_dtype=torch.bfloat16, autocast_dtype=None if parts is None else torch.bfloat16))
+            for case in args.cases.split(",")
+        }
+    set_autocast_parts(model, default)
+    settings = {
+        "case_dir": str(args.case),
+        "cases": args.cases.split(","),
+        "device": args.device,
+        "reference": "the recorded float32 outputs of the official code (our float32 replay matches them, 0 sign flips)",
+        "autocast": "torch.bfloat16 on the given parts only; the others float32 islands",
+        "iou": "per output mask (object, frame, step), masks = logits > 0",
+    }
+    return report("bench_dtype_parts", settings, {"policies": figures}, env)
+
+
 def run(args: argparse.Namespace) -> dict:
+    if args.case:
+        return run_parts(args)
     from pipeline.synthetic_io import entry_prompts, manifest_entry
     from sam2_core import build_model
     from sam2_core.demo_model import DEMO_CHECKPOINT_PATH, DEMO_SYNTHETIC_CONFIG, build_demo_model
@@ -123,6 +190,14 @@ def run(args: argparse.Namespace) -> dict:
 
 
 def print_report(doc: dict) -> None:
+    if "policies" in doc["figures"]:
+        rows = [
+            [name, case, f["masks"], f"{f['mean_iou']:.4f}", f"{f['min_iou']:.3f}", f["presence_flips"]]
+            for name, cases in doc["figures"]["policies"].items()
+            for case, f in cases.items()
+        ]
+        print_table(["bfloat16 in", "case", "masks", "mean IoU", "min IoU", "presence flips"], rows, title="bfloat16 autocast by model part, against the recorded float32 outputs")
+        return
     rows = [
         [name, f["object_frames"], f"{f['mean_iou']:.4f}", f"{f['min_iou']:.3f}", f["below_0_99"]]
         for name, f in doc["figures"]["options"].items()

@@ -251,6 +251,28 @@ def test_dockerfile_installs_pinned_torch_first_then_locked_deps_then_the_projec
         assert any(a.split()[0] == package and i < project_steps[0] for i, a in copies.items()), package
 
 
+def _apt_packages(steps: list[tuple[str, str]]) -> set[str]:
+    """Every package named by an ``apt-get install`` in the Dockerfile's RUN steps."""
+    packages: set[str] = set()
+    for keyword, args in steps:
+        if keyword != "RUN":
+            continue
+        for command in re.split(r"&&|;", args):
+            if command.strip().startswith("apt-get install"):
+                packages.update(w for w in shlex.split(command)[2:] if not w.startswith("-"))
+    return packages
+
+
+def test_dockerfile_has_the_c_compiler_and_python_headers_that_torch_compile_needs():
+    """Triton (torch.compile on CUDA) compiles a C launcher per kernel against Python.h: the
+    image needs a C compiler, libc headers and the venv's Python headers."""
+    steps = _dockerfile_instructions()
+    packages = _apt_packages(steps)
+    assert {"gcc", "libc6-dev"} <= packages or "build-essential" in packages, sorted(packages)
+    (venv,) = [m.group(1) for _, a in steps if (m := re.search(r"\b(python3\.\d+) -m venv", a))]
+    assert f"{venv}-dev" in packages, f"{venv}-dev (Python.h for the venv's {venv}) missing from {sorted(packages)}"
+
+
 def test_dockerfile_entrypoint_is_python_m_jobs():
     steps = _dockerfile_instructions()
     (entrypoint,) = [a for k, a in steps if k == "ENTRYPOINT"]

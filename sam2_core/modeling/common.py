@@ -124,5 +124,15 @@ def sine_encoding_1d(positions: torch.Tensor, dim: int, temperature: float = 100
 
 
 def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None = None, dropout_p: float = 0.0) -> torch.Tensor:
-    """Scaled dot-product attention on B x heads x L x d tensors; ``mask`` is True where keys count."""
+    """Scaled dot-product attention on B x heads x L x d tensors; ``mask`` (broadcastable to
+    B x heads x Lq x Lk) is True where keys count, None when every key does.
+
+    The inputs are arranged so that CUDA's fused kernels (flash, memory-efficient) accept them
+    rather than falling back to the math kernel, which materialises the Lq x Lk score matrix:
+    q, k, v contiguous (an expanded query has batch stride 0), and a boolean mask given as an
+    additive mask of the query's dtype (0 where keys count, -inf elsewhere: the same result).
+    """
+    q, k, v = q.contiguous(), k.contiguous(), v.contiguous()
+    if mask is not None and mask.dtype == torch.bool:
+        mask = torch.zeros(mask.shape, dtype=q.dtype, device=q.device).masked_fill_(~mask, float("-inf"))
     return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout_p)

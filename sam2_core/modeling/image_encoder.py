@@ -11,6 +11,7 @@ from torch import nn
 from ..config import NeckConfig, TrunkConfig
 from .common import PositionEmbeddingSine
 from .hiera import Hiera
+from .precision import float32_island
 
 
 class FpnNeck(nn.Module):
@@ -79,6 +80,7 @@ class ImageEncoder(nn.Module):
                 f"backbone_channel_list {list(neck_cfg.backbone_channel_list)}"
             )
 
+    @float32_island
     def forward(self, images: torch.Tensor) -> BackboneOutput:
         feats, pos = self.neck(self.trunk(images))
         if self.scalp > 0:

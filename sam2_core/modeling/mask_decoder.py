@@ -9,6 +9,7 @@ from torch import nn
 
 from ..config import DecoderConfig
 from .common import MLP, LayerNorm2d
+from .precision import float32_island
 from .transformer import TwoWayTransformer
 
 
@@ -55,6 +56,7 @@ class MaskDecoder(nn.Module):
         if cfg.pred_obj_scores:
             self.pred_obj_score_head = MLP(dim, dim, 1, 3) if cfg.pred_obj_scores_mlp else nn.Linear(dim, 1)
 
+    @float32_island
     def forward(
         self,
         image_embeddings: torch.Tensor,
@@ -80,6 +82,12 @@ class MaskDecoder(nn.Module):
         else:
             tokens = tokens[:, 0:1]
         return DecoderOutput(masks, iou, tokens, obj_logits)
+
+    @float32_island
+    def project_high_res(self, feat_s0: torch.Tensor, feat_s1: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The image encoder's two finer levels projected for the skip connections:
+        B x C x 4h x 4w -> B x C/8 x 4h x 4w and B x C x 2h x 2w -> B x C/4 x 2h x 2w."""
+        return self.conv_s0(feat_s0), self.conv_s1(feat_s1)
 
     def _predict(self, image, image_pe, sparse, dense, high_res_features, repeat_image):
         weights = [self.iou_token.weight, self.mask_tokens.weight]

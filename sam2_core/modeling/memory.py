@@ -9,6 +9,7 @@ from torch import nn
 
 from ..config import MemoryAttentionConfig, MemoryEncoderConfig
 from .common import LayerNorm2d, PositionEmbeddingSine
+from .precision import float32_island
 from .transformer import RoPEAttention
 
 
@@ -57,12 +58,15 @@ class MemoryAttentionLayer(nn.Module):
 class MemoryAttention(nn.Module):
     """Conditions the current frame's features on memory tokens (spatial memories + object pointers)."""
 
+    keep_float32 = False  # runs in reduced precision under autocast (sam2_core.modeling.precision)
+
     def __init__(self, cfg: MemoryAttentionConfig):
         super().__init__()
         self.cfg = cfg
         self.layers = nn.ModuleList(MemoryAttentionLayer(cfg) for _ in range(cfg.num_layers))
         self.norm = nn.LayerNorm(cfg.d_model)
 
+    @float32_island
     def forward(
         self,
         current: torch.Tensor,
@@ -146,6 +150,7 @@ class MemoryEncoder(nn.Module):
         self.position_encoding = PositionEmbeddingSine(cfg.num_pos_feats)
         self.out_proj = nn.Conv2d(cfg.in_dim, cfg.out_dim, kernel_size=1) if cfg.out_dim != cfg.in_dim else nn.Identity()
 
+    @float32_island
     def forward(self, pix_feat: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """pix_feat: B x C x h x w; mask: B x 1 x S x S (values fed as is). Returns (features, pos)."""
         x = self.pix_feat_proj(pix_feat) + self.mask_downsampler(mask)

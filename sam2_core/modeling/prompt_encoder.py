@@ -6,6 +6,7 @@ import torch
 from torch import nn
 
 from .common import LayerNorm2d
+from .precision import float32_island
 
 # Point labels understood by the encoder. Boxes enter as two points labelled
 # BOX_TOP_LEFT / BOX_BOTTOM_RIGHT; PAD marks a "not a point" placeholder.
@@ -19,6 +20,7 @@ class PositionEmbeddingRandom(nn.Module):
         super().__init__()
         self.register_buffer("positional_encoding_gaussian_matrix", torch.randn(2, num_pos_feats))
 
+    @float32_island
     def _encode(self, coords: torch.Tensor) -> torch.Tensor:
         """coords in [0, 1], ... x 2 -> ... x (2 * num_pos_feats)."""
         coords = (2 * coords - 1) @ self.positional_encoding_gaussian_matrix
@@ -104,6 +106,7 @@ class PromptEncoder(nn.Module):
             raise ValueError("a batch of prompts must either all hold a box or none (they would need different padding)")
         return bool(boxed.any())
 
+    @float32_island
     def forward(self, coords: torch.Tensor | None, labels: torch.Tensor | None, masks: torch.Tensor | None, batch_size: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """Returns (sparse B x N x C, dense B x C x h x w). ``masks`` are B x 1 x 4h x 4w logits."""
         if coords is not None:

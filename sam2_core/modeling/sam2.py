@@ -20,6 +20,7 @@ from .common import MLP, sine_encoding_1d
 from .image_encoder import ImageEncoder
 from .mask_decoder import MaskDecoder
 from .memory import MemoryAttention, MemoryEncoder
+from .precision import float32_island
 from .prompt_encoder import PAD, PromptEncoder
 
 NO_OBJECT_SCORE = -1024.0
@@ -135,8 +136,7 @@ class SAM2Model(nn.Module):
         out = self.image_encoder(images)
         levels = list(out.backbone_fpn)
         if self.cfg.decoder.use_high_res_features:
-            levels[0] = self.sam_mask_decoder.conv_s0(levels[0])
-            levels[1] = self.sam_mask_decoder.conv_s1(levels[1])
+            levels[0], levels[1] = self.sam_mask_decoder.project_high_res(levels[0], levels[1])
         return ImageFeatures(levels, list(out.vision_pos_enc))
 
     def add_no_memory(self, embedding: torch.Tensor) -> torch.Tensor:
@@ -192,9 +192,13 @@ class SAM2Model(nn.Module):
         # Upsampling is per channel: upsampling only the chosen mask gives the same numbers.
         high_res_mask = F.interpolate(low_res, size=(self.image_size, self.image_size), mode="bilinear", align_corners=False)
         token = tokens[rows, best] if tokens.shape[1] > 1 else tokens[:, 0]
-        obj_ptr = self.obj_ptr_proj(token)
+        obj_ptr = self._project_pointer(token)
         obj_ptr = self._gate_pointer(obj_ptr, present.float() if not self.cfg.tracking.soft_no_obj_ptr else obj_logits.sigmoid())
         return HeadsOutput(masks, ious, low_res, high_res_mask, ious[rows, best], obj_ptr, obj_logits)
+
+    @float32_island
+    def _project_pointer(self, token: torch.Tensor) -> torch.Tensor:
+        return self.obj_ptr_proj(token)
 
     def _gate_pointer(self, obj_ptr: torch.Tensor, appearing: torch.Tensor) -> torch.Tensor:
         """Replace the pointer of an absent object by the learned "no object" pointer."""
@@ -204,6 +208,7 @@ class SAM2Model(nn.Module):
             obj_ptr = appearing * obj_ptr
         return obj_ptr + (1 - appearing) * self.no_obj_ptr
 
+    @float32_island
     def mask_as_output(self, pix_feat: torch.Tensor, high_res: list[torch.Tensor], masks: torch.Tensor) -> HeadsOutput:
         """Take a B x 1 x S x S binary mask prompt as the prediction itself (SAM 2's rule for
         mask inputs); only the object pointer comes from the decoder."""
@@ -272,6 +277,7 @@ class SAM2Model(nn.Module):
             feats = feats + absent * self.no_obj_embed_spatial[..., None, None]
         return feats, pos
 
+    @float32_island
     def pointer_position_encoding(self, rel_pos: torch.Tensor, max_obj_ptrs: int) -> torch.Tensor:
         """Temporal encoding of object pointers at relative positions rel_pos (P,): P x mem_dim."""
         t = self.cfg.tracking

@@ -43,8 +43,8 @@ class Attention(nn.Module):
         return self.out_proj(self._merge(out))
 
 
-def axial_rope_frequencies(head_dim: int, width: int, height: int, theta: float, device: torch.device | None = None) -> torch.Tensor:
-    """Complex rotations for a width x height grid, row-major: (W*H) x (head_dim / 2).
+def axial_rope_angles(head_dim: int, width: int, height: int, theta: float, device: torch.device | None = None) -> torch.Tensor:
+    """Rotation angles for a width x height grid, row-major: (W*H) x (head_dim / 2).
 
     The first quarter of the head's channel pairs rotate with x, the second with y.
     """
@@ -53,14 +53,32 @@ def axial_rope_frequencies(head_dim: int, width: int, height: int, theta: float,
     idx = torch.arange(width * height, dtype=torch.float32, device=device)
     xs = idx % width
     ys = torch.div(idx, width, rounding_mode="floor")
-    angles = torch.cat([torch.outer(xs, inv), torch.outer(ys, inv)], dim=-1)
-    return torch.polar(torch.ones_like(angles), angles)
+    return torch.cat([torch.outer(xs, inv), torch.outer(ys, inv)], dim=-1)
 
 
-def rotate(x: torch.Tensor, freqs: torch.Tensor) -> torch.Tensor:
-    """Apply complex rotations to B x heads x L x d (pairs of channels); freqs is L x d/2."""
-    xc = torch.view_as_complex(x.float().reshape(*x.shape[:-1], -1, 2))
-    return torch.view_as_real(xc * freqs).flatten(-2).type_as(x)
+def axial_rope_frequencies(head_dim: int, width: int, height: int, theta: float, device: torch.device | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """(cos, sin) of the axial rotations of a width x height grid, each (W*H) x (head_dim / 2), float32.
+
+    Taken from ``torch.polar`` as the official code does (``torch.cos`` differs from it in the
+    last bit of some values), so that the rotations are bit-identical to the official ones.
+    RoPEAttention builds it once for its configured grid (buffers), outside the per-call arithmetic.
+    """
+    angles = axial_rope_angles(head_dim, width, height, theta, device)
+    rotations = torch.polar(torch.ones_like(angles), angles)
+    return rotations.real.contiguous(), rotations.imag.contiguous()
+
+
+def rotate(x: torch.Tensor, freqs: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+    """Rotate the channel pairs (2j, 2j+1) of B x heads x L x d by the angles whose (cos, sin)
+    are L x d/2; computed in float32, returned in x's dtype.
+
+    The same numbers as multiplying the pairs, read as complex numbers, by exp(i * angle), in
+    real arithmetic only, so that compilers (Inductor, ONNX) need no complex support.
+    """
+    cos, sin = freqs
+    pairs = x.float().unflatten(-1, (-1, 2))
+    re, im = pairs[..., 0], pairs[..., 1]
+    return torch.stack((re * cos - im * sin, re * sin + im * cos), dim=-1).flatten(-2).type_as(x)
 
 
 class RoPEAttention(Attention):
@@ -68,7 +86,8 @@ class RoPEAttention(Attention):
 
     With ``rope_k_repeat`` the keys may hold several frames of the query's grid, each
     rotated like the queries; the last ``num_k_exclude_rope`` keys (object pointers)
-    are not rotated.
+    are not rotated. The rotations of the ``feat_sizes`` grid are precomputed buffers
+    (not saved in checkpoints); another square grid gets its rotations computed per call.
     """
 
     def __init__(self, *args, rope_theta: float = 10000.0, rope_k_repeat: bool = False, feat_sizes: tuple[int, int] = (64, 64), **kwargs):
@@ -76,16 +95,18 @@ class RoPEAttention(Attention):
         self.rope_theta = rope_theta
         self.rope_k_repeat = rope_k_repeat
         self.feat_sizes = tuple(feat_sizes)
-        self._freqs: dict[tuple, torch.Tensor] = {}
+        cos, sin = axial_rope_frequencies(self.internal_dim // self.num_heads, *self.feat_sizes, rope_theta)
+        self.register_buffer("rope_cos", cos, persistent=False)
+        self.register_buffer("rope_sin", sin, persistent=False)
 
-    def _frequencies(self, n_queries: int, device: torch.device) -> torch.Tensor:
+    def _frequencies(self, n_queries: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+        """(cos, sin), each n_queries x head_dim/2, for a query grid of n_queries tokens."""
+        if n_queries == self.rope_cos.shape[0]:
+            return self.rope_cos.to(device), self.rope_sin.to(device)
         side = int(round(math.sqrt(n_queries)))
         if side * side != n_queries:
             raise ValueError(f"RoPE attention needs a square query grid, got {n_queries} tokens")
-        key = (side, device)
-        if key not in self._freqs:
-            self._freqs[key] = axial_rope_frequencies(self.internal_dim // self.num_heads, side, side, self.rope_theta, device)
-        return self._freqs[key]
+        return axial_rope_frequencies(self.internal_dim // self.num_heads, side, side, self.rope_theta, device)
 
     def forward(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, num_k_exclude_rope: int = 0, key_mask: torch.Tensor | None = None) -> torch.Tensor:
         """``key_mask``: optional B x Lk bool, True for keys that take part (padding is False)."""
@@ -97,7 +118,8 @@ class RoPEAttention(Attention):
             if n_rope != q.shape[-2]:
                 if not self.rope_k_repeat or n_rope % q.shape[-2]:
                     raise ValueError(f"{n_rope} rotary keys do not tile {q.shape[-2]} queries")
-                freqs_k = freqs.repeat(n_rope // q.shape[-2], 1)
+                repeats = n_rope // q.shape[-2]
+                freqs_k = (freqs[0].repeat(repeats, 1), freqs[1].repeat(repeats, 1))
             else:
                 freqs_k = freqs
             k = torch.cat([rotate(k[:, :, :n_rope], freqs_k), k[:, :, n_rope:]], dim=2)

@@ -1,0 +1,42 @@
+#!/usr/bin/env bash
+# GPU readiness check, one command: the gpu-marked tests and the bfloat16 agreement on the
+# recorded cases, on a CUDA device. Writes JSON into a folder (first argument, else $OUT, else
+# ./gpu_check_out):
+#   env.json           torch / CUDA / device description
+#   gpu_tests.xml      JUnit report of `pytest -m gpu` (fused attention kernels, memory attention)
+#   dtype_parts.json   bench_dtype --case: bf16 autocast per model part against float32
+#   summary.json       exit codes of each step
+# Exits 2 when no CUDA device is present, 1 when a step failed, 0 otherwise.
+#   benchmarks/gpu_check.sh /tmp/gpu_out
+set -uo pipefail
+cd "$(dirname "$0")/.."
+out="${1:-${OUT:-gpu_check_out}}"
+mkdir -p "$out"
+python="${PYTHON:-python}"
+case_dir="${CASE_DIR:-../shared/sam2_reference/mini_a}"
+
+if ! "$python" - "$out/env.json" <<'PY'
+import json, sys, torch
+ok = torch.cuda.is_available()
+env = {"torch": torch.__version__, "cuda": torch.version.cuda, "cuda_available": ok}
+if ok:
+    p = torch.cuda.get_device_properties(0)
+    env.update(device=p.name, capability=f"{p.major}.{p.minor}", memory_gib=round(p.total_memory / 2**30, 1),
+               bf16_supported=torch.cuda.is_bf16_supported())
+json.dump(env, open(sys.argv[1], "w"), indent=1)
+sys.exit(0 if ok else 2)
+PY
+then
+    echo "gpu_check: no CUDA device (torch.cuda.is_available() is False); see $out/env.json" >&2
+    exit 2
+fi
+
+export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
+"$python" -m pytest tests/test_gpu_readiness.py -m gpu -q -rs --junitxml="$out/gpu_tests.xml"
+tests_rc=$?
+"$python" -m benchmarks.bench_dtype --case "$case_dir" --device cuda --json "$out/dtype_parts.json"
+dtype_rc=$?
+
+printf '{"gpu_tests_rc": %d, "dtype_parts_rc": %d}\n' "$tests_rc" "$dtype_rc" > "$out/summary.json"
+cat "$out/summary.json"
+[ "$tests_rc" -eq 0 ] && [ "$dtype_rc" -eq 0 ]
