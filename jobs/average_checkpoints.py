@@ -8,19 +8,14 @@ config's model.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import sys
 from pathlib import Path
 
 import torch
 
-from sam2_core.checkpoint import (
-    CheckpointError,
-    load_state_dict_strict,
-    read_bytes,
-    read_state_dict,
-)
+from sam2_core.checkpoint import CheckpointError, load_state_dict_strict, read_state_dict
+from sam2_core.hub import read_bytes, sha256_bytes
 from sam2_core.training import (
     CONFIG_FILE,
     MODEL_FILE,
@@ -53,13 +48,13 @@ def run(args: argparse.Namespace) -> int:
             raise ValueError("give at least two checkpoints to average")
         config = args.config or str(config_beside(args.checkpoints[0]))
         tree = load_tree(config)
-        data = [read_bytes(c) for c in args.checkpoints]
+        data = [read_bytes(c, what="checkpoint") for c in args.checkpoints]
         states = [read_state_dict(d, c) for d, c in zip(data, args.checkpoints)]
         averaged = average_state_dicts(states, args.checkpoints)
         model, _ = build_for_training(tree)
         load_state_dict_strict(model, averaged, f"the average of {', '.join(args.checkpoints)}")
         record = {
-            "averaged": [{"checkpoint": c, "sha256": hashlib.sha256(d).hexdigest()} for c, d in zip(args.checkpoints, data)],
+            "averaged": [{"checkpoint": c, "sha256": sha256_bytes(d)} for c, d in zip(args.checkpoints, data)],
             "command": "python -m jobs average-checkpoints " + " ".join(sys.argv[2:]),
             "config": config,
         }

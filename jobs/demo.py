@@ -12,15 +12,17 @@ import json
 import os
 import time
 
+from jobs.argtypes import non_negative_int, positive_int
+
 DEFAULT_OUTPUT = "out/demo"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--output", default=DEFAULT_OUTPUT, help=f"folder or URI for everything the demo writes (default {DEFAULT_OUTPUT})")
-    parser.add_argument("--videos", type=int, default=4, help="number of sample videos (default 4)")
-    parser.add_argument("--first-seed", type=int, default=0, help="seed of the first sample video (default 0: held-out seeds)")
-    parser.add_argument("--workers", type=int, default=2, help="Ray workers (default 2)")
-    parser.add_argument("--num-cpus", type=int, default=None, help="CPUs for the local Ray (default: all)")
+    parser.add_argument("--videos", type=positive_int, default=4, help="number of sample videos (default 4)")
+    parser.add_argument("--first-seed", type=non_negative_int, default=0, help="seed of the first sample video (default 0: held-out seeds)")
+    parser.add_argument("--workers", type=positive_int, default=2, help="Ray workers (default 2)")
+    parser.add_argument("--num-cpus", type=positive_int, default=None, help="CPUs for the local Ray (default: all)")
     parser.add_argument("--storage-options", default=None, help="JSON fsspec options when --output is remote")
 
 

@@ -11,7 +11,7 @@ import argparse
 import json
 import sys
 
-from jobs.argtypes import json_object
+from jobs.argtypes import json_object, positive_float
 from pipeline.evaluate import DEFAULT_BOUND_TH, SKIP_MODES, evaluate_uris
 from pipeline.storage import url_to_fs
 
@@ -38,7 +38,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--bound-th",
-        type=float,
+        type=positive_float,
         default=DEFAULT_BOUND_TH,
         help="boundary tolerance: fraction of the image diagonal (default 0.008), or pixels if >= 1",
     )

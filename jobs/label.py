@@ -2,16 +2,27 @@
 
 Exit status: 0 every unit succeeded; 2 some unit failed for good or some
 manifest entry was rejected (the rest is still labeled; with --strict a
-reject means nothing runs); 1 the run could not proceed.
+reject means nothing runs); 1 the run could not proceed; 130 interrupted
+(Ctrl-C: the units committed so far stay, summary.json says how far it got).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 
-from jobs.argtypes import json_object, non_negative_float, positive_int
+from jobs.argtypes import json_object, non_negative_float, positive_float, positive_int
+from pipeline.storage import (
+    StorageUnreachableError,
+    absolute_uri,
+    check_reachable,
+    credential_fields,
+    has_protocol,
+)
+
+EXIT_INTERRUPTED = 130  # as a shell reports a process stopped by Ctrl-C (128 + SIGINT)
 
 # (flag, argparse keyword arguments); jobs.submit rebuilds the command line from this table.
 OPTIONS: list[tuple[str, dict]] = [
@@ -91,7 +102,7 @@ OPTIONS: list[tuple[str, dict]] = [
     (
         "--unit-timeout",
         {
-            "type": float,
+            "type": positive_float,
             "default": None,
             "help": "seconds one unit attempt may run before its worker is stopped and the unit retried",
         },
@@ -161,6 +172,37 @@ def command_line(args: argparse.Namespace) -> list[str]:
     return argv
 
 
+def absolute_paths(args: argparse.Namespace) -> argparse.Namespace:
+    """A copy of `args` whose local paths are absolute: the workers and the coordinator must
+    name the same files whatever their working directories. (Video paths in the manifest are
+    resolved against the manifest's folder, absolute once the manifest's path is.)"""
+    args = argparse.Namespace(**vars(args))
+    for name in ("manifest", "output", "checkpoint", "checkpoint_cache"):
+        value = getattr(args, name, None)
+        if value:
+            setattr(args, name, absolute_uri(value))
+    # --model is an official name unless it names a config file.
+    if args.model and os.path.exists(args.model):
+        args.model = absolute_uri(args.model)
+    return args
+
+
+def credentials_refusal(options: dict | None) -> str | None:
+    """Why `options` cannot go on a command line that joins a Ray cluster, or None when they can.
+
+    Such a command line is kept in the cluster's job table and shown by its dashboard."""
+    secrets = credential_fields(options)
+    if not secrets:
+        return None
+    return (
+        f"--storage-options field(s) {', '.join(secrets)} look like credentials; a command that "
+        "joins a Ray cluster (jobs label --ray-address, jobs submit) is kept in the cluster's job "
+        "table and shown by its dashboard, so they are not sent. Give the cluster nodes (and this "
+        "machine) credentials through their environment or cloud role (docs/CLUSTER.md, section 6) "
+        "and keep only non-secret options such as endpoint_url."
+    )
+
+
 def run_config(args: argparse.Namespace):
     """RunConfig from parsed arguments."""
     from pipeline.coordinator import RunConfig
@@ -208,11 +250,27 @@ def run(args: argparse.Namespace) -> int:
             "for real videos pass an official model and its --checkpoint)",
             file=sys.stderr,
         )
+    if args.ray_address or os.environ.get("RAY_ADDRESS"):
+        refusal = credentials_refusal(args.storage_options)
+        if refusal:
+            print(f"error: {refusal}", file=sys.stderr)
+            return 1
+    args = absolute_paths(args)
     try:
+        for uri in (args.manifest, args.output, args.checkpoint, args.model):
+            if uri and has_protocol(uri):
+                check_reachable(uri, args.storage_options)
         result = run_labeling(run_config(args))
-    except (RunFatalError, ValueError) as err:
+    except (RunFatalError, ValueError, StorageUnreachableError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt:
+        print(
+            f"interrupted: the units committed so far stay in {args.output} (see its summary.json); "
+            "run the same command again to label the rest",
+            file=sys.stderr,
+        )
+        return EXIT_INTERRUPTED
     s = result.summary
     print(
         f"run {s['run_id']}: {s['units_done']} unit(s) labeled, {s['skipped']} already committed, "

@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from jobs.argtypes import json_object, positive_int
+from jobs.argtypes import int_in, json_object, non_negative_int, positive_int
 from pipeline.synthetic_io import write_synthetic_dataset
 from sam2_core.synthetic import SyntheticConfig
 
@@ -23,7 +23,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--first-seed",
-        type=int,
+        type=non_negative_int,
         default=0,
         help="seed of the first video; the rest follow (default 0)",
     )
@@ -62,7 +62,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--crf",
-        type=int,
+        type=int_in(0, 51),
         default=14,
         help="x264 constant-quality factor, lower is better (default 14)",
     )

@@ -31,10 +31,6 @@ EXCLUDES = [
     "build",
     "dist",
 ]
-_PATH_OPTIONS = ("manifest", "output", "model", "checkpoint")
-# Storage-option fields that hold credentials (s3fs, gcsfs, adlfs, botocore client kwargs).
-_SECRET_WORDS = ("secret", "token", "password", "credential", "access_key", "account_key", "sas")
-_SECRET_FIELDS = {"key", "username", "connection_string"}
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -59,29 +55,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def entrypoint(args: argparse.Namespace) -> str:
     """The shell command the job runs: ``<python> -m jobs label ...`` with local paths made absolute."""
-    args = argparse.Namespace(**vars(args))
-    for name in _PATH_OPTIONS:
-        value = getattr(args, name, None)
-        if value and "://" not in value and os.path.exists(value):
-            setattr(args, name, os.path.abspath(value))
+    args = label.absolute_paths(args)
     return shlex.join([args.python, "-m", "jobs", "label", *label.command_line(args)])
-
-
-def secret_fields(options: dict | None, prefix: str = "") -> list[str]:
-    """Dotted names of storage-option fields that look like credentials.
-
-    A job's entrypoint is shown by the Ray dashboard and kept in its job table, so such
-    values must reach the cluster some other way (its environment or cloud role).
-    """
-    found: list[str] = []
-    for name, value in (options or {}).items():
-        dotted = f"{prefix}{name}"
-        lowered = str(name).lower()
-        if isinstance(value, dict):
-            found += secret_fields(value, f"{dotted}.")
-        elif lowered in _SECRET_FIELDS or any(word in lowered for word in _SECRET_WORDS):
-            found.append(dotted)
-    return found
 
 
 def runtime_env() -> dict:
@@ -100,15 +75,9 @@ def run(args: argparse.Namespace) -> int:
     except ImportError as err:  # pragma: no cover - ray[default] is a dependency
         print(f"error: the Ray Jobs API needs ray[default] ({err})", file=sys.stderr)
         return 1
-    secrets = secret_fields(args.storage_options)
-    if secrets:
-        print(
-            f"error: --storage-options field(s) {', '.join(secrets)} look like credentials; a Ray job's "
-            "command line is visible in the cluster's dashboard and job table, so they are not sent. "
-            "Give the cluster nodes credentials through their environment or cloud role "
-            "(docs/CLUSTER.md, section 6) and keep only non-secret options such as endpoint_url.",
-            file=sys.stderr,
-        )
+    refusal = label.credentials_refusal(args.storage_options)
+    if refusal:
+        print(f"error: {refusal}", file=sys.stderr)
         return 1
     command = entrypoint(args)
     try:

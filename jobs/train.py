@@ -20,7 +20,13 @@ from pathlib import Path
 import pyarrow as pa
 import torch
 
-from jobs.argtypes import positive_int
+from jobs.argtypes import (
+    non_negative_float,
+    non_negative_int,
+    positive_float,
+    positive_int,
+    probability,
+)
 from pipeline.evaluate import EvalReport, evaluate_tables
 from pipeline.masks import MASK_SCHEMA, encode_mask
 from pipeline.synthetic_io import (
@@ -42,13 +48,6 @@ from sam2_core.training import (
     Trainer,
     build_for_training,
 )
-
-
-def _probability(text: str) -> float:
-    value = float(text)
-    if not 0.0 <= value <= 1.0:
-        raise argparse.ArgumentTypeError(f"expected a probability in [0, 1], got {text!r}")
-    return value
 
 
 def _schedule(text: str) -> tuple[tuple[int, int], ...]:
@@ -77,16 +76,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--batch-size", type=positive_int, default=d.batch_size, help=f"clips per step (default {d.batch_size})")
     parser.add_argument("--clip-len", type=positive_int, default=d.clip_len, help=f"frames per clip (default {d.clip_len})")
     parser.add_argument("--clip-len-schedule", type=_schedule, default=(), help="curriculum STEP:LEN,... (e.g. 0:4,300:8)")
-    parser.add_argument("--lr", type=float, default=d.lr, help=f"peak learning rate (default {d.lr})")
-    parser.add_argument("--weight-decay", type=float, default=d.weight_decay)
-    parser.add_argument("--warmup-steps", type=int, default=d.warmup_steps)
-    parser.add_argument("--min-lr-ratio", type=float, default=d.min_lr_ratio, help="final lr / peak lr of the cosine decay")
-    parser.add_argument("--grad-clip", type=float, default=d.grad_clip, help="max gradient norm (0: off)")
+    parser.add_argument("--lr", type=positive_float, default=d.lr, help=f"peak learning rate (default {d.lr})")
+    parser.add_argument("--weight-decay", type=non_negative_float, default=d.weight_decay)
+    parser.add_argument("--warmup-steps", type=non_negative_int, default=d.warmup_steps)
+    parser.add_argument("--min-lr-ratio", type=probability, default=d.min_lr_ratio, help="final lr / peak lr of the cosine decay")
+    parser.add_argument("--grad-clip", type=non_negative_float, default=d.grad_clip, help="max gradient norm (0: off)")
     parser.add_argument("--freeze", action="append", default=[], help="parameter-name prefix to keep fixed (repeatable), e.g. image_encoder")
-    parser.add_argument("--seed", type=int, default=d.seed)
+    parser.add_argument("--seed", type=non_negative_int, default=d.seed)
     parser.add_argument("--device", default="cpu", help="torch device (bfloat16 autocast on CUDA unless --no-autocast)")
     parser.add_argument("--no-autocast", action="store_true")
-    parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1: best on busy shared machines)")
+    parser.add_argument("--threads", type=positive_int, default=1, help="torch CPU threads (default 1: best on busy shared machines)")
     parser.add_argument("--log-every", type=positive_int, default=d.log_every)
     parser.add_argument("--checkpoint-every", type=positive_int, default=d.checkpoint_every)
     g = parser.add_argument_group("synthetic training data")
@@ -95,23 +94,23 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--frames", type=positive_int, default=48, help="frames per generated video (default 48)")
     g.add_argument("--min-objects", type=positive_int, default=1)
     g.add_argument("--max-objects", type=positive_int, default=3)
-    g.add_argument("--first-seed", type=int, default=1000, help="first training seed (default 1000; held-out evaluation uses 0..N-1)")
-    g.add_argument("--num-seeds", type=int, default=None, help="training seeds to draw from (default: unbounded)")
-    g.add_argument("--video-reuse", type=float, default=4.0, help="clips cut from each generated video on average (default 4)")
-    g.add_argument("--pixel-noise", type=float, default=s.pixel_noise)
+    g.add_argument("--first-seed", type=non_negative_int, default=1000, help="first training seed (default 1000; held-out evaluation uses 0..N-1)")
+    g.add_argument("--num-seeds", type=positive_int, default=None, help="training seeds to draw from (default: unbounded)")
+    g.add_argument("--video-reuse", type=positive_float, default=4.0, help="clips cut from each generated video on average (default 4)")
+    g.add_argument("--pixel-noise", type=non_negative_float, default=s.pixel_noise)
     g = parser.add_argument_group("simulated prompts")
-    g.add_argument("--box-prob", type=_probability, default=p.box_prob)
-    g.add_argument("--mask-prob", type=_probability, default=p.mask_prob)
-    g.add_argument("--max-corrections", type=int, default=p.max_corrections)
-    g.add_argument("--correct-later-prob", type=_probability, default=p.correct_later_prob)
-    g.add_argument("--embedding-penalty", type=float, default=0.0,
+    g.add_argument("--box-prob", type=probability, default=p.box_prob)
+    g.add_argument("--mask-prob", type=probability, default=p.mask_prob)
+    g.add_argument("--max-corrections", type=non_negative_int, default=p.max_corrections)
+    g.add_argument("--correct-later-prob", type=probability, default=p.correct_later_prob)
+    g.add_argument("--embedding-penalty", type=non_negative_float, default=0.0,
                    help="weight of a penalty on image embeddings with mean square > 1 (default 0; the demo model used 1.0, training from scratch)")
     g.add_argument("--align-prompt-attention", action="store_true",
                    help="start the mask decoder's cross-attentions with equal query/key projections (training from scratch)")
     g.add_argument("--align-memory-attention", action="store_true",
                    help="start memory cross-attention local (rotary-aligned query/key biases; training from scratch)")
     g = parser.add_argument_group("held-out evaluation")
-    g.add_argument("--eval-videos", type=int, default=0, help="score each checkpoint on synthetic seeds 0..N-1 (default 0: off)")
+    g.add_argument("--eval-videos", type=non_negative_int, default=0, help="score each checkpoint on synthetic seeds 0..N-1 (default 0: off)")
 
 
 def synthetic_config(args: argparse.Namespace) -> SyntheticConfig:

@@ -1,12 +1,15 @@
 """A labeling run: manifest -> units -> Ray workers -> committed Parquet, with retries.
 
-The coordinator reads and validates the manifest (rejects go to ``rejects/``),
-plans units with deterministic ids, skips those already committed (resume),
-and keeps a bounded number of units in flight on a pool of ``LabelWorker``
+The coordinator reads and validates the manifest, plans units with
+deterministic ids, claims their (video, object) pairs in the output
+(:mod:`pipeline.claims`; another labeling's claim refuses the run before
+anything is written), writes ``rejects/``, skips units already committed
+(resume), and keeps a bounded number of units in flight on a pool of ``LabelWorker``
 actors. It waits with ``ray.wait`` in completion order, asks
 :mod:`pipeline.retry` whether a failed attempt runs again, enforces the
 per-unit deadline by stopping the worker, replaces workers that died, and
-writes ``failures/`` and ``summary.json`` at the end.
+writes ``failures/`` (earlier failures it did not settle are kept) and
+``summary.json`` at the end, releasing the claims of units left unlabeled.
 
 With ``videos_per_worker`` K > 1 each actor runs K units at once (a threaded
 actor whose units share image-encoder batches); the first K calls queued on
@@ -22,9 +25,9 @@ the run itself cannot proceed.
 
 from __future__ import annotations
 
-import hashlib
 import heapq
 import itertools
+import json
 import math
 import os
 import socket
@@ -34,13 +37,16 @@ from collections import deque
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
+from pipeline.claims import ClaimRefused, claim_units, release_units
 from pipeline.manifest import Reject, read_manifest
-from pipeline.plan import Unit, conflicting_jobs, plan_units
+from pipeline.plan import Unit, conflicting_jobs, plan_units, why_other_labeling
 from pipeline.progress import Progress
 from pipeline.retry import RetryPolicy, UnitTimeoutError, classify, describe, root_cause
 from pipeline.sink import OutputStore
-from pipeline.storage import has_protocol, url_to_fs
+from pipeline.storage import has_protocol
+from pipeline.video import video_identities
 from pipeline.worker import Fault, LabelWorker, WorkerConfig
+from sam2_core import hub
 
 EXIT_OK, EXIT_FATAL, EXIT_PARTIAL = 0, 1, 2
 
@@ -101,18 +107,6 @@ def new_run_id() -> str:
     return datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ") + "-" + uuid.uuid4().hex[:6]
 
 
-def sha256_of(uri: str, storage_options: dict | None = None) -> str:
-    """sha256 hex digest of a local file or fsspec URL (streamed)."""
-    fs, path = url_to_fs(uri, storage_options)
-    if not fs.exists(path) or fs.isdir(path):
-        raise FileNotFoundError(f"file not found: {uri}")
-    sha = hashlib.sha256()
-    with fs.open(path, "rb") as f:
-        while chunk := f.read(8 << 20):
-            sha.update(chunk)
-    return sha.hexdigest()
-
-
 def describe_model(model: str, storage_options: dict | None = None) -> tuple[str, str]:
     """(label, identity) of a model argument: an official name is its own identity; a config
     file is named by its last two path parts and identified by its content hash."""
@@ -122,7 +116,7 @@ def describe_model(model: str, storage_options: dict | None = None) -> tuple[str
     if not looks_like_file:
         return model, model
     try:
-        digest = sha256_of(model, storage_options)
+        digest = hub.sha256_file(model, storage_options, what="model config")
     except FileNotFoundError as err:
         raise RunFatalError(f"model config not found: {model}") from err
     label = "/".join(model.rstrip("/").split("/")[-2:])
@@ -181,34 +175,62 @@ def run_labeling(config: RunConfig) -> RunResult:
     jobs, clashes = conflicting_jobs(jobs)
     rejects = list(rejects) + clashes
 
-    try:
-        store = OutputStore(config.output, storage_options=so)
-        committed = store.committed_units()
-        store.write_rejects(rejects)
-    except Exception as err:
-        raise RunFatalError(
-            f"output {config.output} is not reachable or writable: {type(err).__name__}: {err}"
-        ) from err
+    store = _open_output(config)
 
     label, model_id = describe_model(config.model, so)
     digest = None
     if config.checkpoint is not None:
         try:
-            digest = sha256_of(config.checkpoint, so)
+            digest = hub.checkpoint_sha256(config.checkpoint, so)
         except OSError as err:
             raise RunFatalError(f"cannot read checkpoint {config.checkpoint}: {err}") from err
     model_name = f"{label}@{digest[:12] if digest else 'random-init'}"
-    units = plan_units(jobs, model_id, digest, config.max_objects_per_unit)
-    todo = [u for u in units if u.unit_id not in committed]
+    try:
+        identities = video_identities([j.video for j in jobs], so)
+    except OSError as err:
+        raise RunFatalError(f"cannot plan the run: {err}") from err
+    units = plan_units(jobs, model_id, digest, config.max_objects_per_unit, identities=identities)
+    _claim(store, config, units, run_id, model_name)
+    try:
+        return _run_claimed(
+            config, store, units, jobs, rejects, run_id, model_name, digest, started_wall, started
+        )
+    except RunFatalError:
+        release_units(store, units)  # a later run may label these objects anew
+        raise
+
+
+def _run_claimed(
+    config: RunConfig,
+    store: OutputStore,
+    units: list[Unit],
+    jobs: list,
+    rejects: list[Reject],
+    run_id: str,
+    model_name: str,
+    digest: str | None,
+    started_wall: datetime,
+    started: float,
+) -> RunResult:
+    """The run once its units' objects are claimed: nothing is written before this point."""
+    so = config.storage_options
+    committed = store.committed_units()
     clash = _other_labeling(store, units, committed)
     if clash is not None:
         raise RunFatalError(
             f"output {config.output} already holds masks of video {clash.get('video_id')!r} "
-            f"objects {clash.get('object_ids')} from another labeling (unit {clash.get('unit_id')}, "
-            f"model {clash.get('model')}; this run: model {model_name}); a different model, "
-            "checkpoint or prompts would give two masks per object and frame. "
-            "Label into a new --output, or remove the old one first."
+            f"objects {clash.get('object_ids')} from another labeling (unit {clash.get('unit_id')}): "
+            f"{why_other_labeling(clash, units, model_name)}. Both would give two masks per "
+            "object and frame: label into a new --output, or remove the old one first."
         )
+    todo = [u for u in units if u.unit_id not in committed]
+    try:
+        store.remove_uncommitted_data()
+        store.write_rejects(rejects, config.manifest)
+    except Exception as err:
+        raise RunFatalError(
+            f"output {config.output} is not reachable or writable: {type(err).__name__}: {err}"
+        ) from err
 
     summary = {
         "run_id": run_id,
@@ -234,7 +256,8 @@ def run_labeling(config: RunConfig) -> RunResult:
     if config.strict and rejects:
         summary["status"] = "rejected"
         summary["note"] = "--strict: the manifest has rejects, nothing was labeled"
-        _finish(store, summary, failures, started)
+        release_units(store, units)
+        _finish(store, units, summary, failures, started)
         return RunResult(EXIT_PARTIAL, summary, failures, rejects)
 
     if todo:
@@ -262,6 +285,12 @@ def run_labeling(config: RunConfig) -> RunResult:
                 summary["status"] = "fatal"
                 summary["error"] = str(err)
                 summary["units_done"] = len(scheduler.results)
+                _finish(store, units, summary, scheduler.failures, started, best_effort=True)
+                raise
+            except KeyboardInterrupt:  # Ctrl-C: record how far the run got, then stop
+                summary.update(status="interrupted", interrupted=True, units_done=len(scheduler.results))
+                summary["frames"] = sum(r["frames"] for r in scheduler.results)
+                summary["rows"] = sum(r["rows"] for r in scheduler.results)
                 _finish(store, summary, scheduler.failures, started, best_effort=True)
                 raise
             summary["units_done"] = len(results)
@@ -285,7 +314,8 @@ def run_labeling(config: RunConfig) -> RunResult:
 
     summary["failed"] = len(failures)
     summary["status"] = "ok" if not failures and not rejects else "partial"
-    _finish(store, summary, failures, started)
+    release_units(store, units)  # the claims of units that failed for good
+    _finish(store, units, summary, failures, started)
     code = EXIT_OK if not failures and not rejects else EXIT_PARTIAL
     return RunResult(code, summary, failures, rejects)
 
@@ -303,8 +333,56 @@ def _other_labeling(store: OutputStore, units: list[Unit], committed: set[str]) 
     return None
 
 
+def _open_output(config: RunConfig) -> OutputStore:
+    """The output store, refused when Ray workers cannot reach it or it cannot be listed."""
+    try:
+        store = OutputStore(config.output, storage_options=config.storage_options)
+        store.committed_units()
+    except Exception as err:
+        raise RunFatalError(
+            f"output {config.output} is not reachable or writable: {type(err).__name__}: {err}"
+        ) from err
+    protocols = (store.fs.protocol,) if isinstance(store.fs.protocol, str) else store.fs.protocol
+    if "memory" in protocols:
+        raise RunFatalError(
+            f"output {config.output} is in this process's memory, which Ray workers (separate "
+            "processes) cannot reach: the masks would be lost. Use a local folder or object store."
+        )
+    return store
+
+
+def _claim(store: OutputStore, config: RunConfig, units: list[Unit], run_id: str, model: str) -> None:
+    """Claim the units' (video, object) keys (pipeline.claims); a clash or a store error is fatal."""
+    try:
+        claim_units(store, units, run_id, model)
+    except ClaimRefused as err:
+        holder = err.holder
+        if store.is_committed(holder.unit_id):  # labeled already: say what differs
+            meta = store.read_commit(holder.unit_id).get("metadata", {})
+            raise RunFatalError(
+                f"output {config.output} already holds masks of video {holder.video_id!r} "
+                f"object {holder.object_id} from another labeling (unit {holder.unit_id}): "
+                f"{why_other_labeling({'unit_id': holder.unit_id, **meta}, units, model)}. Both "
+                "would give two masks per object and frame: label into a new --output, or "
+                "remove the old one first."
+            ) from err
+        raise RunFatalError(
+            f"output {config.output}: video {holder.video_id!r} object {holder.object_id} is "
+            f"claimed by another labeling (unit {holder.unit_id}, run {holder.run_id}, model "
+            f"{holder.model}; this run: model {model}, unit {err.wanted.unit_id}); a different "
+            "model, checkpoint or prompts would give two masks per object and frame. Label "
+            f"into a new --output, or, if that labeling is no longer running and its objects "
+            f"should be labeled anew, delete its claim {err.path}."
+        ) from err
+    except Exception as err:
+        raise RunFatalError(
+            f"output {config.output} is not reachable or writable: {type(err).__name__}: {err}"
+        ) from err
+
+
 def _finish(
     store: OutputStore,
+    units: list[Unit],
     summary: dict,
     failures: list[dict],
     started: float,
@@ -315,13 +393,34 @@ def _finish(
     summary["frames_per_s"] = round(summary["frames"] / wall, 3) if wall > 0 else 0.0
     summary["finished_at"] = datetime.now(UTC).isoformat()
     try:
-        store.write_failures(failures)
+        store.write_failures(_outstanding_failures(store, units, failures))
         store.write_summary(summary)
     except Exception as err:
         if not best_effort:
             raise RunFatalError(
                 f"could not write the run's results to {summary['output']}: {err}"
             ) from err
+
+
+def _outstanding_failures(store: OutputStore, units: list[Unit], failures: list[dict]) -> list[dict]:
+    """This run's failures plus the earlier ones it did not settle: an earlier row goes only
+    when its unit is committed now or when this run committed or failed a unit labeling one
+    of its (video, object) pairs. A run that stops early or labels other videos loses none."""
+    committed = store.committed_units()
+    settled_units = {u.unit_id for u in units if u.unit_id in committed}
+    settled_units |= {f["unit_id"] for f in failures}
+    settled = {(u.video_id, o) for u in units if u.unit_id in settled_units for o in u.object_ids}
+    kept = []
+    for row in store.read_failures():
+        if row.get("unit_id") in committed or row.get("unit_id") in settled_units:
+            continue
+        object_ids = row.get("object_ids")
+        if isinstance(object_ids, str):
+            object_ids = json.loads(object_ids)
+        if any((row.get("video_id"), o) in settled for o in object_ids or ()):
+            continue
+        kept.append(row)
+    return kept + failures
 
 
 @dataclass

@@ -324,6 +324,7 @@ def evaluate_tables(
     warnings: list[str] = []
     gt_videos = sorted(set(ground_truth.column("video_id").to_pylist()))
     pred_videos = set(predictions.column("video_id").to_pylist())
+    _check_overlap(predictions, ground_truth)
     extra_videos = sorted(pred_videos - set(gt_videos))
     if extra_videos:
         warnings.append(
@@ -364,6 +365,33 @@ def evaluate_tables(
         bound_th=bound_th,
         warnings=warnings,
     )
+
+
+def _check_overlap(predictions: pa.Table, ground_truth: pa.Table) -> None:
+    """Refuse tables that share no video, or no (video, object): their J&F would read 0.0 as if
+    everything had been missed, when they are most likely of different datasets or runs."""
+    pred_keys = set(zip(predictions.column("video_id").to_pylist(), predictions.column("object_id").to_pylist()))
+    gt_keys = set(zip(ground_truth.column("video_id").to_pylist(), ground_truth.column("object_id").to_pylist()))
+    pred_videos, gt_videos = {v for v, _ in pred_keys}, {v for v, _ in gt_keys}
+
+    def sides(what: str, pred: set, gt: set) -> str:
+        return (
+            f"predictions: {len(pred)} {what} (e.g. {sorted(map(str, pred))[:3]}), "
+            f"ground truth: {len(gt)} {what} (e.g. {sorted(map(str, gt))[:3]})"
+        )
+
+    if not pred_videos & gt_videos:
+        raise ValueError(
+            "predictions and ground truth share no video_id, nothing to score ("
+            + sides("video(s)", pred_videos, gt_videos)
+            + "); are they of the same manifest?"
+        )
+    if not pred_keys & gt_keys:
+        raise ValueError(
+            "predictions and ground truth share videos but no (video_id, object_id), nothing to score ("
+            + sides("object(s)", pred_keys, gt_keys)
+            + "); do the manifest's object ids match the ground truth's?"
+        )
 
 
 def _check_columns(table: pa.Table, what: str) -> None:

@@ -15,8 +15,10 @@ from dataclasses import dataclass
 import numpy as np
 import pyarrow as pa
 
-from pipeline.manifest import ObjectSpec, VideoJob
+from pipeline.errors import InputError
+from pipeline.manifest import ObjectSpec, VideoJob, fit_prompt_to_frame
 from pipeline.masks import MASK_SCHEMA, decode_mask, encode_mask
+from pipeline.storage import safe_uri
 from pipeline.video import open_video
 from sam2_core.frames import FrameSource
 
@@ -61,8 +63,9 @@ def to_object_prompts(
 ) -> list:
     """Manifest prompts -> sam2_core.tracker.ObjectPrompt, checked against the video.
 
-    Raises ValueError naming the manifest location, the object and the value for a
-    prompt past the video's end, points without labels, or a mask of the wrong size.
+    Raises InputError naming the manifest location, the object and the value for a
+    prompt past the video's end, points without labels, a mask of the wrong size, or a
+    point or box outside the frame (partly-outside boxes are clipped to the frame).
     """
     from sam2_core.tracker import ObjectPrompt
 
@@ -71,18 +74,23 @@ def to_object_prompts(
     out = []
     for obj in objects:
         if not obj.prompts:
-            raise ValueError(f"{where}object {obj.object_id} has no prompts")
-        for p in obj.prompts:
+            raise InputError(f"{where}object {obj.object_id} has no prompts")
+        for index, p in enumerate(obj.prompts):
             if not 0 <= p.frame < n:
-                raise ValueError(
+                raise InputError(
                     f"{where}object {obj.object_id}: prompt frame {p.frame} is past the end of "
                     f"the video ({n} frames, last index {n - 1})"
                 )
+            try:
+                p = fit_prompt_to_frame(p, h, w)
+            except ValueError as error:
+                where_prompt = f"{where}object {obj.object_id} prompts[{index}] (frame {p.frame})"
+                raise InputError(f"{where_prompt}: {error}") from None
             points = labels = box = mask = None
             if p.points is not None:
                 points = np.asarray(p.points, dtype=np.float32).reshape(-1, 2)
                 if p.labels is None or len(p.labels) != len(points):
-                    raise ValueError(
+                    raise InputError(
                         f"{where}object {obj.object_id} frame {p.frame}: {len(points)} points need "
                         f"as many labels, got {p.labels!r}"
                     )
@@ -92,7 +100,7 @@ def to_object_prompts(
             if p.mask_rle is not None:
                 size = list(p.mask_rle.get("size", []))
                 if size != [h, w]:
-                    raise ValueError(
+                    raise InputError(
                         f"{where}object {obj.object_id} frame {p.frame}: mask size {size} does not "
                         f"match the video ({h} x {w})"
                     )
@@ -212,7 +220,7 @@ def label_video(
             video_id=job.video_id,
             run_id=run_id,
             model_name=model_name,
-            location=job.location,
+            location=f"{job.location} ({safe_uri(job.video)})",
             tracker_options=tracker_options,
             on_frame=on_frame,
             encoder=encoder,

@@ -11,20 +11,23 @@ or a Parquet/CSV table with one prompt per row (columns ``video, video_id,
 object_id, frame, points, labels, box, mask_rle``; in CSV the last four are
 JSON text), grouped by video then object. Coordinates are pixels of the
 original video. A relative ``video`` path is resolved against the
-manifest's folder. A ``.json`` file may also hold one JSON array of videos.
+manifest's folder. A ``.json`` file holds one JSON array of videos or one
+video object (a ``.json`` file of JSON Lines is read as such).
 
 Every problem becomes a :class:`Reject` naming the line/row and field; a
 video with any problem yields no job (labeling it with some prompts missing
-would silently give different masks), and never stops the valid rest.
-Whether a prompt's frame lies inside the video is only known after decoding,
-so that is checked by the worker.
+would silently give different masks), and never stops the valid rest. A
+manifest with no entries at all raises :class:`EmptyManifestError`.
+Coordinates must be finite and within float32 range here; whether a
+prompt's frame and coordinates lie inside the video is only known after
+decoding, so the worker checks that with :func:`fit_prompt_to_frame`.
+File syntax (lines, documents, rows) is read by :mod:`pipeline.manifest_parse`.
 """
 
 from __future__ import annotations
 
-import csv
+import dataclasses
 import hashlib
-import io
 import json
 import math
 import posixpath
@@ -36,6 +39,16 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from pipeline.manifest_parse import (
+    NO_VALUE,
+    Entry,
+    csv_rows,
+    group_rows,
+    json_document_entries,
+    jsonl_entries,
+    parquet_rows,
+)
+from pipeline.manifest_parse import Invalid as _Invalid
 from pipeline.masks import validate_rle
 from pipeline.storage import has_protocol, url_to_fs
 
@@ -87,24 +100,17 @@ class Reject:
 VIDEO_FIELDS = ("video", "video_id", "objects")
 OBJECT_FIELDS = ("object_id", "prompts")
 PROMPT_FIELDS = ("frame", "points", "labels", "box", "mask")
-TABLE_COLUMNS = ("video", "video_id", "object_id", "frame", "points", "labels", "box", "mask_rle")
-TABLE_REQUIRED = ("video", "object_id", "frame")
-TABLE_JSON_COLUMNS = ("points", "labels", "box", "mask_rle")
 JSONL_SUFFIXES = (".jsonl", ".ndjson", ".json")
 PARQUET_SUFFIXES = (".parquet", ".pq")
 CSV_SUFFIXES = (".csv",)
 MAX_ID = 2**63 - 1
+FLOAT32_MAX = 3.4028234663852886e38  # coordinates go to the model as float32
 _ID_UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
+_CONTROL = re.compile(r"[\x00-\x1f]")
 
 
-class _Invalid(Exception):
-    """A single validation problem inside one entry (turned into a Reject)."""
-
-    def __init__(self, field: str, reason: str, location: str | None = None):
-        super().__init__(f"{field}: {reason}")
-        self.field = field
-        self.reason = reason
-        self.location = location  # set for table rows; None means the entry's own location
+class EmptyManifestError(ValueError):
+    """The manifest holds no entries at all (an empty file, only blank lines, no rows, ``[]``)."""
 
 
 def default_video_id(uri: str) -> str:
@@ -128,9 +134,11 @@ def read_manifest(
 ) -> tuple[list[VideoJob], list[Reject]]:
     """Read and validate a JSONL / Parquet / CSV manifest (chosen by extension) at a path or fsspec URL.
 
-    Returns the valid jobs in manifest order and one Reject per problem found.
-    Raises FileNotFoundError if the manifest is missing or unreadable, and
-    ValueError for an unknown extension or a table whose columns are wrong.
+    Returns the valid jobs in manifest order and one Reject per problem found
+    (every non-blank line or row ends up in a job or in at least one Reject).
+    Raises FileNotFoundError if the manifest is missing or unreadable,
+    EmptyManifestError if it has no entries, and ValueError for an unknown
+    extension or a table whose columns are wrong.
     """
     fs, path = url_to_fs(uri, storage_options)
     name = posixpath.basename(path)
@@ -140,9 +148,10 @@ def read_manifest(
         if lowered.endswith(JSONL_SUFFIXES):
             with fs.open(path, "rb") as handle:
                 data = handle.read()
-            entries = _json_array_entries(data, name) if lowered.endswith(".json") else None
-            if entries is None:
-                entries = _jsonl_entries(data, name)
+            if lowered.endswith(".json"):
+                entries = json_document_entries(data, name)
+            else:
+                entries = jsonl_entries(data, name)
         elif lowered.endswith(PARQUET_SUFFIXES):
             with fs.open(path, "rb") as handle:
                 table = pq.read_table(handle)
@@ -163,28 +172,17 @@ def read_manifest(
     except pa.ArrowInvalid as error:
         raise ValueError(f"manifest {uri}: not a readable Parquet file ({error})") from error
 
-    if lowered.endswith(JSONL_SUFFIXES):
-        return _validate_entries(entries, base)
-    if lowered.endswith(CSV_SUFFIXES):
-        rows = _csv_rows(data, name)
-    else:
-        rows = _parquet_rows(table, name)
-    return _validate_entries(_group_rows(rows), base)
+    if not lowered.endswith(JSONL_SUFFIXES):
+        rows = csv_rows(data, name) if lowered.endswith(CSV_SUFFIXES) else parquet_rows(table, name)
+        entries = group_rows(rows)
+    if not entries:
+        raise EmptyManifestError(
+            f"manifest {uri} is empty: no videos to label (only blank lines, no rows or [])"
+        )
+    return _validate_entries(entries, base)
 
 
-# ---------------------------------------------------------------- reading
-
-
-@dataclass
-class _Entry:
-    """One video's raw description before validation, or the problems that prevent building it."""
-
-    location: str
-    raw: str
-    value: Any = None  # parsed dict in the JSONL layout
-    problems: list[_Invalid] | None = None
-    locations: dict | None = None  # (object index, prompt index) -> row location (tables)
-    row_raws: dict | None = None  # row location -> that row as JSON text (tables)
+# ---------------------------------------------------------------- paths
 
 
 def _manifest_base(uri: str) -> str:
@@ -205,178 +203,18 @@ def _resolve_video(video: str, base: str) -> str:
     return posixpath.normpath(posixpath.join(base, video))
 
 
-def _jsonl_entries(data: bytes, name: str) -> list[_Entry]:
-    entries = []
-    for number, line in enumerate(data.split(b"\n"), start=1):
-        location = f"{name} line {number}"
-        try:
-            text = line.decode("utf-8").strip()
-        except UnicodeDecodeError as error:
-            raw = line.decode("utf-8", errors="replace")
-            entries.append(
-                _Entry(location, raw, problems=[_Invalid("line", f"not UTF-8 ({error})")])
-            )
-            continue
-        if not text:
-            continue
-        try:
-            value = json.loads(text)
-        except json.JSONDecodeError as error:
-            entries.append(
-                _Entry(location, text, problems=[_Invalid("line", f"malformed JSON: {error}")])
-            )
-            continue
-        entries.append(_Entry(location, text, value=value))
-    return entries
-
-
-def _json_array_entries(data: bytes, name: str) -> list[_Entry] | None:
-    """A ``.json`` file holding one JSON array of videos (entries "m.json item N"), else None."""
-    try:
-        value = json.loads(data.decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError):
-        return None
-    if not isinstance(value, list):
-        return None
-    return [
-        _Entry(f"{name} item {number}", json.dumps(item), value=item)
-        for number, item in enumerate(value, start=1)
-    ]
-
-
-def _csv_rows(data: bytes, name: str) -> list[tuple[str, dict]]:
-    try:
-        text = data.decode("utf-8-sig")
-    except UnicodeDecodeError as error:
-        raise ValueError(f"manifest {name}: not UTF-8 text ({error})") from error
-    reader = csv.reader(io.StringIO(text, newline=""))
-    header = next(reader, None)
-    if header is None:
-        return []
-    header = [column.strip() for column in header]
-    _check_columns(header, name)
-    rows = []
-    for number, cells in enumerate(reader, start=1):
-        if not any(cell.strip() for cell in cells):
-            continue
-        location = f"{name} row {number}"
-        if len(cells) != len(header):
-            problem = f"{len(cells)} cells, header has {len(header)}"
-            video = cells[header.index("video")] if len(cells) > header.index("video") else None
-            rows.append((location, {"__problem__": problem, "__raw__": cells, "video": video}))
-            continue
-        row = {column: (cell if cell.strip() else None) for column, cell in zip(header, cells)}
-        rows.append((location, row))
-    return rows
-
-
-def _parquet_rows(table: pa.Table, name: str) -> list[tuple[str, dict]]:
-    _check_columns(table.column_names, name)
-    return [(f"{name} row {number}", row) for number, row in enumerate(table.to_pylist(), start=1)]
-
-
-def _check_columns(columns: list[str], name: str) -> None:
-    unknown = [column for column in columns if column not in TABLE_COLUMNS]
-    if unknown:
-        raise ValueError(
-            f"manifest {name}: unknown column(s) {unknown} (allowed: {', '.join(TABLE_COLUMNS)})"
-        )
-    missing = [column for column in TABLE_REQUIRED if column not in columns]
-    if missing:
-        raise ValueError(f"manifest {name}: missing required column(s) {missing}")
-    duplicated = sorted({column for column in columns if columns.count(column) > 1})
-    if duplicated:
-        raise ValueError(f"manifest {name}: repeated column(s) {duplicated}")
-
-
-def _group_rows(rows: list[tuple[str, dict]]) -> list[_Entry]:
-    """Group one-prompt rows into per-video entries in the JSONL layout (first-seen order).
-
-    A row whose cells do not match the header still rejects the video named in
-    its video cell (when there is one), so no video is labeled with prompts missing.
-    """
-    entries: list[_Entry] = []
-    groups: dict[str, _Entry] = {}
-    for location, row in rows:
-        raw = json.dumps(row.get("__raw__", row), default=str)
-        video = row.get("video")
-        if "__problem__" in row and not (isinstance(video, str) and video.strip()):
-            problem = _Invalid("row", row["__problem__"], location=location)
-            entries.append(_Entry(location, raw, problems=[problem]))
-            continue
-        key = video if isinstance(video, str) and video.strip() else f"\0{location}"
-        entry = groups.get(key)
-        if entry is None:
-            value = {"video": video, "objects": []}
-            entry = _Entry(location, "", value=value, problems=[], locations={}, row_raws={})
-            groups[key] = entry
-            entries.append(entry)
-        entry.raw = f"{entry.raw}\n{raw}" if entry.raw else raw
-        entry.row_raws[location] = raw
-        if "__problem__" in row:
-            problem = _Invalid("row", row["__problem__"], location=location)
-        else:
-            problem = _row_into_entry(entry, location, row)
-        if problem is not None:
-            entry.problems.append(problem)
-    return entries
-
-
-def _row_into_entry(entry: _Entry, location: str, row: dict) -> _Invalid | None:
-    value = entry.value
-    video_id = row.get("video_id")
-    if video_id is not None:
-        if "video_id" in value and value["video_id"] != video_id:
-            return _Invalid(
-                "video_id",
-                location=location,
-                reason=f"{video_id!r} differs from {value['video_id']!r} given for the same video",
-            )
-        value["video_id"] = video_id
-    prompt: dict[str, Any] = {"frame": _table_int(row.get("frame"))}
-    for column in TABLE_JSON_COLUMNS:
-        cell = row.get(column)
-        if isinstance(cell, str):
-            try:
-                cell = json.loads(cell)
-            except json.JSONDecodeError as error:
-                return _Invalid(column, location=location, reason=f"malformed JSON text: {error}")
-        if cell is not None:
-            prompt["mask" if column == "mask_rle" else column] = cell
-    object_id = _table_int(row.get("object_id"))
-    objects = value["objects"]
-    object_index = next(
-        (index for index, spec in enumerate(objects) if spec["object_id"] == object_id), None
-    )
-    if object_index is None:
-        object_index = len(objects)
-        objects.append({"object_id": object_id, "prompts": []})
-    objects[object_index]["prompts"].append(prompt)
-    entry.locations[(object_index, len(objects[object_index]["prompts"]) - 1)] = location
-    return None
-
-
-def _table_int(cell: Any) -> Any:
-    """Integers from a CSV cell ("12") stay checkable; anything else is passed on for validation."""
-    if isinstance(cell, str) and re.fullmatch(r"\s*-?\d+\s*", cell):
-        return int(cell)
-    if isinstance(cell, float) and cell.is_integer():
-        return int(cell)  # Parquet columns with nulls come back as float
-    return cell
-
-
 # ---------------------------------------------------------------- validation
 
 
-def _validate_entries(entries: Iterable[_Entry], base: str) -> tuple[list[VideoJob], list[Reject]]:
+def _validate_entries(entries: Iterable[Entry], base: str) -> tuple[list[VideoJob], list[Reject]]:
     jobs: list[VideoJob] = []
     rejects: list[Reject] = []
     seen_ids: dict[str, str] = {}
     for entry in entries:
-        problems = list(entry.problems or [])
+        problems = list(entry.problems)
         job = None
         video = None
-        if entry.value is not None:
+        if entry.value is not NO_VALUE:
             video, video_id, job, found = _validate_video(entry, base)
             problems.extend(found)
             if video_id is not None:
@@ -404,7 +242,7 @@ def _column_for(field: str) -> str:
 
 
 def _validate_video(
-    entry: _Entry, base: str
+    entry: Entry, base: str
 ) -> tuple[str | None, str | None, VideoJob | None, list[_Invalid]]:
     value = entry.value
     problems: list[_Invalid] = []
@@ -413,7 +251,7 @@ def _validate_video(
             None,
             None,
             None,
-            [_Invalid("line", f"expected a JSON object, got {type(value).__name__}")],
+            [_Invalid("line", f"expected a JSON object, got {_json_type(value)}")],
         )
     for key in value:
         if key not in VIDEO_FIELDS:
@@ -421,7 +259,10 @@ def _validate_video(
 
     video = value.get("video")
     if not isinstance(video, str) or not video.strip():
-        problems.append(_Invalid("video", f"must be a non-empty path or URL, got {video!r}"))
+        problems.append(_Invalid("video", f"must be a non-empty path or URL, got {_short(video)}"))
+        video = None
+    elif _bad_text(video):
+        problems.append(_Invalid("video", f"{_bad_text(video)}: {video!r:.80}"))
         video = None
     else:
         video = _resolve_video(video.strip(), base)
@@ -437,8 +278,8 @@ def _validate_video(
             )
         )
         video_id = None
-    elif any(ord(char) < 32 for char in video_id):
-        problems.append(_Invalid("video_id", f"contains control characters: {video_id!r}"))
+    elif _bad_text(video_id):
+        problems.append(_Invalid("video_id", f"{_bad_text(video_id)}: {video_id!r:.80}"))
         video_id = None
 
     objects = value.get("objects")
@@ -471,7 +312,7 @@ def _validate_video(
 
 
 def _validate_object(
-    obj: Any, where: str, object_index: int, entry: _Entry
+    obj: Any, where: str, object_index: int, entry: Entry
 ) -> tuple[ObjectSpec | None, list[_Invalid]]:
     if not isinstance(obj, dict):
         return None, [_Invalid(where, f"must be an object, got {_short(obj)}")]
@@ -533,7 +374,7 @@ def _validate_prompt(raw: Any, where: str) -> Prompt:
     frame = raw.get("frame")
     if frame is None:
         raise _Invalid(f"{where}.frame", "missing")
-    if not _is_int(frame) or frame < 0:
+    if not _is_int(frame) or not 0 <= frame <= MAX_ID:
         raise _Invalid(f"{where}.frame", f"must be a non-negative integer, got {_short(frame)}")
 
     points = labels = box = mask = None
@@ -565,7 +406,8 @@ def _points(value: Any, where: str) -> tuple[tuple[float, float], ...]:
     for index, pair in enumerate(value):
         if not isinstance(pair, list) or len(pair) != 2 or not all(_is_number(v) for v in pair):
             raise _Invalid(
-                f"{where}[{index}]", f"must be [x, y] with two finite numbers, got {_short(pair)}"
+                f"{where}[{index}]",
+                f"must be [x, y] with two finite numbers within float32 range, got {_short(pair)}",
             )
         points.append((float(pair[0]), float(pair[1])))
     return tuple(points)
@@ -588,7 +430,9 @@ def _labels(value: Any, where: str, count: int) -> tuple[int, ...]:
 def _box(value: Any, where: str) -> tuple[float, float, float, float]:
     if not isinstance(value, list) or len(value) != 4 or not all(_is_number(v) for v in value):
         raise _Invalid(
-            where, f"must be [x1, y1, x2, y2] with four finite numbers, got {_short(value)}"
+            where,
+            "must be [x1, y1, x2, y2] with four finite numbers within float32 range, "
+            f"got {_short(value)}",
         )
     x1, y1, x2, y2 = (float(v) for v in value)
     if x2 <= x1 or y2 <= y1:
@@ -624,9 +468,61 @@ def _is_int(value: Any) -> bool:
 
 
 def _is_number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    """A finite int/float that float32 holds (|v| <= 3.4e38); huge ints are compared, not converted."""
+    if not isinstance(value, (int, float)) or isinstance(value, bool):
+        return False
+    if isinstance(value, float) and not math.isfinite(value):
+        return False
+    return abs(value) <= FLOAT32_MAX
+
+
+def _json_type(value: Any) -> str:
+    if value is None or isinstance(value, bool):
+        return json.dumps(value)
+    names = {dict: "an object", list: "an array", str: "a string", int: "a number"}
+    return next((name for kind, name in names.items() if isinstance(value, kind)), "a number")
+
+
+def _bad_text(text: str) -> str | None:
+    """Why a path or id string cannot be used (control characters, not encodable as UTF-8), or None."""
+    if _CONTROL.search(text):
+        return "contains control characters"
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return "is not valid Unicode text (a lone surrogate escape such as \\ud800)"
+    return None
 
 
 def _short(value: Any, limit: int = 80) -> str:
     text = json.dumps(value, default=str) if not isinstance(value, str) else repr(value)
     return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+# ---------------------------------------------------------------- against the video
+
+
+def fit_prompt_to_frame(prompt: Prompt, height: int, width: int) -> Prompt:
+    """``prompt`` checked against a height x width frame, a partly-outside box clipped to it.
+
+    A point must lie in [0, width] x [0, height]; a box must overlap the frame.
+    Otherwise the prompt points at nothing in the video, yet the model would still
+    return a mask for it, so this raises ValueError naming the field and value
+    ("points[1] (5000, -300) is outside ..."). Callers (the worker, once the video is
+    open) add the manifest location, object and prompt. Mask prompts pass unchanged.
+    """
+    for index, (x, y) in enumerate(prompt.points or ()):
+        if not (0 <= x <= width and 0 <= y <= height):
+            raise ValueError(
+                f"points[{index}] ({x:g}, {y:g}) is outside the {width} x {height} frame "
+                f"(x must be in 0..{width}, y in 0..{height})"
+            )
+    if prompt.box is None:
+        return prompt
+    x1, y1, x2, y2 = prompt.box
+    clipped = (max(x1, 0.0), max(y1, 0.0), min(x2, float(width)), min(y2, float(height)))
+    if clipped[2] <= clipped[0] or clipped[3] <= clipped[1]:
+        raise ValueError(
+            f"box [{x1:g}, {y1:g}, {x2:g}, {y2:g}] lies wholly outside the {width} x {height} frame"
+        )
+    return prompt if clipped == prompt.box else dataclasses.replace(prompt, box=clipped)

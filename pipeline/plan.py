@@ -2,10 +2,14 @@
 
 A unit is one video with all of its objects, or a group of at most
 ``max_objects_per_unit`` of them. Its ``unit_id`` hashes everything that
-decides its output -- the video URI and id, the object ids and their prompts,
-the model and the checkpoint digest -- so the same inputs always give the same
-id. That is what makes retries and resumed runs safe: a unit already committed
-under its id is skipped, and a re-run writes the same names again.
+decides its output -- the video URI and id, the video's identity (size plus
+ETag, version or modification time: ``pipeline.video.video_identities``,
+gathered once on the driver while planning), the object ids and their
+prompts, the model and the checkpoint digest -- so the same inputs always give
+the same id. That is what makes retries and resumed runs safe: a unit already
+committed under its id is skipped, and a re-run writes the same names again.
+A video replaced at the same path gets new unit ids, so its stale masks are
+never taken for finished work.
 """
 
 from __future__ import annotations
@@ -14,10 +18,11 @@ import dataclasses
 import hashlib
 import json
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from pipeline.manifest import ObjectSpec, Reject, VideoJob
+from pipeline.storage import safe_uri
 
 _SLUG = re.compile(r"[^A-Za-z0-9_.-]+")
 
@@ -29,6 +34,7 @@ class Unit:
     unit_id: str
     job: VideoJob
     object_ids: tuple[int, ...]
+    video_identity: str = ""  # the video's identity when planned (pipeline.video.video_identities)
 
     @property
     def video_id(self) -> str:
@@ -52,12 +58,17 @@ def _prompt_record(prompt) -> dict:
 
 
 def unit_id_for(
-    job: VideoJob, objects: Sequence[ObjectSpec], model_id: str, checkpoint_digest: str | None
+    job: VideoJob,
+    objects: Sequence[ObjectSpec],
+    model_id: str,
+    checkpoint_digest: str | None,
+    video_identity: str,
 ) -> str:
     """Stable id of a unit: ``<video slug>-<24 hex digits of a sha256>``, safe as a file name."""
     payload = {
         "video": job.video,
         "video_id": job.video_id,
+        "video_identity": video_identity,
         "objects": [
             {"object_id": int(o.object_id), "prompts": [_prompt_record(p) for p in o.prompts]}
             for o in sorted(objects, key=lambda o: o.object_id)
@@ -75,11 +86,14 @@ def plan_units(
     model_id: str,
     checkpoint_digest: str | None,
     max_objects_per_unit: int | None = None,
+    *,
+    identities: Mapping[str, str],
 ) -> list[Unit]:
     """Split jobs into units (in manifest order); a job with no objects gives no unit.
 
     Objects are grouped in manifest order, at most ``max_objects_per_unit`` per
-    unit (None or 0: all of a video's objects in one unit).
+    unit (None or 0: all of a video's objects in one unit). ``identities`` maps
+    every job's video URI to its identity (``pipeline.video.video_identities``).
     """
     if max_objects_per_unit is not None and max_objects_per_unit < 0:
         raise ValueError(f"max_objects_per_unit must be >= 1, got {max_objects_per_unit}")
@@ -90,12 +104,39 @@ def plan_units(
         size = max_objects_per_unit or max(1, len(objects))
         for start in range(0, len(objects), size):
             group = objects[start : start + size]
-            unit_id = unit_id_for(job, group, model_id, checkpoint_digest)
+            identity = identities[job.video]
+            unit_id = unit_id_for(job, group, model_id, checkpoint_digest, identity)
             if unit_id in seen:  # the very same work listed twice: do it once
                 continue
             seen.add(unit_id)
-            units.append(Unit(unit_id, job, tuple(int(o.object_id) for o in group)))
+            units.append(Unit(unit_id, job, tuple(int(o.object_id) for o in group), identity))
     return units
+
+
+def why_other_labeling(committed: Mapping, units: Sequence[Unit], model_name: str) -> str:
+    """What differs between a committed unit (its commit metadata) and this run's units of
+    the same video: the model, the video file (replaced, or another path) or, when neither,
+    the prompts or the grouping of objects into units. For the refusal message."""
+    mine = next((u for u in units if u.video_id == committed.get("video_id")), None)
+    reasons = []
+    if committed.get("model") not in (None, model_name):
+        reasons.append(f"another model ({committed['model']}; this run: {model_name})")
+    if mine is not None and committed.get("video") not in (None, mine.job.video):
+        reasons.append(
+            f"another video file ({safe_uri(str(committed['video']))}; "
+            f"this run: {safe_uri(mine.job.video)})"
+        )
+    elif mine is not None and committed.get("video_identity") not in (None, mine.video_identity):
+        reasons.append(
+            f"the video {safe_uri(mine.job.video)} was replaced since it was labeled "
+            f"({committed['video_identity']}; now {mine.video_identity})"
+        )
+    if not reasons and "video_identity" not in committed:
+        reasons.append(
+            "a unit written by an earlier version of the labeler, whose unit ids did not "
+            "include the video's identity, so whether the video changed cannot be told"
+        )
+    return "; ".join(reasons) or "other prompts, or objects grouped into units differently"
 
 
 def conflicting_jobs(jobs: Sequence[VideoJob]) -> tuple[list[VideoJob], list[Reject]]:

@@ -4,25 +4,40 @@ Which errors are transient (worth another attempt on a fresh worker), how many
 attempts a unit gets, how long to wait between them, and how long one attempt
 may run. The coordinator asks this module and nothing else.
 
-Transient: a worker, actor or node went away (Ray system errors), an object
-was lost, the storage failed with an I/O error or a timeout, or the unit ran
-past its deadline (no progress for too long, or past its hard cap). Permanent: the input itself is wrong (a corrupt video, a
-prompt past the video's end, malformed prompts, a missing file) -- another
-attempt would fail the same way. Errors of any other type are treated as
-permanent too: a deterministic bug retried K times only costs K times the
-compute, and a later run (resume) re-tries every uncommitted unit anyway.
+Errors are classified by the types their sources raise, not guessed from
+Python's built-in types (which bugs raise too):
+
+- transient: a worker, actor or node went away (Ray system errors), an object
+  was lost, the storage failed with an I/O error or a timeout, the unit ran
+  past its deadline (no progress for too long, or past its hard cap), or memory
+  ran out -- on the host (``MemoryError``, Ray's
+  memory monitor) or on the device (``torch.OutOfMemoryError``, "CUDA out of
+  memory"), which depends on what else shares the machine at that moment.
+- permanent: the input is wrong -- :class:`pipeline.errors.InputError`
+  (an undecodable video, a prompt past the video's end; the message names the
+  file or manifest line) or a missing or forbidden file. Another attempt
+  would fail the same way.
+- bug: anything else (``KeyError``, ``TypeError``, a bare ``ValueError`` or
+  ``RuntimeError`` ...): the labeler's own fault, not the input's. Not retried
+  either -- a deterministic bug retried K times only costs K times the
+  compute, and a later run (resume) re-tries every uncommitted unit anyway --
+  and :func:`describe` says that it looks like a bug and where it was raised.
 """
 
 from __future__ import annotations
 
 import math
 import random
+import re
+import sys
+import traceback
 from dataclasses import dataclass
 
-from pipeline.video import VideoDecodeError
+from pipeline.errors import InputError
 
 TRANSIENT = "transient"
 PERMANENT = "permanent"
+BUG = "bug"
 
 
 class UnitTimeoutError(TimeoutError):
@@ -31,6 +46,15 @@ class UnitTimeoutError(TimeoutError):
 
 # OSError subclasses that describe the input, not a flaky store.
 _PERMANENT_OS_ERRORS = (FileNotFoundError, IsADirectoryError, NotADirectoryError, PermissionError)
+# How torch and its backends word a device allocation failure (older torch raised a plain
+# RuntimeError; torch >= 2.5 raises torch.OutOfMemoryError, a RuntimeError too).
+_DEVICE_OOM_TEXT = (
+    "CUDA out of memory",
+    "CUDA error: out of memory",
+    "HIP out of memory",
+    "MPS backend out of memory",
+    "XPU out of memory",
+)
 
 
 def _ray_transient_types() -> tuple[type[BaseException], ...]:
@@ -84,26 +108,41 @@ def root_cause(error: BaseException) -> BaseException:
     return error
 
 
+def is_device_oom(error: BaseException) -> bool:
+    """True for a GPU (or other accelerator) allocation failure raised by torch."""
+    torch = sys.modules.get("torch")  # a torch error can only exist where torch is imported
+    oom = getattr(torch, "OutOfMemoryError", None)
+    if oom is not None and isinstance(error, oom):
+        return True
+    return isinstance(error, RuntimeError) and any(t in str(error) for t in _DEVICE_OOM_TEXT)
+
+
 def classify(error: BaseException) -> str:
-    """TRANSIENT or PERMANENT for an error raised by (or about) one unit attempt."""
+    """TRANSIENT, PERMANENT or BUG for an error raised by (or about) one unit attempt."""
     cause = root_cause(error)
     if isinstance(cause, UnitTimeoutError):
         return TRANSIENT
     if isinstance(cause, _ray_transient_types()):
         return TRANSIENT
-    if isinstance(cause, (VideoDecodeError, ValueError, KeyError, TypeError)):
+    if isinstance(cause, MemoryError) or is_device_oom(cause):
+        return TRANSIENT
+    if isinstance(cause, InputError):
         return PERMANENT
     if isinstance(cause, _PERMANENT_OS_ERRORS):
         return PERMANENT
-    if isinstance(cause, (OSError, TimeoutError, ConnectionError, MemoryError)):
+    if isinstance(cause, (OSError, TimeoutError, ConnectionError)):
         return TRANSIENT
     if isinstance(cause, _storage_transient_types()):
         return TRANSIENT
-    return PERMANENT
+    return BUG
 
 
 def describe(error: BaseException) -> tuple[str, str]:
-    """(error type name, one-line message) of the root cause, for failures/ rows."""
+    """(error type name, one-line message) of the root cause, for failures/ rows.
+
+    A BUG's message says so and names the line that raised it, so that nobody goes
+    looking for a fault in the video or the prompts.
+    """
     cause = root_cause(error)
     message = str(cause).strip().splitlines()
     text = message[0] if message else ""
@@ -112,7 +151,30 @@ def describe(error: BaseException) -> tuple[str, str]:
         if line.strip() and not line.startswith(" "):
             text = line.strip()
             break
-    return type(cause).__name__, text[:2000]
+    name = type(cause).__name__
+    if classify(cause) == BUG:
+        where = _raised_at(error, cause)
+        text = (
+            f"unexpected {name}{f' at {where}' if where else ''}: this looks like a bug in the "
+            f"labeler, not a problem with the video or its prompts (please report it): {text}"
+        )
+    return name, text[:2000]
+
+
+_FRAME_LINE = re.compile(r'File "([^"]+)", line (\d+), in (\S+)')
+
+
+def _raised_at(error: BaseException, cause: BaseException) -> str:
+    """``file:line (function)`` of the innermost frame that raised ``cause``, if known: from
+    its traceback in this process, or from the text of a Ray task error's remote traceback."""
+    if cause.__traceback__ is not None:
+        frame = traceback.extract_tb(cause.__traceback__)[-1]
+        return f"{frame.filename}:{frame.lineno} ({frame.name})"
+    found = _FRAME_LINE.findall(str(getattr(error, "traceback_str", "") or ""))
+    if found:
+        filename, line, function = found[-1]
+        return f"{filename}:{line} ({function})"
+    return ""
 
 
 @dataclass(frozen=True)

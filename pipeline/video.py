@@ -12,6 +12,14 @@ checked against that index (timestamp, continuity, end of stream); if the
 file breaks it, the reader falls back to counting decoded frames from the
 start, which is slower but still exact.
 
+A folder's frames are its JPEG/PNG files in the order of the number in
+their names; the numbers must run without gaps (a missing file would shift
+every later prompt onto the wrong image), so a gap is refused.
+
+A video's identity (:func:`video_identities`: size plus ETag, version or
+modification time; for a folder, its frame files') is part of every unit id,
+so a video replaced at the same path is never taken for one already labeled.
+
 Memory is bounded: at most ``cache_frames`` decoded frames are held. Going
 forward, one live decoder keeps running (frame i+1 costs one decode). Going
 backward, the block [i - cache_frames + 1, i] is decoded forward from its
@@ -23,18 +31,21 @@ pass therefore costs about N^2 / (2 * cache_frames) decodes.
 from __future__ import annotations
 
 import bisect
+import hashlib
 import io
 import posixpath
 import re
 from collections import OrderedDict
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 
 import av
 import fsspec
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from pipeline.storage import is_local, url_to_fs
+from pipeline.errors import InputError
+from pipeline.storage import is_local, safe_uri, url_to_fs
 
 DEFAULT_CACHE_FRAMES = 16
 REMOTE_BLOCK_BYTES = 4 * 2**20  # remote reads: 4 MiB ranges,
@@ -43,8 +54,8 @@ FRAME_SUFFIXES = (".jpg", ".jpeg", ".png")
 _NUMBER = re.compile(r"\d+")
 
 
-class VideoDecodeError(Exception):
-    """The video cannot be decoded: corrupt, truncated, not a video, or no frames. Permanent."""
+class VideoDecodeError(InputError):
+    """The video cannot be decoded: empty, corrupt, truncated, not a video, no frames. Permanent."""
 
 
 def open_video(
@@ -54,16 +65,18 @@ def open_video(
 
     ``cache_frames`` bounds how many decoded frames are held in memory.
     Raises FileNotFoundError if nothing exists at ``uri`` and VideoDecodeError
-    if it is not a decodable video.
+    if it is not a decodable video; both name ``uri`` without credentials.
     """
     if cache_frames < 1:
         raise ValueError(f"cache_frames must be at least 1, got {cache_frames}")
     fs, path = url_to_fs(uri, storage_options)
-    if fs.isfile(path):
-        return ContainerReader(uri, fs, path, cache_frames)
-    if fs.isdir(path):
+    try:
+        info = fs.info(path)
+    except FileNotFoundError:
+        raise FileNotFoundError(f"video not found: {safe_uri(uri)}") from None
+    if info.get("type") == "directory":
         return FrameFolderReader(uri, fs, path, cache_frames)
-    raise FileNotFoundError(f"video not found: {uri}")
+    return ContainerReader(uri, fs, path, cache_frames, size=info.get("size"))
 
 
 class _FrameCache:
@@ -100,7 +113,7 @@ class VideoReader:
     """
 
     def __init__(self, uri: str, cache_frames: int):
-        self.uri = uri
+        self.uri = safe_uri(uri)  # for messages only: never holds credentials
         self._cache = _FrameCache(cache_frames)
         self._length = 0
         self._height = 0
@@ -166,10 +179,18 @@ class _IndexMismatch(Exception):
 class ContainerReader(VideoReader):
     """A video file decoded with PyAV; see the module docstring for the index and cache rules."""
 
-    def __init__(self, uri: str, fs: fsspec.AbstractFileSystem, path: str, cache_frames: int):
+    def __init__(
+        self,
+        uri: str,
+        fs: fsspec.AbstractFileSystem,
+        path: str,
+        cache_frames: int,
+        size: int | None = None,
+    ):
         super().__init__(uri, cache_frames)
         self._fs = fs
         self._path = path
+        self._size = fs.size(path) if size is None else size  # None: the store does not say
         self._file = None
         self._container = None
         self._stream = None
@@ -181,6 +202,8 @@ class ContainerReader(VideoReader):
         self._keyframes: list[int] = [0]
         self._last: int | None = None  # last index decoded on request (to spot backward runs)
         try:
+            if self._size == 0:
+                raise VideoDecodeError(f"{self.uri}: the file is empty (0 bytes)")
             self._open_container()
             self._index_packets()
             first = self._load(0)
@@ -196,14 +219,17 @@ class ContainerReader(VideoReader):
         self._close_container()
         if self._file is None:
             try:
-                self._file = self._fs.open(self._path, "rb", **_read_options(self._fs))
+                opened = self._fs.open(self._path, "rb", **_read_options(self._fs))
             except FileNotFoundError as error:
                 raise FileNotFoundError(f"video not found: {self.uri}") from error
+            self._file = _SeekGuard(opened, self._size, self.uri)
         self._file.seek(0)
         try:
             self._container = av.open(self._file, mode="r")
         except av.FFmpegError as error:
-            raise VideoDecodeError(f"{self.uri}: not a readable video file ({error})") from error
+            raise VideoDecodeError(
+                f"{self.uri}: not a readable video file ({_reason(error)})"
+            ) from error
         if not self._container.streams.video:
             raise VideoDecodeError(f"{self.uri}: the file holds no video stream")
         self._stream = self._container.streams.video[0]
@@ -227,7 +253,9 @@ class ContainerReader(VideoReader):
                 if packet.is_keyframe:
                     keyframe_pts.append(packet.pts)
         except av.FFmpegError as error:
-            raise VideoDecodeError(f"{self.uri}: corrupt or truncated video ({error})") from error
+            raise VideoDecodeError(
+                f"{self.uri}: corrupt or truncated video ({_reason(error)})"
+            ) from error
         timestamps.sort()
         if usable and len(set(timestamps)) != len(timestamps):
             usable = False
@@ -250,7 +278,7 @@ class ContainerReader(VideoReader):
             for _ in self._container.decode(self._stream):
                 count += 1
         except av.FFmpegError as error:
-            raise VideoDecodeError(f"{self.uri}: corrupt video ({error})") from error
+            raise VideoDecodeError(f"{self.uri}: corrupt video ({_reason(error)})") from error
         if count == 0:
             raise VideoDecodeError(f"{self.uri}: no decodable frames")
         self._pts, self._pts_index, self._keyframes = None, {}, [0]
@@ -298,7 +326,7 @@ class ContainerReader(VideoReader):
             except av.FFmpegError as error:
                 self._frames = None
                 raise VideoDecodeError(
-                    f"{self.uri}: corrupt video near frame {index} ({error})"
+                    f"{self.uri}: corrupt video near frame {index} ({_reason(error)})"
                 ) from error
             position = self._position(frame)
             if position < start:
@@ -323,7 +351,7 @@ class ContainerReader(VideoReader):
                 self._container.seek(self._pts[keyframe], stream=self._stream, backward=True)
             except av.FFmpegError as error:
                 raise VideoDecodeError(
-                    f"{self.uri}: cannot seek to frame {keyframe} ({error})"
+                    f"{self.uri}: cannot seek to frame {keyframe} ({_reason(error)})"
                 ) from error
             self._next, self._floor = None, keyframe
         self._frames = iter(self._container.decode(self._stream))
@@ -358,6 +386,43 @@ class ContainerReader(VideoReader):
             self._file.close()
             self._file = None
         super().close()
+
+
+def _reason(error: av.FFmpegError) -> str:
+    """FFmpeg's own words, without the errno and the file name (which is ours to give)."""
+    return error.strerror or str(error)
+
+
+class _SeekGuard:
+    """The file object PyAV reads. FFmpeg computes seek targets from the file's own bytes, so
+    a target before the start of the file means a broken or foreign file: raise
+    VideoDecodeError naming it, where the raw file would raise a nameless OSError or
+    ValueError that looks like a storage failure (a zero-byte file gave "[Errno 22]")."""
+
+    def __init__(self, file, size: int | None, uri: str):
+        self._file = file
+        self._size = size
+        self._uri = uri
+
+    def read(self, size: int = -1) -> bytes:
+        return self._file.read(size)
+
+    def tell(self) -> int:
+        return self._file.tell()
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        base = {io.SEEK_SET: 0, io.SEEK_CUR: self._file.tell()}
+        if self._size is not None:
+            base[io.SEEK_END] = self._size
+        if whence in base and base[whence] + offset < 0:
+            raise VideoDecodeError(
+                f"{self._uri}: not a readable video file (the decoder asked for byte "
+                f"{base[whence] + offset} of {self._size})"
+            )
+        return self._file.seek(offset, whence)
+
+    def close(self) -> None:
+        self._file.close()
 
 
 def _read_options(fs: fsspec.AbstractFileSystem) -> dict:
@@ -402,7 +467,16 @@ class FrameFolderReader(VideoReader):
             numbered[number] = name
         if not numbered:
             raise VideoDecodeError(f"{self.uri}: no JPEG/PNG frames in this folder")
-        return [numbered[number] for number in sorted(numbered)]
+        numbers = sorted(numbered)
+        for previous, number in zip(numbers, numbers[1:]):
+            if number != previous + 1:
+                raise VideoDecodeError(
+                    f"{self.uri}: frame number {previous + 1} is missing (frame file "
+                    f"{posixpath.basename(numbered[previous])!r} is followed by "
+                    f"{posixpath.basename(numbered[number])!r}); frames must be numbered without "
+                    "gaps, since frame i of the video is the i-th file"
+                )
+        return [numbered[number] for number in numbers]
 
     def _load(self, index: int) -> np.ndarray:
         name = self._files[index]
@@ -422,3 +496,85 @@ class FrameFolderReader(VideoReader):
             )
         self._cache.put(index, frame)
         return frame
+
+
+# ---------------------------------------------------------------- identity
+
+# Keys of fsspec ``info()`` that change when a file's content does, best first: a content
+# hash (S3 and HTTP ETag, GCS md5Hash), then a version, then the modification time.
+_IDENTITY_KEYS = (
+    "ETag",
+    "etag",
+    "Content-MD5",
+    "md5Hash",
+    "crc32c",
+    "content_md5",
+    "Digest",
+    "VersionId",
+    "version_id",
+    "generation",
+    "mtime",
+    "LastModified",
+    "Last-Modified",
+    "last_modified",
+    "updated",
+    "modified",
+    "created",
+)
+MISSING_VIDEO = "missing"
+
+
+def video_identities(
+    uris: Iterable[str], storage_options: dict | None = None, *, threads: int = 16
+) -> dict[str, str]:
+    """A short text per video that changes when the video is replaced: ``size=... ETag=...``
+    (or the version or modification time where the store has no content hash); for a frame
+    folder, the count, total size and a digest of its frame files' names and identities.
+
+    One ``info()`` (a folder: one listing) per distinct URI, ``threads`` at a time, so a
+    large manifest on an object store is planned in seconds. Content is never read: a
+    file touched without change counts as replaced, an identical re-upload to S3 does not.
+    A missing video gets ``MISSING_VIDEO`` (labeling it then fails with its own error);
+    any other storage error propagates, naming the video.
+    """
+    distinct = list(dict.fromkeys(uris))
+    if not distinct:
+        return {}
+    with ThreadPoolExecutor(max_workers=max(1, min(threads, len(distinct)))) as pool:
+        found = pool.map(lambda uri: _identity(uri, storage_options), distinct)
+        return dict(zip(distinct, found))
+
+
+def _identity(uri: str, storage_options: dict | None) -> str:
+    try:
+        fs, path = url_to_fs(uri, storage_options)
+        fs.invalidate_cache(path)  # a listing cached earlier in this process may be stale
+        info = fs.info(path)
+        if info.get("type") != "directory":
+            return _file_identity(info)
+        frames = [
+            entry
+            for entry in fs.ls(path, detail=True)
+            if posixpath.splitext(entry["name"].rstrip("/"))[1].lower() in FRAME_SUFFIXES
+        ]
+    except FileNotFoundError:
+        return MISSING_VIDEO
+    except Exception as error:
+        raise OSError(
+            f"cannot read the size and version of video {safe_uri(uri)}: "
+            f"{type(error).__name__}: {error}"
+        ) from error
+    listing = sorted((posixpath.basename(e["name"].rstrip("/")), _file_identity(e)) for e in frames)
+    digest = hashlib.sha256(repr(listing).encode("utf-8")).hexdigest()[:16]
+    total = sum(int(e.get("size") or 0) for e in frames)
+    return f"frames={len(frames)} size={total} files={digest}"
+
+
+def _file_identity(info: dict) -> str:
+    text = f"size={int(info.get('size') or 0)}"
+    for key in _IDENTITY_KEYS:
+        value = info.get(key)
+        if value not in (None, ""):
+            value = str(value).strip('"')
+            return f"{text} {key}={value}"
+    return text

@@ -1,9 +1,11 @@
 """The Ray worker: one model per actor process, one unit per call.
 
 ``LabelWorker`` is a plain class; the coordinator wraps it with ``ray.remote``
-and the CPU/GPU share each worker needs. ``__init__`` fetches the checkpoint
-(cached per node under its digest), builds the model once and fixes torch's
-thread count. ``run(unit, attempt)`` streams the unit's frames, tracks,
+and the CPU/GPU share each worker needs. ``__init__`` reads the checkpoint
+through ``sam2_core.hub`` (cached per node under its digest; the SHA-256 of the
+bytes it loads must be the digest the run was planned with, else
+``CheckpointDigestError``), builds the model once and fixes torch's thread
+count. ``run(unit, attempt)`` streams the unit's frames, tracks,
 commits the unit's Parquet file through ``OutputStore.commit_unit`` and
 returns a small dict -- never masks through Ray's object store. With
 ``videos_at_once`` > 1 the actor runs that many calls at once on threads
@@ -19,10 +21,8 @@ cannot proceed) from a lost node (start another worker).
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import os
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,15 +31,7 @@ from pipeline.labeling import label_video
 from pipeline.plan import Unit
 from pipeline.retry import TRANSIENT, classify
 from pipeline.sink import OutputStore
-from pipeline.storage import has_protocol, url_to_fs
-
-DEFAULT_CACHE_DIR = Path(
-    os.environ.get("SAM2_LABELER_CACHE", Path.home() / ".cache" / "sam2-labeler")
-)
-
-
-class CheckpointDigestError(ValueError):
-    """A fetched checkpoint's sha256 differs from the one the run was planned with."""
+from sam2_core.hub import CheckpointDigestError, read_checkpoint  # noqa: F401 - the error a wrong checkpoint gives here
 
 
 @dataclass(frozen=True)
@@ -81,50 +73,6 @@ class WorkerConfig:
     videos_at_once: int = 1
 
 
-def fetch_checkpoint(
-    uri: str,
-    digest: str | None,
-    storage_options: dict | None = None,
-    cache_dir: str | os.PathLike | None = None,
-) -> str:
-    """Local path of the checkpoint at `uri`.
-
-    A local path is used as it is. A URL is downloaded once per node into
-    ``cache_dir`` under its digest (written to a temporary name, checked against
-    `digest`, then renamed), so every worker on the node shares one copy.
-    """
-    if not has_protocol(uri) or uri.startswith("file:"):
-        fs, path = url_to_fs(uri)
-        if not fs.exists(path):
-            raise FileNotFoundError(f"checkpoint not found: {uri}")
-        return path
-    cache = Path(cache_dir or DEFAULT_CACHE_DIR) / "checkpoints"
-    cache.mkdir(parents=True, exist_ok=True)
-    name = os.path.basename(uri.rstrip("/")) or "checkpoint.pt"
-    target = cache / f"{(digest or hashlib.sha256(uri.encode()).hexdigest())[:32]}-{name}"
-    if target.exists():
-        return str(target)
-    fs, path = url_to_fs(uri, storage_options)
-    if not fs.exists(path):
-        raise FileNotFoundError(f"checkpoint not found: {uri}")
-    sha = hashlib.sha256()
-    fd, tmp = tempfile.mkstemp(dir=cache, prefix=".download-")
-    try:
-        with os.fdopen(fd, "wb") as out, fs.open(path, "rb") as src:
-            while chunk := src.read(8 << 20):
-                sha.update(chunk)
-                out.write(chunk)
-        if digest is not None and sha.hexdigest() != digest:
-            raise CheckpointDigestError(
-                f"checkpoint {uri}: sha256 {sha.hexdigest()} differs from the expected {digest}"
-            )
-        os.replace(tmp, target)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-    return str(target)
-
-
 class LabelWorker:
     """Loads the model once; labels and commits one unit per ``run`` call."""
 
@@ -141,8 +89,8 @@ class LabelWorker:
             from sam2_core import build_model
 
             checkpoint = None
-            if config.checkpoint is not None:
-                checkpoint = fetch_checkpoint(
+            if config.checkpoint is not None:  # the digest is checked on the very bytes loaded
+                checkpoint = read_checkpoint(
                     config.checkpoint,
                     config.checkpoint_digest,
                     config.storage_options,
@@ -196,6 +144,7 @@ class LabelWorker:
         metadata = {
             "unit_id": unit.unit_id,
             "video": unit.job.video,
+            "video_identity": unit.video_identity,
             "video_id": unit.video_id,
             "object_ids": list(unit.object_ids),
             "run_id": self.config.run_id,

@@ -13,6 +13,7 @@ from .config import (
     official_config,
     parse_config_text,
 )
+from .hub import CheckpointBytes, read_bytes
 from .modeling.sam2 import SAM2Model
 
 
@@ -31,24 +32,21 @@ def resolve_config(model: str | dict | ModelConfig, storage_options: dict | None
     looks_like_file = any(model.endswith(ext) for ext in (".yaml", ".yml", ".json")) or "/" in model
     if not looks_like_file:
         raise ConfigError(f"unknown model {model!r}: use an official name ({', '.join(sorted(OFFICIAL_CONFIG_FILES))}) or a path to a config file")
-    import fsspec
-
-    fs, path = fsspec.core.url_to_fs(model, **(storage_options or {}))
-    if not fs.exists(path):
-        raise FileNotFoundError(f"model config not found: {model}")
-    with fs.open(path, "rt") as f:
-        text = f.read()
+    text = read_bytes(model, storage_options, what="model config").decode("utf-8")
     return parse_config_text(text, name=model)
 
 
 def build_model(
     model: str | dict | ModelConfig,
-    checkpoint: str | None = None,
+    checkpoint: str | CheckpointBytes | None = None,
     device: str | torch.device = "cpu",
     storage_options: dict | None = None,
     apply_postprocessing: bool = True,
 ) -> SAM2Model:
     """Build a SAM 2 model in eval mode; load ``checkpoint`` strictly when given (random weights otherwise).
+
+    ``checkpoint``: an official name, a path or fsspec URL, or bytes from
+    :func:`sam2_core.hub.read_checkpoint` (whose digest the caller has checked).
 
     ``apply_postprocessing`` (official names only) matches Meta's ``build_sam2*`` default.
     """

@@ -1,60 +1,53 @@
-"""Loading official checkpoints (``torch.save({"model": state_dict})``) strictly.
+"""Loading official checkpoints strictly: SAM 2's ``torch.save({"model": state_dict})`` and
+SAM 1's bare ``torch.save(state_dict)``.
 
 A checkpoint is refused, with a message listing the offending tensors, when
 any tensor is missing, unexpected or of the wrong shape; files that are not
 SAM 2 checkpoints or are truncated are refused too. Loading never unpickles
-arbitrary objects (``weights_only=True``).
+arbitrary objects (``weights_only=True``). Bytes come from :mod:`sam2_core.hub`
+and are parsed as they are, never read a second time.
 """
 
 from __future__ import annotations
 
-import hashlib
 import io
+import pickle
 import zipfile
 from collections.abc import Mapping
 
 import torch
 from torch import nn
 
+from .hub import CheckpointBytes, read_checkpoint
+
 
 class CheckpointError(ValueError):
     """A file that cannot be loaded as the requested SAM 2 checkpoint."""
 
 
-def _open(uri: str, storage_options: dict | None):
-    import fsspec
-
-    fs, path = fsspec.core.url_to_fs(uri, **(storage_options or {}))
-    if not fs.exists(path):
-        raise FileNotFoundError(f"checkpoint not found: {uri}")
-    return fs.open(path, "rb")
-
-
-def read_bytes(uri: str, storage_options: dict | None = None) -> bytes:
-    """The raw bytes of a checkpoint at a local path or any fsspec URL."""
-    with _open(uri, storage_options) as f:
-        return f.read()
-
-
-def file_digest(uri: str, storage_options: dict | None = None) -> str:
-    """SHA-256 (hex) of a file at a local path or fsspec URL."""
-    h = hashlib.sha256()
-    with _open(uri, storage_options) as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def read_state_dict(data: bytes, source: str = "<bytes>") -> dict[str, torch.Tensor]:
-    """Parse checkpoint bytes into a state dict, refusing anything but ``{"model": {name: tensor}}``."""
+    """Parse checkpoint bytes into a state dict: ``{"model": {name: tensor}}`` (SAM 2) or a bare
+    ``{name: tensor}`` (SAM 1); anything else is refused. Which tensors a model needs is checked
+    by :func:`load_state_dict_strict`, so a checkpoint of the other family is refused there,
+    with the list of mismatched tensors."""
     try:
         obj = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
     except Exception as err:  # torch.load raises many types on foreign bytes (even IndexError)
-        reason = "truncated or corrupt" if zipfile.is_zipfile(io.BytesIO(data)) or data[:2] == b"PK" else "not a PyTorch checkpoint"
-        raise CheckpointError(f"{source}: cannot read checkpoint ({reason}): {err}") from err
+        # torch's own message is left out: for foreign bytes it advises weights_only=False,
+        # which would run whatever code the file holds.
+        if not (zipfile.is_zipfile(io.BytesIO(data)) or data[:2] == b"PK"):
+            raise CheckpointError(f"{source} is not a PyTorch checkpoint (of tensors and plain values)") from None
+        if isinstance(err, pickle.UnpicklingError):
+            raise CheckpointError(
+                f"{source}: refused, it holds Python objects other than tensors and plain values "
+                "(only weights are loaded from checkpoints)"
+            ) from None
+        raise CheckpointError(f"{source}: cannot read checkpoint (truncated or corrupt PyTorch file)") from None
+    if isinstance(obj, Mapping) and "model" not in obj and obj and all(isinstance(v, torch.Tensor) for v in obj.values()):
+        return dict(obj)  # a bare state dict (SAM 1's layout)
     if not isinstance(obj, Mapping) or "model" not in obj:
         keys = list(obj)[:5] if isinstance(obj, Mapping) else type(obj).__name__
-        raise CheckpointError(f"{source}: not a SAM 2 checkpoint (expected a dict with a 'model' state dict, got {keys})")
+        raise CheckpointError(f"{source}: not a SAM checkpoint (expected a dict with a 'model' state dict, or a bare state dict of tensors, got {keys})")
     state = obj["model"]
     if not isinstance(state, Mapping) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise CheckpointError(f"{source}: 'model' is not a state dict of tensors")
@@ -88,6 +81,13 @@ def load_state_dict_strict(model: nn.Module, state: Mapping[str, torch.Tensor], 
     model.load_state_dict(state, strict=True)
 
 
-def load_checkpoint(model: nn.Module, uri: str, storage_options: dict | None = None) -> None:
-    """Load an official checkpoint from a local path or fsspec URL into ``model``, strictly."""
-    load_state_dict_strict(model, read_state_dict(read_bytes(uri, storage_options), uri), uri)
+def load_checkpoint(model: nn.Module, checkpoint: str | CheckpointBytes, storage_options: dict | None = None) -> None:
+    """Load an official-format checkpoint into ``model``, strictly.
+
+    ``checkpoint``: an official name, a local path or fsspec URL (read through
+    :func:`sam2_core.hub.read_checkpoint`), or bytes already read and checked by it.
+    """
+    if not isinstance(checkpoint, CheckpointBytes):
+        checkpoint = read_checkpoint(checkpoint, storage_options=storage_options)
+    state = read_state_dict(checkpoint.data, checkpoint.uri)
+    load_state_dict_strict(model, state, checkpoint.uri)

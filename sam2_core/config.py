@@ -9,10 +9,11 @@ config that asks for behaviour we do not implement never loads silently.
 
 from __future__ import annotations
 
-import copy
 import json
 from dataclasses import dataclass, field, fields, replace
 from typing import Any
+
+from .hub import OFFICIAL_CHECKPOINTS, official_checkpoint
 
 
 @dataclass(frozen=True)
@@ -170,203 +171,204 @@ class ConfigError(ValueError):
     """An official-style config that cannot be mapped onto ModelConfig."""
 
 
-# Keys that configure things we deliberately do not model (compilation, the
-# training-only options that have no effect at inference, class paths).
-_IGNORED_KEYS = {
-    "_target_",
+# The mappings of an official tree (the ``model`` node). A node marked True must be present when
+# its parent is (the root always is); the others may be left out.
+_NODES: dict[str, bool] = {
+    "image_encoder": True,
+    "image_encoder.trunk": True,
+    "image_encoder.neck": True,
+    "image_encoder.neck.position_encoding": True,
+    "memory_attention": False,
+    "memory_attention.layer": True,
+    "memory_attention.layer.self_attention": True,
+    "memory_attention.layer.cross_attention": True,
+    "memory_encoder": False,
+    "memory_encoder.position_encoding": True,
+    "memory_encoder.mask_downsampler": True,
+    "memory_encoder.fuser": True,
+    "memory_encoder.fuser.layer": True,
+    "sam_mask_decoder_extra_args": False,
+}
+
+# Where each ModelConfig field is set: dotted path in the tree -> "section.field". A key a tree
+# leaves out keeps the dataclass default above, which is the only place defaults are written.
+_FIELD_PATHS: dict[str, str] = {
+    "image_size": "image_size",
+    "image_encoder.scalp": "neck.scalp",
+    **{f"image_encoder.trunk.{f.name}": f"trunk.{f.name}" for f in fields(TrunkConfig)},
+    "image_encoder.neck.d_model": "neck.d_model",
+    "image_encoder.neck.backbone_channel_list": "neck.backbone_channel_list",
+    "image_encoder.neck.fpn_top_down_levels": "neck.fpn_top_down_levels",
+    "image_encoder.neck.fpn_interp_model": "neck.fpn_interp_model",
+    "image_encoder.neck.fuse_type": "neck.fuse_type",
+    "image_encoder.neck.position_encoding.num_pos_feats": "neck.num_pos_feats",
+    "image_encoder.neck.position_encoding.temperature": "neck.temperature",
+    "memory_attention.d_model": "memory_attention.d_model",
+    "memory_attention.num_layers": "memory_attention.num_layers",
+    "memory_attention.pos_enc_at_input": "memory_attention.pos_enc_at_input",
+    "memory_attention.layer.dim_feedforward": "memory_attention.dim_feedforward",
+    "memory_attention.layer.dropout": "memory_attention.dropout",
+    "memory_attention.layer.pos_enc_at_attn": "memory_attention.pos_enc_at_attn",
+    "memory_attention.layer.pos_enc_at_cross_attn_keys": "memory_attention.pos_enc_at_cross_attn_keys",
+    "memory_attention.layer.pos_enc_at_cross_attn_queries": "memory_attention.pos_enc_at_cross_attn_queries",
+    "memory_attention.layer.cross_attention.num_heads": "memory_attention.num_heads",
+    "memory_attention.layer.cross_attention.kv_in_dim": "memory_attention.kv_in_dim",
+    "memory_attention.layer.cross_attention.rope_theta": "memory_attention.rope_theta",
+    "memory_attention.layer.cross_attention.feat_sizes": "memory_attention.feat_sizes",
+    "memory_attention.layer.cross_attention.rope_k_repeat": "memory_attention.rope_k_repeat",
+    "memory_encoder.in_dim": "memory_encoder.in_dim",
+    "memory_encoder.out_dim": "memory_encoder.out_dim",
+    "memory_encoder.position_encoding.num_pos_feats": "memory_encoder.num_pos_feats",
+    "memory_encoder.mask_downsampler.kernel_size": "memory_encoder.mask_kernel_size",
+    "memory_encoder.mask_downsampler.stride": "memory_encoder.mask_stride",
+    "memory_encoder.mask_downsampler.padding": "memory_encoder.mask_padding",
+    "memory_encoder.mask_downsampler.total_stride": "memory_encoder.mask_total_stride",
+    "memory_encoder.mask_downsampler.embed_dim": "memory_encoder.mask_embed_dim",
+    "memory_encoder.fuser.num_layers": "memory_encoder.fuser_num_layers",
+    "memory_encoder.fuser.layer.dim": "memory_encoder.fuser_dim",
+    "memory_encoder.fuser.layer.kernel_size": "memory_encoder.fuser_kernel_size",
+    "memory_encoder.fuser.layer.padding": "memory_encoder.fuser_padding",
+    "memory_encoder.fuser.layer.layer_scale_init_value": "memory_encoder.layer_scale_init_value",
+    "memory_encoder.fuser.layer.use_dwconv": "memory_encoder.use_dwconv",
+    "use_high_res_features_in_sam": "decoder.use_high_res_features",
+    "iou_prediction_use_sigmoid": "decoder.iou_prediction_use_sigmoid",
+    "pred_obj_scores": "decoder.pred_obj_scores",
+    "pred_obj_scores_mlp": "decoder.pred_obj_scores_mlp",
+    "use_multimask_token_for_obj_ptr": "decoder.use_multimask_token_for_obj_ptr",
+    "sam_mask_decoder_extra_args.dynamic_multimask_via_stability": "decoder.dynamic_multimask_via_stability",
+    "sam_mask_decoder_extra_args.dynamic_multimask_stability_delta": "decoder.dynamic_multimask_stability_delta",
+    "sam_mask_decoder_extra_args.dynamic_multimask_stability_thresh": "decoder.dynamic_multimask_stability_thresh",
+    **{f.name: f"tracking.{f.name}" for f in fields(TrackingConfig)},
+}
+
+
+@dataclass(frozen=True)
+class _SameAs:
+    """In _REQUIRED_VALUES: the key must equal the value read for this "section.field"."""
+
+    field: str
+
+
+# Keys we read but do not store: what the model implements fixes their value (a constant, or
+# the value of another field). A tree may leave them out; a different value is refused by name.
+_REQUIRED_VALUES: dict[str, Any] = {
+    "image_encoder.neck.position_encoding.normalize": True,
+    "image_encoder.neck.position_encoding.scale": None,
+    "memory_attention.layer.activation": "relu",
+    "memory_attention.layer.d_model": _SameAs("memory_attention.d_model"),
+    "memory_attention.layer.self_attention.embedding_dim": _SameAs("memory_attention.d_model"),
+    "memory_attention.layer.self_attention.num_heads": _SameAs("memory_attention.num_heads"),
+    "memory_attention.layer.self_attention.rope_theta": _SameAs("memory_attention.rope_theta"),
+    "memory_attention.layer.self_attention.feat_sizes": _SameAs("memory_attention.feat_sizes"),
+    "memory_attention.layer.self_attention.downsample_rate": 1,
+    "memory_attention.layer.cross_attention.embedding_dim": _SameAs("memory_attention.d_model"),
+    "memory_attention.layer.cross_attention.downsample_rate": 1,
+    "memory_encoder.position_encoding.normalize": True,
+    "memory_encoder.position_encoding.scale": None,
+    "memory_encoder.position_encoding.temperature": 10000,
+    "memory_encoder.fuser.input_projection": False,
+}
+
+# Keys (besides every ``_target_`` class path) for things we deliberately do not model:
+# compilation, training-only options, and the attention-internal dropout (the layer's is read).
+_IGNORED_PATHS = {
     "compile_image_encoder",
     "use_act_ckpt_iterative_pt_sampling",
     "memory_attention.batch_first",
     "image_encoder.trunk.return_interm_layers",
-    "sam_mask_decoder_extra_args",
+    "memory_attention.layer.self_attention.dropout",
+    "memory_attention.layer.cross_attention.dropout",
 }
-
-_TOP_LEVEL_TRACKING = {f.name for f in fields(TrackingConfig)}
-_TOP_LEVEL_DECODER = {
-    "use_high_res_features_in_sam": "use_high_res_features",
-    "iou_prediction_use_sigmoid": "iou_prediction_use_sigmoid",
-    "pred_obj_scores": "pred_obj_scores",
-    "pred_obj_scores_mlp": "pred_obj_scores_mlp",
-    "use_multimask_token_for_obj_ptr": "use_multimask_token_for_obj_ptr",
-}
-
-
-class _Reader:
-    """Consumes a nested dict key by key and reports leftovers with their paths."""
-
-    def __init__(self, tree: dict, path: str = ""):
-        if not isinstance(tree, dict):
-            raise ConfigError(f"config node {path or '<root>'} must be a mapping, got {type(tree).__name__}")
-        self.tree = dict(tree)
-        self.path = path
-        self.children: list[_Reader] = []
-
-    def take(self, key: str, default: Any = None) -> Any:
-        return self.tree.pop(key, default)
-
-    def child(self, key: str) -> _Reader:
-        node = self.take(key)
-        if node is None:
-            raise ConfigError(f"config is missing the node {self._join(key)}")
-        reader = _Reader(node, self._join(key))
-        self.children.append(reader)
-        return reader
-
-    def _join(self, key: str) -> str:
-        return f"{self.path}.{key}" if self.path else key
-
-    def leftovers(self) -> list[str]:
-        out = []
-        for key in self.tree:
-            full = self._join(key)
-            if key == "_target_" or full in _IGNORED_KEYS:
-                continue
-            out.append(full)
-        for child in self.children:
-            out.extend(child.leftovers())
-        return out
-
-
-def _tuple(value: Any) -> Any:
-    return tuple(value) if isinstance(value, list) else value
-
-
-def _fill(cls: type, reader: _Reader, mapping: dict[str, str], base: Any) -> Any:
-    """Take the keys in ``mapping`` (tree key -> dataclass field) from ``reader`` into ``base``."""
-    updates = {}
-    for tree_key, field_name in mapping.items():
-        if tree_key in reader.tree:
-            updates[field_name] = _tuple(reader.take(tree_key))
-    return replace(base, **updates)
 
 
 def config_from_tree(tree: dict, name: str = "custom") -> ModelConfig:
     """Map an official model config tree (the ``model`` node) onto a ModelConfig.
 
-    Raises ConfigError naming every key it does not understand.
+    Every key is looked up in the tables above; raises ConfigError naming a missing node, a
+    refused value, or every key it does not understand.
     """
-    root = _Reader(copy.deepcopy(tree))
-    image_size = int(root.take("image_size", 1024))
-
-    enc = root.child("image_encoder")
-    scalp = enc.take("scalp", 1)
-    trunk_node = enc.child("trunk")
-    trunk = _fill(TrunkConfig, trunk_node, {f.name: f.name for f in fields(TrunkConfig)}, TrunkConfig())
-    neck_node = enc.child("neck")
-    pos = neck_node.child("position_encoding")
-    neck = _fill(
-        NeckConfig,
-        neck_node,
-        {k: k for k in ("d_model", "backbone_channel_list", "fpn_top_down_levels", "fpn_interp_model", "fuse_type")},
-        NeckConfig(scalp=int(scalp)),
-    )
-    neck = replace(neck, num_pos_feats=int(pos.take("num_pos_feats", 256)), temperature=float(pos.take("temperature", 10000)))
-    _expect_standard_sine(pos)
-
-    mem_attn = MemoryAttentionConfig()
-    if "memory_attention" in root.tree:
-        ma = root.child("memory_attention")
-        layer = ma.child("layer")
-        sa = layer.child("self_attention")
-        ca = layer.child("cross_attention")
-        mem_attn = replace(
-            mem_attn,
-            d_model=int(ma.take("d_model", mem_attn.d_model)),
-            num_layers=int(ma.take("num_layers", mem_attn.num_layers)),
-            pos_enc_at_input=bool(ma.take("pos_enc_at_input", True)),
-            dim_feedforward=int(layer.take("dim_feedforward", mem_attn.dim_feedforward)),
-            dropout=float(layer.take("dropout", mem_attn.dropout)),
-            pos_enc_at_attn=bool(layer.take("pos_enc_at_attn", False)),
-            pos_enc_at_cross_attn_keys=bool(layer.take("pos_enc_at_cross_attn_keys", True)),
-            pos_enc_at_cross_attn_queries=bool(layer.take("pos_enc_at_cross_attn_queries", False)),
-            num_heads=int(ca.take("num_heads", 1)),
-            kv_in_dim=int(ca.take("kv_in_dim", mem_attn.kv_in_dim)),
-            rope_theta=float(ca.take("rope_theta", 10000.0)),
-            feat_sizes=tuple(ca.take("feat_sizes", mem_attn.feat_sizes)),
-            rope_k_repeat=bool(ca.take("rope_k_repeat", False)),
-        )
-        activation = layer.take("activation", "relu")
-        layer.take("d_model")
-        if activation != "relu":
-            raise ConfigError(f"memory_attention.layer.activation={activation!r}: only 'relu' is supported")
-        for node in (sa, ca):
-            _check_same(node, "embedding_dim", mem_attn.d_model)
-            node.take("dropout")
-            _check_same(node, "downsample_rate", 1)
-        _check_same(sa, "num_heads", mem_attn.num_heads)
-        _check_same(sa, "rope_theta", mem_attn.rope_theta)
-        _check_same(sa, "feat_sizes", list(mem_attn.feat_sizes))
-
-    mem_enc = MemoryEncoderConfig()
-    if "memory_encoder" in root.tree:
-        me = root.child("memory_encoder")
-        mpos = me.child("position_encoding")
-        ds = me.child("mask_downsampler")
-        fuser = me.child("fuser")
-        cx = fuser.child("layer")
-        mem_enc = replace(
-            mem_enc,
-            out_dim=int(me.take("out_dim", mem_enc.out_dim)),
-            in_dim=int(me.take("in_dim", 256)),
-            num_pos_feats=int(mpos.take("num_pos_feats", 64)),
-            mask_kernel_size=int(ds.take("kernel_size", 4)),
-            mask_stride=int(ds.take("stride", 4)),
-            mask_padding=int(ds.take("padding", 0)),
-            mask_total_stride=int(ds.take("total_stride", 16)),
-            mask_embed_dim=int(ds.take("embed_dim", 256)),
-            fuser_num_layers=int(fuser.take("num_layers", 2)),
-            fuser_dim=int(cx.take("dim", 256)),
-            fuser_kernel_size=int(cx.take("kernel_size", 7)),
-            fuser_padding=int(cx.take("padding", 3)),
-            layer_scale_init_value=float(cx.take("layer_scale_init_value", 1e-6)),
-            use_dwconv=bool(cx.take("use_dwconv", True)),
-        )
-        _expect_standard_sine(mpos)
-        _check_same(mpos, "temperature", 10000)
-        if fuser.take("input_projection", False):
-            raise ConfigError("memory_encoder.fuser.input_projection=true is not supported")
-
-    decoder = _fill(DecoderConfig, root, _TOP_LEVEL_DECODER, DecoderConfig())
-    extra = root.tree.get("sam_mask_decoder_extra_args") or {}
-    known_extra = {
-        "dynamic_multimask_via_stability",
-        "dynamic_multimask_stability_delta",
-        "dynamic_multimask_stability_thresh",
+    leaves = _leaves(tree)
+    defaults = ModelConfig()
+    values = {
+        target: _coerce(path, leaves.pop(path), _field(defaults, target))
+        for path, target in _FIELD_PATHS.items()
+        if path in leaves
     }
-    unknown_extra = sorted(set(extra) - known_extra)
-    if unknown_extra:
-        raise ConfigError(f"unsupported sam_mask_decoder_extra_args keys: {unknown_extra}")
-    decoder = replace(decoder, **{k: extra[k] for k in known_extra if k in extra})
+    sections: dict[str, dict[str, Any]] = {}
+    for target, value in values.items():
+        section, _, key = target.rpartition(".")
+        sections.setdefault(section, {})[key] = value
+    top = sections.pop("", {})
+    cfg = ModelConfig(name=name, **top, **{s: replace(getattr(defaults, s), **kw) for s, kw in sections.items()})
 
-    tracking = TrackingConfig()
-    tracking = replace(tracking, **{k: _tuple(root.take(k)) for k in list(root.tree) if k in _TOP_LEVEL_TRACKING})
-
-    leftovers = root.leftovers()
-    if leftovers:
-        raise ConfigError(f"config keys not understood: {', '.join(sorted(leftovers))}")
-
-    return ModelConfig(
-        name=name,
-        image_size=image_size,
-        trunk=trunk,
-        neck=neck,
-        memory_attention=mem_attn,
-        memory_encoder=mem_enc,
-        decoder=decoder,
-        tracking=tracking,
-    )
-
-
-def _check_same(node: _Reader, key: str, expected: Any) -> None:
-    if key in node.tree:
-        value = node.take(key)
+    for path, expected in _REQUIRED_VALUES.items():
+        if path not in leaves:
+            continue
+        value = leaves.pop(path)
+        if isinstance(expected, _SameAs):
+            expected = _field(cfg, expected.field)
+            value = _coerce(path, value, expected)
         if value != expected:
-            raise ConfigError(f"{node.path}.{key}={value!r} is not supported (expected {expected!r})")
+            raise ConfigError(f"{path}={value!r} is not supported (expected {expected!r})")
+    unknown = sorted(set(leaves) - _IGNORED_PATHS)
+    if unknown:
+        raise ConfigError(f"config keys not understood: {', '.join(unknown)}")
+    return cfg
 
 
-def _expect_standard_sine(node: _Reader) -> None:
-    _check_same(node, "normalize", True)
-    _check_same(node, "scale", None)
+def _leaves(tree: dict) -> dict[str, Any]:
+    """The tree's values by dotted path, checking the node structure (``_target_`` dropped)."""
+    leaves: dict[str, Any] = {}
+    present = {""}
+
+    def walk(node: Any, path: str) -> None:
+        if not isinstance(node, dict):
+            raise ConfigError(f"config node {path or '<root>'} must be a mapping, got {type(node).__name__}")
+        present.add(path)
+        for key, value in node.items():
+            full = f"{path}.{key}" if path else str(key)
+            if key == "_target_" or (full in _NODES and value is None):
+                continue
+            if full in _NODES:
+                walk(value, full)
+            else:
+                leaves[full] = value
+
+    walk(tree, "")
+    for path, required in _NODES.items():
+        if required and path not in present and path.rpartition(".")[0] in present:
+            raise ConfigError(f"config is missing the node {path}")
+    return leaves
+
+
+def _field(cfg: ModelConfig, target: str) -> Any:
+    """The value of ``target`` ("section.field" or a top-level field) in ``cfg``."""
+    value: Any = cfg
+    for part in target.split("."):
+        value = getattr(value, part)
+    return value
+
+
+def _coerce(path: str, value: Any, like: Any) -> Any:
+    """``value`` as the type of ``like`` (a field's default); ConfigError naming ``path`` if it is not one.
+
+    Numbers may come as strings: PyYAML reads ``1e-6`` (no dot) as one.
+    """
+    kind = type(like)
+    try:
+        if kind is tuple and isinstance(value, list | tuple):
+            return tuple(value)
+        if kind is bool and isinstance(value, bool | int) and value in (0, 1):
+            return bool(value)
+        if kind is int and not isinstance(value, bool) and float(value).is_integer():
+            return int(float(value))
+        if kind is float and not isinstance(value, bool):
+            return float(value)
+        if kind is str and isinstance(value, str):
+            return value
+    except (TypeError, ValueError):
+        pass
+    raise ConfigError(f"{path}={value!r} is not a valid {kind.__name__}")
 
 
 def config_from_document(doc: dict, name: str = "custom") -> ModelConfig:
@@ -413,22 +415,13 @@ _SAM21_EXTRA = dict(
     use_signed_tpos_enc_to_obj_ptrs=True,
 )
 
-OFFICIAL_CONFIG_FILES = {
-    f"{version}_hiera_{size}": f"configs/{version}/{version}_hiera_{short}.yaml"
-    for version in ("sam2", "sam2.1")
-    for size, short in (("tiny", "t"), ("small", "s"), ("base_plus", "b+"), ("large", "l"))
-}
+OFFICIAL_CONFIG_FILES = {name: entry.config_file for name, entry in OFFICIAL_CHECKPOINTS.items()}
 
 
 def official_tree(name: str) -> dict:
     """The official config tree (``model`` node) of a named model, as plain data."""
-    try:
-        version, size = name.split("_hiera_")
-        trunk = _TRUNKS[size]
-    except (ValueError, KeyError):
-        raise KeyError(f"unknown model {name!r}; official names: {', '.join(sorted(OFFICIAL_CONFIG_FILES))}") from None
-    if version not in ("sam2", "sam2.1"):
-        raise KeyError(f"unknown model {name!r}; official names: {', '.join(sorted(OFFICIAL_CONFIG_FILES))}")
+    entry = official_checkpoint(name)
+    version, trunk = entry.version, _TRUNKS[entry.variant]
     channels = [trunk["embed_dim"] * m for m in (8, 4, 2, 1)]
     tree = {
         "image_encoder": {

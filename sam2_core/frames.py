@@ -1,4 +1,5 @@
-"""The frame-source protocol the tracker pulls frames from.
+"""The frame-source protocol the tracker pulls frames from, and a reader that
+prefetches the frames a propagation will ask for next.
 
 Implementations live outside ``sam2_core`` (PyAV readers and frame folders
 in ``pipeline``, in-memory arrays in tests); the tracker only needs random
@@ -7,10 +8,16 @@ access by index, the frame count and the original frame size.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import threading
+from collections import deque
+from collections.abc import Iterable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Protocol, runtime_checkable
 
 import numpy as np
+import torch
+
+from .transforms import video_frame_to_input
 
 
 @runtime_checkable
@@ -55,3 +62,54 @@ class ArrayFrames:
         if not 0 <= index < len(self._frames):
             raise IndexError(f"frame index {index} out of range for a video of {len(self)} frames")
         return np.asarray(self._frames[index], dtype=np.uint8)
+
+
+class FramePrefetcher:
+    """Reads and preprocesses the frames a propagation will ask for next, on one thread.
+
+    The frame source is only touched under ``lock``, so readers need not be thread-safe.
+    """
+
+    def __init__(self, frames: FrameSource, size: int, depth: int):
+        self.frames, self.size, self.depth = frames, size, depth
+        self.lock = threading.Lock()
+        self._plan: deque[int] = deque()
+        self._pending: dict[int, Future] = {}
+        self._pool: ThreadPoolExecutor | None = None
+
+    def load(self, frame: int) -> torch.Tensor:
+        with self.lock:
+            image = self.frames[frame]
+        return video_frame_to_input(image, self.size)
+
+    def upcoming(self) -> int | None:
+        """The frame the running propagation will ask for next (None outside a propagation)."""
+        return self._plan[0] if self._plan else None
+
+    def plan(self, order: Iterable[int]) -> None:
+        self._plan = deque(order)
+        self._pending.clear()
+
+    def take(self, frame: int) -> torch.Tensor:
+        """The preprocessed frame (3 x S x S): prefetched when it was next in the plan."""
+        if self._plan and self._plan[0] == frame:
+            self._plan.popleft()
+        future = self._pending.pop(frame, None)
+        self._top_up()
+        return future.result() if future is not None else self.load(frame)
+
+    def _top_up(self) -> None:
+        if self.depth <= 0:
+            return
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="frame-prefetch")
+        for frame in list(self._plan)[: self.depth]:
+            if frame not in self._pending:
+                self._pending[frame] = self._pool.submit(self.load, frame)
+
+    def close(self) -> None:
+        self._plan.clear()
+        self._pending.clear()
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)
+            self._pool = None

@@ -14,14 +14,15 @@ tracking alike:
   direction of travel) and from up to ``max_obj_ptrs_in_encoder - 1`` frames
   just before the current one, each tagged with its signed temporal distance.
 
-``reach`` says how far back a pass ever looks, so a streaming pass may drop
-what lies beyond it.
+``reach`` says how far back a pass ever looks, and ``retention`` what of a
+stored frame a streaming pass must therefore keep, so it may drop the rest.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from enum import Enum
 
 from .config import TrackingConfig
 
@@ -113,3 +114,31 @@ def reach(cfg: TrackingConfig) -> tuple[int, int]:
     spatial = 1 + max(cfg.num_maskmem - 2, 0) * cfg.memory_temporal_stride_for_eval + cfg.memory_temporal_stride_for_eval
     pointers = cfg.max_obj_ptrs_in_encoder - 1 if cfg.use_obj_ptrs_in_encoder else 0
     return spatial, pointers
+
+
+class Keep(Enum):
+    """What of a stored ordinary (non-conditioning) frame output a streaming pass keeps."""
+
+    ALL = "all"  # the memory features, the output and the object pointer
+    POINTER = "pointer"  # the object pointer (and scores) only
+    NOTHING = "nothing"
+
+
+def retention(frame: int, current: int, reverse: bool, cfg: TrackingConfig, reverse_from: int | None = None) -> Keep:
+    """What of ``frame``'s ordinary output a pass now at ``current`` must keep for the frames it
+    has still to track, by ``reach``.
+
+    A frame up to the spatial reach behind the current one (in the direction of travel) is
+    kept whole; one further back but within the pointer reach keeps only its pointer; the
+    rest, and frames ahead of the pass, are dropped. ``reverse_from``: a reverse pass still to
+    come starts there, and its memories are the frames just after it: while a forward pass
+    runs, ``reverse_from`` up to the larger reach beyond it are kept whole.
+    """
+    spatial, pointers = reach(cfg)
+    behind = (frame - current) if reverse else (current - frame)
+    seed = not reverse and reverse_from is not None and reverse_from <= frame <= reverse_from + max(spatial, pointers)
+    if seed or 0 <= behind <= spatial:
+        return Keep.ALL
+    if 0 <= behind <= pointers:
+        return Keep.POINTER
+    return Keep.NOTHING

@@ -7,10 +7,10 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from .modeling.sam2 import ImageFeatures, SAM2Model
-from .transforms import as_rgb_array, box_to_points, image_to_input, to_model_coords
+from .sam1.model import SAM1Model
+from .transforms import as_rgb_array, box_to_points
 
 
 @dataclass
@@ -32,9 +32,9 @@ class ImagePrediction:
 
 
 class ImagePredictor:
-    """SAM 2 on still images. Prompts are in pixels of the original image."""
+    """SAM 2 (or SAM 1) on still images. Prompts are in pixels of the original image."""
 
-    def __init__(self, model: SAM2Model, mask_threshold: float = 0.0):
+    def __init__(self, model: SAM2Model | SAM1Model, mask_threshold: float = 0.0):
         self.model = model
         self.mask_threshold = mask_threshold
         self._features: ImageFeatures | None = None
@@ -52,9 +52,9 @@ class ImagePredictor:
             raise ValueError("set_images needs at least one image")
         arrays = [as_rgb_array(im) for im in images]
         size = self.model.image_size
-        batch = torch.cat([image_to_input(a, size, self.model.device) for a in arrays])
+        batch = torch.cat([self.model.image_convention.image_to_input(a, size, self.model.device) for a in arrays])
         feats = self.model.encode_image(batch)
-        if self.model.cfg.tracking.directly_add_no_mem_embed:
+        if isinstance(self.model, SAM2Model) and self.model.cfg.tracking.directly_add_no_mem_embed:
             feats.levels[-1] = self.model.add_no_memory(feats.levels[-1])
         self._features = feats
         self._sizes = [(a.shape[0], a.shape[1]) for a in arrays]
@@ -76,60 +76,106 @@ class ImagePredictor:
         return_logits: bool = False,
         image_index: int = 0,
     ) -> ImagePrediction:
-        """Predict masks on image ``image_index``.
+        """Predict masks on image ``image_index`` from prompts in pixels of that image.
 
         point_coords: N x 2 or B x N x 2 (x, y pixels); point_labels: N or B x N (1 foreground,
         0 background); box: 4 or B x 4 (x1, y1, x2, y2 pixels); mask_input: 1 x h x w or
         B x 1 x h x w low-res logits from an earlier prediction. Leading B dims batch many
-        prompts on the same image in one call.
+        prompts on the same image in one call. Arrays, lists or tensors; checked and converted
+        here, then handed to :meth:`predict_torch`.
         """
-        feats = self.features
-        if not 0 <= image_index < len(self._sizes):
-            raise IndexError(f"image_index {image_index} out of range for {len(self._sizes)} image(s)")
-        dev = self.model.device
-        orig_hw = self._sizes[image_index]
-        size = self.model.image_size
+        orig_hw = self._image_size(image_index)
+        coords, labels, points_batched = self._points_input(point_coords, point_labels, orig_hw)
+        boxes, boxes_batched = self._boxes_input(box, orig_hw)
+        masks, masks_batched = self._masks_input(mask_input)
+        pred = self.predict_torch(coords, labels, boxes, masks, multimask_output, return_logits, image_index)
+        if not (points_batched or boxes_batched or masks_batched):
+            pred = ImagePrediction(*(t[0] for t in (pred.masks, pred.ious, pred.low_res_logits, pred.object_score_logits)))
+        return pred
 
-        coords = labels = None
-        batched = False
+    def _points_input(self, point_coords, point_labels, orig_hw: tuple[int, int]) -> tuple[torch.Tensor | None, torch.Tensor | None, bool]:
+        """B x N x 2 model-frame coords and B x N int32 labels (or None), and whether B was given."""
         if (point_coords is None) != (point_labels is None):
             raise ValueError("point_coords and point_labels must be given together")
-        if point_coords is not None:
-            coords = torch.as_tensor(np.asarray(point_coords), dtype=torch.float32, device=dev)
-            labels = torch.as_tensor(np.asarray(point_labels), dtype=torch.int32, device=dev)
-            if coords.ndim == 2:
-                coords, labels = coords[None], labels[None]
-            else:
-                batched = True
-            if coords.shape[-1] != 2 or coords.shape[:2] != labels.shape[:2]:
-                raise ValueError(f"point_coords {tuple(coords.shape)} and point_labels {tuple(labels.shape)} do not match")
-            coords = to_model_coords(coords, orig_hw, size)
-        if box is not None:
-            boxes = torch.as_tensor(np.asarray(box), dtype=torch.float32, device=dev)
-            batched = batched or boxes.ndim == 2
-            boxes = boxes.reshape(-1, 4)
-            bcoords, blabels = box_to_points(to_model_coords(boxes.reshape(-1, 2), orig_hw, size).reshape(-1, 4))
+        if point_coords is None:
+            return None, None, False
+        coords = torch.as_tensor(np.asarray(point_coords), dtype=torch.float32, device=self.model.device)
+        labels = torch.as_tensor(np.asarray(point_labels), dtype=torch.int32, device=self.model.device)
+        batched = coords.ndim == 3
+        if coords.ndim == 2:
+            coords, labels = coords[None], labels[None]
+        if coords.ndim != 3 or coords.shape[-1] != 2 or labels.shape != coords.shape[:2]:
+            raise ValueError(
+                f"point_coords {tuple(coords.shape)} and point_labels {tuple(labels.shape)} do not match: "
+                "expected N x 2 and N, or B x N x 2 and B x N"
+            )
+        return self.model.image_convention.to_model_coords(coords, orig_hw, self.model.image_size), labels, batched
+
+    def _boxes_input(self, box, orig_hw: tuple[int, int]) -> tuple[torch.Tensor | None, bool]:
+        """B x 4 model-frame boxes (or None), and whether B was given."""
+        if box is None:
+            return None, False
+        boxes = torch.as_tensor(np.asarray(box), dtype=torch.float32, device=self.model.device)
+        if boxes.shape[-1:] != (4,) or boxes.ndim > 2:
+            raise ValueError(f"box has shape {tuple(boxes.shape)}: expected 4 or B x 4 (x1, y1, x2, y2 pixels)")
+        corners = self.model.image_convention.to_model_coords(boxes.reshape(-1, 2), orig_hw, self.model.image_size)
+        return corners.reshape(-1, 4), boxes.ndim == 2
+
+    def _masks_input(self, mask_input) -> tuple[torch.Tensor | None, bool]:
+        """B x 1 x 4h x 4w mask logits (or None), and whether B was given."""
+        if mask_input is None:
+            return None, False
+        masks = torch.as_tensor(np.asarray(mask_input), dtype=torch.float32, device=self.model.device)
+        h, w = self.model.sam_prompt_encoder.mask_input_size
+        if masks.ndim not in (3, 4) or masks.shape[-3:] != (1, h, w):
+            raise ValueError(
+                f"mask_input has shape {tuple(masks.shape)}: expected 1 x {h} x {w} or B x 1 x {h} x {w} "
+                "(low_res_logits of an earlier prediction)"
+            )
+        return (masks if masks.ndim == 4 else masks[None]), masks.ndim == 4
+
+    @torch.inference_mode()
+    def predict_torch(
+        self,
+        point_coords: torch.Tensor | None = None,
+        point_labels: torch.Tensor | None = None,
+        boxes: torch.Tensor | None = None,
+        mask_input: torch.Tensor | None = None,
+        multimask_output: bool = True,
+        return_logits: bool = False,
+        image_index: int = 0,
+    ) -> ImagePrediction:
+        """Predict masks from batched prompt tensors already in model-input coordinates.
+
+        point_coords: B x N x 2 (x, y pixels of the ``image_size`` square input); point_labels:
+        B x N; boxes: B x 4 (x1, y1, x2, y2, same frame); mask_input: B x 1 x 4h x 4w low-res
+        logits (256 x 256 at image size 1024). A batch of one point set or one mask is shared by
+        all B boxes or point sets. Returns an always-batched ImagePrediction at the image's size.
+        """
+        feats = self.features
+        orig_hw = self._image_size(image_index)
+        size = self.model.image_size
+        convention = self.model.image_convention
+        coords, labels = point_coords, point_labels
+        if (coords is None) != (labels is None):
+            raise ValueError("point_coords and point_labels must be given together")
+        if boxes is not None:
+            bcoords, blabels = box_to_points(boxes)
             if coords is not None:
                 if coords.shape[0] != bcoords.shape[0]:
-                    if coords.shape[0] == 1:
-                        coords, labels = coords.expand(bcoords.shape[0], -1, -1), labels.expand(bcoords.shape[0], -1)
-                    else:
+                    if coords.shape[0] != 1:
                         raise ValueError(f"{bcoords.shape[0]} boxes but {coords.shape[0]} point sets")
+                    coords, labels = coords.expand(bcoords.shape[0], -1, -1), labels.expand(bcoords.shape[0], -1)
                 coords = torch.cat([bcoords, coords], dim=1)
                 labels = torch.cat([blabels, labels], dim=1)
             else:
                 coords, labels = bcoords, blabels
-        masks_in = None
-        if mask_input is not None:
-            masks_in = torch.as_tensor(np.asarray(mask_input), dtype=torch.float32, device=dev)
-            if masks_in.ndim == 3:
-                masks_in = masks_in[None]
-            else:
-                batched = True
-        n = coords.shape[0] if coords is not None else (masks_in.shape[0] if masks_in is not None else 1)
+        n = coords.shape[0] if coords is not None else (mask_input.shape[0] if mask_input is not None else 1)
+        if mask_input is not None and mask_input.shape[0] not in (1, n):
+            raise ValueError(f"{mask_input.shape[0]} masks in mask_input but {n} prompts (give one mask or one per prompt)")
 
         pe = self.model.sam_prompt_encoder
-        sparse, dense = pe(coords, labels, masks_in, batch_size=n)
+        sparse, dense = pe(coords, labels, mask_input, batch_size=n)
         image = feats.take(image_index)
         out = self.model.sam_mask_decoder(
             image.embedding, pe.get_dense_pe(), sparse, dense,
@@ -138,11 +184,15 @@ class ImagePredictor:
             repeat_image=n > 1,
         )
         low = out.masks.float()
-        masks = F.interpolate(low, size=orig_hw, mode="bilinear", align_corners=False)
-        low = low.clamp(-32.0, 32.0)
+        masks = convention.masks_to_image(low, orig_hw, size)
+        low = convention.clamp_low_res(low)
         if not return_logits:
             masks = masks > self.mask_threshold
-        pred = ImagePrediction(masks, out.iou.float(), low, out.object_score_logits.float())
-        if not batched:
-            pred = ImagePrediction(*(t[0] for t in (pred.masks, pred.ious, pred.low_res_logits, pred.object_score_logits)))
-        return pred
+        return ImagePrediction(masks, out.iou.float(), low, out.object_score_logits.float())
+
+    def _image_size(self, image_index: int) -> tuple[int, int]:
+        """(H, W) of the set image ``image_index``; RuntimeError before set_image, IndexError if out of range."""
+        count = self.features.embedding.shape[0]
+        if not 0 <= image_index < count:
+            raise IndexError(f"image_index {image_index} out of range for {count} image(s)")
+        return self._sizes[image_index]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -63,3 +65,65 @@ def box_to_points(boxes: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     coords = boxes.reshape(-1, 2, 2)
     labels = torch.tensor([[2, 3]], dtype=torch.int32, device=boxes.device).expand(coords.shape[0], 2)
     return coords, labels
+
+
+def longest_side_shape(height: int, width: int, size: int) -> tuple[int, int]:
+    """(h, w) after scaling the longer side to ``size`` (rounded as SAM 1's ResizeLongestSide)."""
+    scale = size / max(height, width)
+    return int(height * scale + 0.5), int(width * scale + 0.5)
+
+
+def longest_side_to_input(image, size: int, device: torch.device | str = "cpu") -> torch.Tensor:
+    """SAM 1 preprocessing: the longer side resized to ``size`` (Pillow bilinear on uint8, as
+    torchvision does for PIL images), ImageNet normalisation in 0-255 units, zero padding at the
+    bottom and right. Returns 1 x 3 x size x size float32."""
+    from PIL import Image
+
+    arr = as_rgb_array(image)
+    h, w = longest_side_shape(arr.shape[0], arr.shape[1], size)
+    if (h, w) != arr.shape[:2]:
+        arr = np.asarray(Image.fromarray(arr).resize((w, h), Image.BILINEAR))
+    x = torch.tensor(arr, device=device).permute(2, 0, 1).unsqueeze(0).float()
+    mean = torch.tensor([255 * m for m in IMAGENET_MEAN], device=device).view(1, 3, 1, 1)
+    std = torch.tensor([255 * s for s in IMAGENET_STD], device=device).view(1, 3, 1, 1)
+    return F.pad((x - mean) / std, (0, size - w, 0, size - h))
+
+
+@dataclass(frozen=True)
+class ImageConvention:
+    """How a model family maps an image into its square input and masks back out.
+
+    letterbox: SAM 1 scales the longer side to the input size and pads (prompts scale with the
+    image's aspect ratio; masks are cropped before upsampling); SAM 2 stretches the image to a
+    square. low_res_clamp: bound on the returned low-res logits (SAM 2's predictor clamps to
+    +-32; SAM 1's returns them as decoded).
+    """
+
+    letterbox: bool
+    low_res_clamp: float | None
+
+    def image_to_input(self, image, size: int, device: torch.device | str = "cpu") -> torch.Tensor:
+        """H x W x 3 uint8 image -> 1 x 3 x size x size model input."""
+        return longest_side_to_input(image, size, device) if self.letterbox else image_to_input(image, size, device)
+
+    def to_model_coords(self, coords: torch.Tensor, orig_hw: tuple[int, int], size: int) -> torch.Tensor:
+        """Pixel (x, y) of an orig_hw image -> pixels of the model input."""
+        if not self.letterbox:
+            return to_model_coords(coords, orig_hw, size)
+        h, w = longest_side_shape(orig_hw[0], orig_hw[1], size)
+        scale = torch.tensor([w / orig_hw[1], h / orig_hw[0]], dtype=torch.float32, device=coords.device)
+        return coords.float() * scale
+
+    def masks_to_image(self, low_res: torch.Tensor, orig_hw: tuple[int, int], size: int) -> torch.Tensor:
+        """B x M x h x w low-res logits -> B x M x H x W logits on the original image."""
+        if self.letterbox:
+            h, w = longest_side_shape(orig_hw[0], orig_hw[1], size)
+            low_res = F.interpolate(low_res, size=(size, size), mode="bilinear", align_corners=False)[..., :h, :w]
+        return F.interpolate(low_res, size=orig_hw, mode="bilinear", align_corners=False)
+
+    def clamp_low_res(self, low_res: torch.Tensor) -> torch.Tensor:
+        return low_res if self.low_res_clamp is None else low_res.clamp(-self.low_res_clamp, self.low_res_clamp)
+
+
+SAM2_IMAGE_CONVENTION = ImageConvention(letterbox=False, low_res_clamp=32.0)
+SAM1_IMAGE_CONVENTION = ImageConvention(letterbox=True, low_res_clamp=None)

@@ -131,15 +131,16 @@ def reference_table(mini_a_dir: Path, manifest, storage_options=None) -> pa.Tabl
     """The single-process result for `manifest`, at one torch thread like the workers."""
     import torch
 
-    from pipeline.coordinator import describe_model, sha256_of
+    from pipeline.coordinator import describe_model
     from pipeline.labeling import label_jobs
     from pipeline.manifest import read_manifest
     from sam2_core import build_model
+    from sam2_core.hub import sha256_file
 
     model_arg, checkpoint = mini_model(mini_a_dir)
     jobs, _ = read_manifest(str(manifest), storage_options=storage_options)
     label, _ = describe_model(model_arg)
-    name = f"{label}@{sha256_of(checkpoint)[:12]}"
+    name = f"{label}@{sha256_file(checkpoint)[:12]}"
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:

@@ -9,7 +9,8 @@ import torch
 from training_helpers import tiny_tree
 
 from jobs.__main__ import main as jobs_main
-from sam2_core.checkpoint import CheckpointError, file_digest, read_bytes, read_state_dict
+from sam2_core.checkpoint import CheckpointError, read_state_dict
+from sam2_core.hub import read_bytes, sha256_file
 from sam2_core.training import average_state_dicts, build_for_training
 
 
@@ -62,7 +63,7 @@ def test_command_writes_a_strictly_loading_average_with_its_record(tmp_path, cap
     assert all(torch.allclose(averaged[k], (a[k] + b[k]) / 2) for k in a if a[k].is_floating_point())
     build_for_training(str(out / "config.json"), str(out / "model.pt"))
     record = json.loads((out / "config.json").read_text())["training"]
-    assert [r["sha256"] for r in record["averaged"]] == [file_digest(p) for p in paths]
+    assert [r["sha256"] for r in record["averaged"]] == [sha256_file(p) for p in paths]
 
     assert jobs_main(["average-checkpoints", paths[0], "--output", str(tmp_path / "one")]) == 1
     assert "at least two" in capsys.readouterr().err
@@ -73,3 +74,48 @@ def test_command_writes_a_strictly_loading_average_with_its_record(tmp_path, cap
     err = capsys.readouterr().err
     assert "average-checkpoints:" in err and "only in" in err and str(other) in err
     assert not (tmp_path / "bad" / "model.pt").exists()
+
+
+def _float_tensor_name(state: dict[str, torch.Tensor]) -> str:
+    return next(k for k, v in state.items() if v.is_floating_point() and v.numel() > 10)
+
+
+def test_nan_or_infinite_weights_are_refused_naming_checkpoint_and_tensor(tmp_path, capsys):
+    a, b = random_state(0), random_state(1)
+    name = _float_tensor_name(b)
+    for bad_value in (float("nan"), float("inf")):
+        poisoned = dict(b, **{name: b[name].clone()})
+        poisoned[name].view(-1)[3] = bad_value
+        with pytest.raises(CheckpointError, match=f"second.pt holds NaN or infinite values in {name}"):
+            average_state_dicts([a, poisoned], ["first.pt", "second.pt"])
+
+    # Finite inputs whose mean overflows the first checkpoint's dtype (float16) are refused too.
+    half = {k: (v.half() if v.is_floating_point() else v) for k, v in a.items()}
+    huge = dict(b, **{name: torch.full_like(b[name], 1e6)})
+    with pytest.raises(CheckpointError, match=f"the average of {name} is not finite in torch.float16"):
+        average_state_dicts([half, huge])
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "config.json").write_text(json.dumps({"resolved": tiny_tree()}))
+    paths = [str(run / "a.pt"), str(run / "b.pt")]
+    torch.save({"model": a}, paths[0])
+    poisoned = dict(b, **{name: torch.full_like(b[name], float("nan"))})
+    torch.save({"model": poisoned}, paths[1])
+    out = tmp_path / "soup"
+    assert jobs_main(["average-checkpoints", *paths, "--output", str(out)]) == 1
+    err = capsys.readouterr().err
+    assert paths[1] in err and name in err and "NaN" in err
+    assert not (out / "model.pt").exists()
+
+
+def test_integer_tensors_must_be_equal_and_not_mixed_with_floats():
+    a, b = random_state(0), random_state(1)
+    name = _float_tensor_name(a)
+    counter = {"steps": torch.tensor([3, 4])}
+    same = average_state_dicts([{**a, **counter}, {**b, **counter}])
+    assert torch.equal(same["steps"], counter["steps"]) and same["steps"].dtype == torch.int64
+    with pytest.raises(CheckpointError, match="steps is not a float tensor .* must be equal"):
+        average_state_dicts([{**a, **counter}, {**b, "steps": torch.tensor([3, 5])}], ["first.pt", "second.pt"])
+    as_int = dict(b, **{name: b[name].round().to(torch.int32)})
+    with pytest.raises(CheckpointError, match=f"differ in dtype kind.*{name}"):
+        average_state_dicts([a, as_int], ["first.pt", "second.pt"])

@@ -136,12 +136,18 @@ def test_non_checkpoint_files_are_refused(mini_config, tmp_path: Path) -> None:
 
     plain_list = tmp_path / "list.pt"
     torch.save([torch.zeros(2), torch.ones(3)], plain_list)
-    with pytest.raises(CheckpointError, match="not a SAM 2 checkpoint"):
+    with pytest.raises(CheckpointError, match="not a SAM checkpoint"):
         build_model(mini_config, str(plain_list))
 
+    not_tensors = tmp_path / "settings.pt"
+    torch.save({"lr": 0.1, "steps": 3}, not_tensors)
+    with pytest.raises(CheckpointError, match="expected a dict with a 'model' state dict"):
+        build_model(mini_config, str(not_tensors))
+
+    # A bare state dict (SAM 1's layout) is read, then refused tensor by tensor.
     bare_state_dict = tmp_path / "bare.pt"
     torch.save({"weight": torch.zeros(2)}, bare_state_dict)
-    with pytest.raises(CheckpointError, match="expected a dict with a 'model' state dict"):
+    with pytest.raises(CheckpointError, match="1 unexpected: weight"):
         build_model(mini_config, str(bare_state_dict))
 
 

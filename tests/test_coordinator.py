@@ -53,9 +53,10 @@ def expected(inputs, mini_a_dir):
 def _commit_times(output: Path) -> dict[str, str]:
     if not (output / "_commits").exists():
         return {}
-    return {
+    return {  # committed: the record and the data file (which appears after it)
         p.stem: json.loads(p.read_text())["committed_at"]
         for p in (output / "_commits").glob("*.json")
+        if (output / "masks" / f"{p.stem}.parquet").exists()
     }
 
 

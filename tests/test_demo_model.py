@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from jobs.train import synthetic_jf
-from sam2_core.checkpoint import read_bytes, read_state_dict
+from sam2_core.checkpoint import read_state_dict
 from sam2_core.config import config_from_document
 from sam2_core.demo_model import (
     DEMO_CHECKPOINT_PATH,
@@ -22,6 +22,7 @@ from sam2_core.demo_model import (
     DEMO_SYNTHETIC_CONFIG,
     build_demo_model,
 )
+from sam2_core.hub import read_bytes
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 

@@ -263,6 +263,26 @@ def test_unknown_objects_and_videos_are_ignored_with_a_warning():
     assert any("elsewhere" in w for w in report.warnings)
 
 
+def test_tables_sharing_no_video_or_no_object_are_refused_with_both_counts(tmp_path, capsys):
+    from jobs.__main__ import main
+
+    gt, pred = video_one()
+    other = rows("v2", 1, {0: square()}) + rows("v3", 1, {0: square()})
+    with pytest.raises(ValueError, match=r"share no video_id.*predictions: 2 video\(s\).*ground truth: 1 video\(s\)"):
+        evaluate_tables(table(other), table(gt))
+    with pytest.raises(ValueError, match=r"share no video_id.*predictions: 0 video\(s\)"):
+        evaluate_tables(table(), table(gt))
+    with pytest.raises(ValueError, match=r"no \(video_id, object_id\).*predictions: 1 object\(s\)"):
+        evaluate_tables(table(rows("v1", 7, {0: square()})), table(gt))
+
+    pq.write_table(table(other), tmp_path / "pred.parquet")
+    pq.write_table(table(gt), tmp_path / "gt.parquet")
+    args = ["evaluate", "--predictions", str(tmp_path / "pred.parquet"), "--ground-truth", str(tmp_path / "gt.parquet")]
+    assert main(args) == 1
+    captured = capsys.readouterr()
+    assert "share no video_id" in captured.err and "J&F" not in captured.out
+
+
 def test_size_mismatch_and_bad_options_name_the_problem():
     gt = rows("v", 1, {0: square(), 1: square(), 2: square()})
     pred = rows("v", 1, {1: np.zeros((50, 50), bool)})

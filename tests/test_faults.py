@@ -21,8 +21,17 @@ from labeling_helpers import (
 )
 
 from pipeline.coordinator import run_labeling
-from pipeline.retry import PERMANENT, TRANSIENT, RetryPolicy, UnitTimeoutError, classify
-from pipeline.video import VideoDecodeError
+from pipeline.errors import InputError
+from pipeline.retry import (
+    BUG,
+    PERMANENT,
+    TRANSIENT,
+    RetryPolicy,
+    UnitTimeoutError,
+    classify,
+    describe,
+)
+from pipeline.video import VideoDecodeError, open_video
 from pipeline.worker import Fault
 
 # ---------------------------------------------------------------- the retry rule
@@ -53,12 +62,63 @@ def test_ray_system_errors_are_transient(index):
         (FileNotFoundError("video not found: s3://b/x.mp4"), PERMANENT),
         (PermissionError("denied"), PERMANENT),
         (VideoDecodeError("corrupt"), PERMANENT),
-        (ValueError("prompt frame 40 is past the end"), PERMANENT),
-        (RuntimeError("a bug"), PERMANENT),
+        (InputError("prompt frame 40 is past the end"), PERMANENT),
+        (RuntimeError("a bug"), BUG),
     ],
 )
 def test_error_classes(error, kind):
     assert classify(error) == kind
+
+
+def _as_task_error(error: BaseException):
+    """`error` raised here and wrapped the way Ray hands a worker's exception to the driver."""
+    import traceback
+
+    from ray.exceptions import RayTaskError
+
+    try:
+        raise error
+    except BaseException as err:
+        return RayTaskError("run", traceback.format_exc(), err).as_instanceof_cause()
+
+
+def test_device_out_of_memory_is_transient_like_host_memory():
+    # Whether a unit fits on the GPU depends on what else shares it at that moment.
+    import torch
+
+    policy = RetryPolicy(max_attempts=3)
+    for error in (
+        torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB"),
+        RuntimeError("CUDA error: out of memory"),  # older torch, raised from a kernel launch
+        MemoryError(),
+    ):
+        assert classify(error) == TRANSIENT, error
+        assert classify(_as_task_error(error)) == TRANSIENT, error
+        assert policy.should_retry(_as_task_error(error), 1), error
+
+
+def test_unwrapped_builtin_errors_are_reported_as_bugs_not_bad_input():
+    policy = RetryPolicy(max_attempts=3)
+    for error in (KeyError("object_ids"), TypeError("unsupported operand"), ValueError("shape")):
+        wrapped = _as_task_error(error)
+        assert classify(error) == classify(wrapped) == BUG, error
+        assert not policy.should_retry(wrapped, 1)
+        etype, reason = describe(wrapped)
+        assert etype == type(error).__name__
+        assert "looks like a bug" in reason and "test_faults.py" in reason, reason
+        assert str(error).strip("'") in reason
+
+
+def test_undecodable_input_is_permanent_and_its_failure_names_the_file(tmp_path):
+    empty = tmp_path / "empty.mp4"
+    empty.write_bytes(b"")
+    with pytest.raises(InputError) as caught:
+        open_video(str(empty))
+    wrapped = _as_task_error(caught.value)
+    assert classify(wrapped) == PERMANENT
+    assert not RetryPolicy(max_attempts=3).should_retry(wrapped, 1)
+    etype, reason = describe(wrapped)
+    assert etype == "VideoDecodeError" and str(empty) in reason and "bug" not in reason
 
 
 def test_object_store_network_errors_are_transient():
@@ -87,7 +147,7 @@ def test_attempts_and_backoff():
     policy = RetryPolicy(max_attempts=3, backoff_s=1.0, backoff_max_s=3.0)
     assert policy.should_retry(OSError("x"), 1) and policy.should_retry(OSError("x"), 2)
     assert not policy.should_retry(OSError("x"), 3)
-    assert not policy.should_retry(ValueError("x"), 1)
+    assert not policy.should_retry(InputError("x"), 1)
     waits = [policy.backoff(k) for k in (1, 2, 3, 4)]
     assert 1.0 <= waits[0] <= 1.25 and 2.0 <= waits[1] <= 2.5 and 3.0 <= waits[2] <= 3.75
     assert 3.0 <= waits[3] <= 3.75  # capped
@@ -169,12 +229,19 @@ def test_permanent_failure_is_not_retried(cluster, fault_inputs, mini_a_dir, tmp
     folder, manifest, _ = fault_inputs
     entries = [json.loads(line) for line in manifest.read_text().splitlines()]
     entries[2]["objects"][0]["prompts"][0]["frame"] = 24  # one past the last frame
+    empty = tmp_path / "empty.mp4"  # a zero-byte video was retried as a storage error
+    empty.write_bytes(b"")
+    entries.append({**entries[0], "video": str(empty), "video_id": "empty"})
     bad = write_jsonl(tmp_path / "m.jsonl", entries)
     result = run_labeling(run_config(bad, tmp_path / "out", mini_a_dir))
     assert result.exit_code == 2
-    (failure,) = result.failures
-    assert failure["video_id"] == "bedroom" and failure["attempts"] == 1
-    assert failure["error_type"] == "ValueError" and "past the end" in failure["reason"]
+    failures = {f["video_id"]: f for f in result.failures}
+    assert sorted(failures) == ["bedroom", "empty"]
+    assert failures["bedroom"]["attempts"] == failures["empty"]["attempts"] == 1
+    assert failures["bedroom"]["error_type"] == "InputError"
+    assert "past the end" in failures["bedroom"]["reason"]
+    assert failures["empty"]["error_type"] == "VideoDecodeError"
+    assert f"{empty}: the file is empty" in failures["empty"]["reason"]
     assert result.summary["units_done"] == 2 and result.summary["retries"] == 0
 
 

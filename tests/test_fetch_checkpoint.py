@@ -25,7 +25,7 @@ from pathlib import Path
 import pytest
 
 from jobs.__main__ import main
-from sam2_core import official_checkpoints as oc
+from sam2_core import hub as oc
 
 REPO = Path(__file__).resolve().parents[1]
 NAME = "sam2.1_hiera_tiny"
@@ -134,8 +134,14 @@ def test_base_url_from_environment_and_corrupt_copy_is_replaced(server, fake_is_
 def test_default_destination_is_the_user_cache(server, fake_is_official, tmp_path, monkeypatch, capsys):
     base, _ = server
     monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.delenv("SAM2_LABELER_CACHE", raising=False)
     assert main(["fetch-checkpoint", NAME, "--base-url", base]) == 0
     assert (tmp_path / ".cache" / "sam2-labeler" / f"{NAME}.pt").read_bytes() == FAKE
+
+    # The one cache variable, shared with the labeling workers, moves it.
+    monkeypatch.setenv("SAM2_LABELER_CACHE", str(tmp_path / "node-cache"))
+    assert main(["fetch-checkpoint", NAME, "--base-url", base]) == 0
+    assert (tmp_path / "node-cache" / f"{NAME}.pt").read_bytes() == FAKE
 
 
 def test_hash_mismatch_is_refused_and_leaves_nothing(server, tmp_path, capsys):

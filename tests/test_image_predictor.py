@@ -175,3 +175,52 @@ def test_bad_images_and_indices(model, predictor: ImagePredictor, image: np.ndar
         fresh.set_images([])
     with pytest.raises(IndexError, match="image_index 1 out of range for 1 image"):
         predictor.predict(box=BOXES[0], image_index=1)
+
+
+def _model_frame(predictor: ImagePredictor, xy: np.ndarray) -> torch.Tensor:
+    """Pixels (x, y) of the 96 x 128 test image -> pixels of the model's square input."""
+    size = predictor.model.image_size
+    return torch.tensor(xy, dtype=torch.float32) * torch.tensor([size / 128, size / 96], dtype=torch.float32)
+
+
+@pytest.mark.parametrize("multimask", [True, False])
+def test_predict_torch_on_model_frame_tensors_equals_predict(predictor: ImagePredictor, multimask: bool) -> None:
+    first = predictor.predict(POINTS, LABELS, multimask_output=False, return_logits=True)
+    kwargs = {"multimask_output": multimask, "return_logits": True}
+    from_pixels = predictor.predict(POINTS, LABELS, box=BOXES, mask_input=first.low_res_logits, **kwargs)
+    from_tensors = predictor.predict_torch(
+        point_coords=_model_frame(predictor, POINTS),
+        point_labels=torch.as_tensor(LABELS),
+        boxes=_model_frame(predictor, BOXES.reshape(-1, 2)).reshape(-1, 4),
+        mask_input=first.low_res_logits,
+        **kwargs,
+    )
+    _assert_same(from_tensors, from_pixels)
+    # Unbatched prompts come back batched from predict_torch, without the B axis from predict.
+    one = predictor.predict_torch(_model_frame(predictor, POINTS[:1]), torch.as_tensor(LABELS[:1]))
+    assert one.masks.shape == (1, 3, 96, 128) and one.masks.dtype == torch.bool
+    assert torch.equal(one.masks[0], predictor.predict(POINTS[0], LABELS[0]).masks)
+
+
+def test_predict_torch_shares_one_mask_among_prompts(predictor: ImagePredictor) -> None:
+    mask = predictor.predict(box=BOXES[0], multimask_output=False, return_logits=True).low_res_logits[None]
+    boxes = _model_frame(predictor, BOXES.reshape(-1, 2)).reshape(-1, 4)
+    shared = predictor.predict_torch(boxes=boxes, mask_input=mask, return_logits=True)
+    for i in range(3):
+        _assert_same(_row(shared, i), predictor.predict(box=BOXES[i], mask_input=mask[0], return_logits=True))
+
+
+def test_bad_prompt_shapes_are_refused_by_argument(predictor: ImagePredictor) -> None:
+    with pytest.raises(ValueError, match=r"box has shape \(8,\): expected 4 or B x 4"):
+        predictor.predict(box=BOXES[:2].reshape(-1))
+    with pytest.raises(ValueError, match=r"box has shape \(1, 3, 4\)"):
+        predictor.predict(box=BOXES[None])
+    with pytest.raises(ValueError, match=r"point_coords \(1, 2, 2, 2\) and point_labels \(1, 2\) do not match: expected N x 2"):
+        predictor.predict(np.zeros((1, 2, 2, 2)), np.ones((1, 2)))
+    with pytest.raises(ValueError, match=r"mask_input has shape \(1, 32, 32\): expected 1 x 64 x 64 or B x 1 x 64 x 64"):
+        predictor.predict(box=BOXES[0], mask_input=np.zeros((1, 32, 32), np.float32))
+    masks = np.zeros((2, 1, 64, 64), np.float32)
+    with pytest.raises(ValueError, match="2 masks in mask_input but 3 prompts"):
+        predictor.predict(box=BOXES, mask_input=masks)
+    with pytest.raises(ValueError, match="given together"):
+        predictor.predict_torch(point_coords=torch.zeros(1, 1, 2))

@@ -22,9 +22,9 @@ from labeling_helpers import (
     write_jsonl,
 )
 
-from jobs import submit
 from jobs.__main__ import main
 from pipeline.sink import read_masks
+from pipeline.storage import credential_fields
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -158,7 +158,7 @@ def test_bad_input_is_reported_and_the_valid_video_still_labeled(
     assert failures["missing"]["error_type"] == "FileNotFoundError"
     assert failures["corrupt"]["error_type"] == "VideoDecodeError"
     assert (
-        failures["late"]["error_type"] == "ValueError"
+        failures["late"]["error_type"] == "InputError"
         and "past the end" in failures["late"]["reason"]
     )
     assert all(f["attempts"] == 1 for f in failures.values())  # permanent: never retried
@@ -240,7 +240,7 @@ def test_submit_refuses_credentials_in_storage_options(clips, mini_a_dir, tmp_pa
     err = capsys.readouterr().err
     assert "key, client_kwargs.aws_secret_access_key look like credentials" in err
     assert "could not submit" not in err and "AKIA" not in err
-    assert submit.secret_fields({"endpoint_url": "x", "anon": False, "client_kwargs": {"region_name": "eu"}}) == []
+    assert credential_fields({"endpoint_url": "x", "anon": False, "client_kwargs": {"region_name": "eu"}}) == []
 
 
 @pytest.mark.slow

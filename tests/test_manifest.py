@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -13,11 +14,13 @@ import pytest
 from s3_server import start_s3
 
 from pipeline.manifest import (
+    EmptyManifestError,
     ObjectSpec,
     Prompt,
     Reject,
     VideoJob,
     default_video_id,
+    fit_prompt_to_frame,
     read_manifest,
 )
 from pipeline.masks import encode_mask
@@ -148,6 +151,15 @@ BAD_LINES = [
     ("duplicate object ids", {"video": "/v.mp4", "objects": [{"object_id": 7, "prompts": [{"frame": 0, "box": [0, 0, 1, 1]}]}, {"object_id": 7, "prompts": [{"frame": 0, "box": [0, 0, 2, 2]}]}]}, "objects[1].object_id", "duplicate object id 7"),
     ("video id not a string", one_object({"frame": 0, "box": [0, 0, 1, 1]}, video_id=5), "video_id", "non-empty string"),
     ("not an object", [1, 2, 3], "line", "JSON object"),
+    ("null line", None, "line", "JSON object, got null"),
+    ("box beyond float32", one_object({"frame": 0, "box": [0, 0, 5, 1e39]}), "objects[0].prompts[0].box", "float32"),
+    ("point a 400-digit int", one_object({"frame": 0, "points": [[10**400, 1]], "labels": [1]}), "objects[0].prompts[0].points[0]", "float32"),
+    ("Infinity point", one_object({"frame": 0, "points": [[float("inf"), 1]], "labels": [1]}), "objects[0].prompts[0].points[0]", "finite"),
+    ("NaN box", one_object({"frame": 0, "box": [0, 0, float("nan"), 5]}), "objects[0].prompts[0].box", "finite"),
+    ("frame past int64", one_object({"frame": 2**63, "box": [0, 0, 1, 1]}), "objects[0].prompts[0].frame", "non-negative integer"),
+    ("video a lone surrogate", one_object({"frame": 0, "box": [0, 0, 1, 1]}, video="/v/\ud800.mp4"), "video", "not valid Unicode"),
+    ("video id a lone surrogate", one_object({"frame": 0, "box": [0, 0, 1, 1]}, video_id="a\udfff"), "video_id", "not valid Unicode"),
+    ("video with a newline", one_object({"frame": 0, "box": [0, 0, 1, 1]}, video="/v/a\nb.mp4"), "video", "control characters"),
 ]  # fmt: skip
 
 
@@ -362,3 +374,187 @@ def test_json_file_may_hold_one_array_of_videos(tmp_path):
     assert [(r.location, r.field) for r in rejects] == [
         ("m.json item 2", "objects[0].prompts[0].box")
     ]
+
+
+GOOD = one_object({"frame": 0, "box": [0, 0, 5, 5]})
+
+
+def test_lines_nested_past_the_limit_are_one_reject_each_and_the_rest_runs(tmp_path):
+    deep = "[" * 100_000 + "]" * 100_000  # past Python's recursion limit: was a RecursionError
+    deep_but_parseable = json.dumps(one_object({"frame": 0, "box": [[[[[[[[[[[[[[[[[[[[1]]]]]]]]]]]]]]]]]]]]}))
+    lines = [GOOD, deep, deep_but_parseable, {**GOOD, "video": "/v/after.mp4"}]
+    jobs, rejects = read_manifest(str(write_jsonl(tmp_path / "m.jsonl", lines)))
+    assert [job.location for job in jobs] == ["m.jsonl line 1", "m.jsonl line 4"]
+    assert [(r.location, r.field) for r in rejects] == [
+        ("m.jsonl line 2", "line"),
+        ("m.jsonl line 3", "line"),
+    ]
+    assert all("nested too deeply" in r.reason for r in rejects)
+
+
+def test_csv_cells_nested_too_deeply_or_past_the_csv_field_limit_reject_only_their_row(tmp_path):
+    path = tmp_path / "p.csv"
+    deep = "[" * 60_000 + "]" * 60_000  # under csv's default 131072-character field limit
+    huge = "[" + "1," * 70_000 + "1]"  # over it: a csv.Error, which used to end the run
+    path.write_text(
+        "video,object_id,frame,box,points,labels\n"
+        '/v/a.mp4,1,0,"[0, 0, 5, 5]",,\n'
+        f"/v/b.mp4,1,0,{deep},,\n"
+        f'/v/c.mp4,1,0,"{huge}","[[1,\r\n 1]]",[1]\n'  # a quoted newline after the long cell
+        '/v/d.mp4,1,0,,"[[1,\n 1]]",[1]\n'
+    )
+    jobs, rejects = read_manifest(str(path))
+    assert [job.video for job in jobs] == ["/v/a.mp4", "/v/d.mp4"]
+    assert [(r.location, r.field) for r in rejects] == [("p.csv row 2", "box"), ("p.csv row 3", "box")]
+    assert "nested too deeply" in rejects[0].reason and rejects[0].video == "/v/b.mp4"
+    assert "four finite numbers" in rejects[1].reason and rejects[1].video == "/v/c.mp4"
+
+
+def test_csv_integer_cells_too_long_to_convert_are_rejected(tmp_path):
+    path = tmp_path / "p.csv"
+    path.write_text(f"video,object_id,frame,box\n/v/a.mp4,{'9' * 5000},0,\"[0, 0, 5, 5]\"\n")
+    jobs, rejects = read_manifest(str(path))
+    assert jobs == [] and [(r.location, r.field) for r in rejects] == [("p.csv row 1", "object_id")]
+
+
+def test_an_integer_past_pythons_digit_limit_is_a_reject_not_a_crash(tmp_path):
+    line = json.dumps(GOOD).replace("[0, 0, 5, 5]", f"[0, 0, 5, {'9' * 5000}]")
+    jobs, rejects = read_manifest(str(write_jsonl(tmp_path / "m.jsonl", [line, GOOD])))
+    assert [job.location for job in jobs] == ["m.jsonl line 2"]
+    assert [(r.location, r.field) for r in rejects] == [("m.jsonl line 1", "line")]
+    assert "unreadable JSON" in rejects[0].reason
+
+
+def test_a_utf8_bom_does_not_reject_line_1(tmp_path):
+    path = tmp_path / "m.jsonl"
+    path.write_bytes(b"\xef\xbb\xbf" + json.dumps(GOOD).encode() + b"\n")
+    jobs, rejects = read_manifest(str(path))
+    assert rejects == [] and [job.location for job in jobs] == ["m.jsonl line 1"]
+
+
+@pytest.mark.parametrize(
+    ("name", "content"),
+    [
+        ("m.jsonl", b""),
+        ("m.jsonl", b"\n   \n\t\n"),
+        ("m.jsonl", b"\xef\xbb\xbf\n"),
+        ("m.json", b"[]"),
+        ("m.json", b""),
+        ("p.csv", b"video,object_id,frame,box\n"),
+        ("p.csv", b""),
+        ("p.csv", b"video,object_id,frame,box\n,,,\n\n"),
+    ],
+)
+def test_an_empty_manifest_is_an_error_naming_the_file(tmp_path, name, content):
+    (tmp_path / name).write_bytes(content)
+    with pytest.raises(EmptyManifestError, match=f"{name} is empty"):
+        read_manifest(str(tmp_path / name))
+
+
+def test_an_empty_parquet_manifest_is_an_error(tmp_path):
+    schema = pa.schema([("video", pa.string()), ("object_id", pa.int64()), ("frame", pa.int64())])
+    pq.write_table(schema.empty_table(), tmp_path / "p.parquet")
+    with pytest.raises(EmptyManifestError, match="p.parquet is empty"):
+        read_manifest(str(tmp_path / "p.parquet"))
+
+
+def test_the_label_command_exits_1_on_an_empty_manifest(tmp_path, capsys):
+    from jobs.__main__ import main
+
+    manifest = tmp_path / "m.jsonl"
+    manifest.write_text("\n\n")
+    assert main(["label", "--manifest", str(manifest), "--output", str(tmp_path / "out")]) == 1
+    assert f"{manifest} is empty" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
+
+
+def test_json_file_with_one_pretty_printed_object_is_one_video(tmp_path):
+    (tmp_path / "m.json").write_text(json.dumps(EXAMPLE, indent=2))
+    jobs, rejects = read_manifest(str(tmp_path / "m.json"))
+    assert rejects == []
+    assert [(job.video_id, job.objects, job.location) for job in jobs] == [
+        ("cups", EXAMPLE_JOB_OBJECTS, "m.json")
+    ]
+    bad = one_object({"frame": 0, "box": [0, 0, 5]})
+    (tmp_path / "bad.json").write_text(json.dumps(bad, indent=2))
+    jobs, rejects = read_manifest(str(tmp_path / "bad.json"))
+    assert jobs == []
+    assert [(r.location, r.field) for r in rejects] == [("bad.json", "objects[0].prompts[0].box")]
+
+
+def test_a_malformed_json_document_is_one_reject_naming_where(tmp_path):
+    text = json.dumps([GOOD, GOOD], indent=2)
+    (tmp_path / "m.json").write_text(text.replace("},", "}", 1))  # a missing comma
+    jobs, rejects = read_manifest(str(tmp_path / "m.json"))
+    assert jobs == []
+    assert [(r.location, r.field) for r in rejects] == [("m.json", "file")]
+    assert re.search(r"malformed JSON: Expecting ',' delimiter: line \d+ column \d+", rejects[0].reason)
+    (tmp_path / "scalar.json").write_text("42")
+    _, rejects = read_manifest(str(tmp_path / "scalar.json"))
+    assert [(r.location, r.field) for r in rejects] == [("scalar.json", "line")]
+
+
+def test_json_array_items_are_rejected_by_index(tmp_path):
+    items = [GOOD, None, [1], {**GOOD, "video": "/v/b.mp4", "objects": "x"}]
+    (tmp_path / "m.json").write_text(json.dumps(items, indent=1))
+    jobs, rejects = read_manifest(str(tmp_path / "m.json"))
+    assert [job.location for job in jobs] == ["m.json item 1"]
+    assert [(r.location, r.field) for r in rejects] == [
+        ("m.json item 2", "line"),
+        ("m.json item 3", "line"),
+        ("m.json item 4", "objects"),
+    ]
+
+
+def test_a_json_file_of_json_lines_is_still_read_line_by_line(tmp_path):
+    lines = ["{broken", GOOD, {**GOOD, "video": "/v/b.mp4"}]
+    jobs, rejects = read_manifest(str(write_jsonl(tmp_path / "m.json", lines)))
+    assert [job.location for job in jobs] == ["m.json line 2", "m.json line 3"]
+    assert [(r.location, r.field) for r in rejects] == [("m.json line 1", "line")]
+
+
+@pytest.mark.parametrize(
+    ("prompt", "message"),
+    [
+        (Prompt(frame=0, points=((5000.0, -300.0),), labels=(1,)), "points[0] (5000, -300) is outside the 96 x 54 frame"),
+        (Prompt(frame=0, points=((1.0, 1.0), (96.5, 3.0)), labels=(1, 0)), "points[1] (96.5, 3) is outside"),
+        (Prompt(frame=0, box=(-1000.0, 5.0, -500.0, 50.0)), "box [-1000, 5, -500, 50] lies wholly outside the 96 x 54 frame"),
+        (Prompt(frame=0, box=(10.0, 54.0, 20.0, 70.0)), "lies wholly outside"),
+    ],
+)  # fmt: skip
+def test_prompts_outside_the_frame_are_refused_naming_the_field(prompt, message):
+    with pytest.raises(ValueError, match=re.escape(message)):
+        fit_prompt_to_frame(prompt, height=54, width=96)
+
+
+def test_prompts_inside_the_frame_pass_and_partly_outside_boxes_are_clipped():
+    inside = Prompt(frame=0, points=((0.0, 0.0), (96.0, 54.0)), labels=(1, 0), box=(0.0, 0.0, 96.0, 54.0))
+    assert fit_prompt_to_frame(inside, height=54, width=96) is inside
+    partly = Prompt(frame=3, box=(-20.0, 10.0, 40.0, 90.0))
+    assert fit_prompt_to_frame(partly, height=54, width=96) == Prompt(frame=3, box=(0.0, 10.0, 40.0, 54.0))
+    mask = Prompt(frame=0, mask_rle=MASK_RLE)
+    assert fit_prompt_to_frame(mask, height=54, width=96) is mask
+
+
+def test_the_worker_fails_a_unit_whose_prompt_lies_outside_the_video_naming_line_object_prompt_and_field(
+    tmp_path, videos_dir
+):
+    from pipeline.labeling import label_video
+    from pipeline.retry import PERMANENT, classify
+
+    video = str(videos_dir / "01_dog.mp4")
+    line = {
+        "video": video,
+        "objects": [
+            {"object_id": 1, "prompts": [{"frame": 0, "points": [[10, 10]], "labels": [1]}]},
+            {"object_id": 2, "prompts": [{"frame": 0, "box": [-1000, 5, -500, 50]}]},
+        ],
+    }
+    jobs, rejects = read_manifest(str(write_jsonl(tmp_path / "m.jsonl", [line])))
+    assert rejects == []  # the frame size is unknown until the video is opened
+    with pytest.raises(ValueError) as caught:
+        label_video(None, jobs[0], run_id="r", model_name="m")  # fails before the model is used
+    message = str(caught.value)
+    assert message.startswith("m.jsonl line 1 (") and "01_dog.mp4" in message
+    assert "object 2 prompts[0] (frame 0): box [-1000, 5, -500, 50] lies wholly outside" in message
+    assert classify(caught.value) == PERMANENT

@@ -14,8 +14,6 @@ from sam2_core.tracker import (
     TrackerOptions,
     VideoSession,
     track_session,
-    track_video,
-    track_videos,
 )
 
 
@@ -170,21 +168,3 @@ def test_clear_prompts_and_remove_object(mini, long_case):
     session.clear_prompts(0, 1)
     with pytest.raises(ValueError, match="no conditioning frame|no prompts"):
         list(session.propagate())
-
-
-def test_lockstep_videos_equal_each_video_tracked_alone(mini, long_case, mini_a_dir):
-    short = np.load(mini_a_dir / "video_case.npz")["frames"]
-    jobs = [
-        (ArrayFrames(long_case["frames"][:10]), [ObjectPrompt(1, 3, points=np.array([[38.4, 33.6]]), labels=np.array([1]))]),
-        (ArrayFrames(short), [ObjectPrompt(1, 0, box=np.array([70.4, 43.2, 108.8, 76.8])), ObjectPrompt(2, 2, points=np.array([[30, 30]]), labels=np.array([1]))]),
-        (ArrayFrames(long_case["frames"][20:24]), [ObjectPrompt(5, 0, mask=long_case["in.mask"])]),
-    ]
-    alone = [{r.frame_index: r.mask_logits for r in track_video(mini, frames, prompts)} for frames, prompts in jobs]
-    together: list[dict] = [{} for _ in jobs]
-    for i, res in track_videos(mini, jobs):
-        assert res.frame_index not in together[i], "each frame once"
-        together[i][res.frame_index] = res.mask_logits
-    for i in range(len(jobs)):
-        assert sorted(together[i]) == sorted(alone[i])
-        for t in alone[i]:
-            assert torch.allclose(together[i][t], alone[i][t], atol=1e-5), (i, t)

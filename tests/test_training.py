@@ -7,6 +7,7 @@ A tiny model (64 x 64 input) on tiny synthetic clips keeps the whole file to a f
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -15,7 +16,8 @@ from training_helpers import tiny_tree
 
 import sam2_core
 from jobs.__main__ import main as jobs_main
-from sam2_core.checkpoint import read_bytes, read_state_dict
+from sam2_core.checkpoint import read_state_dict
+from sam2_core.hub import read_bytes
 from sam2_core.synthetic import SyntheticConfig
 from sam2_core.training import (
     CONFIG_FILE,
@@ -117,7 +119,7 @@ def test_checkpoint_loads_strictly_and_resume_is_exact(tmp_path):
     resumed = Trainer(model, tree, SyntheticClips(SYNTH, first_seed=1000, reuse=1.0), out, trainer.config)
     resumed.resume()
     assert resumed.step == 2
-    saved = torch.load(out / STATE_FILE, weights_only=False)["optimizer"]["state"]
+    saved = torch.load(out / STATE_FILE, weights_only=True)["optimizer"]["state"]
     now = resumed.optimizer.state_dict()["state"]
     assert saved.keys() == now.keys() and len(now) > 0
     for i in now:
@@ -128,6 +130,39 @@ def test_checkpoint_loads_strictly_and_resume_is_exact(tmp_path):
     assert resumed.step == 3
     for k, v in resumed.model.state_dict().items():
         assert torch.allclose(v, expected[k], atol=1e-6, rtol=0), k
+
+
+class _Payload:
+    """Unpickling this runs ``marker.touch()``: what a crafted train_state.pt could do."""
+
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (Path.touch, (self.marker,))
+
+
+def test_resume_refuses_a_train_state_holding_code_and_never_runs_it(tmp_path, capsys):
+    trainer = make_trainer(tmp_path, steps=4)
+    trainer.train_step()
+    trainer.save()
+    out = tmp_path / "run"
+    marker = tmp_path / "payload-ran"
+    state = torch.load(out / STATE_FILE, weights_only=True)
+    torch.save({**state, "rng": _Payload(marker)}, out / STATE_FILE)
+
+    model, tree = build_for_training(str(out / CONFIG_FILE))
+    resumed = Trainer(model, tree, SyntheticClips(SYNTH, first_seed=1000, reuse=1.0), out, trainer.config)
+    with pytest.raises(ValueError, match="holds Python objects other than tensors") as err:
+        resumed.resume()
+    assert str(out / STATE_FILE) in str(err.value) and "weights_only=False" not in str(err.value)
+    assert not marker.exists()
+
+    common = ["--output", str(out), "--steps", "2", "--batch-size", "1", "--clip-len", "2"]
+    assert jobs_main(["train", "--resume", *common]) == 1
+    message = capsys.readouterr().err
+    assert "refusing to load" in message and "Traceback" not in message
+    assert not marker.exists()
 
 
 def test_freezing_keeps_parameters_fixed(tmp_path):

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import functools
+import threading
+from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import av
@@ -10,6 +13,7 @@ import pytest
 from PIL import Image
 from s3_server import start_s3
 
+from pipeline.errors import InputError
 from pipeline.video import ContainerReader, FrameFolderReader, VideoDecodeError, open_video
 from sam2_core.frames import FrameSource
 
@@ -274,3 +278,78 @@ def test_index_disagreement_falls_back_to_counting_and_stays_exact(small_video, 
         assert len(reader) == len(small_reference)
         assert all(np.array_equal(a, b) for a, b in zip(frames, small_reference))
         assert np.array_equal(reader[5], small_reference[5])  # backward still works
+
+
+class _QuietFiles(SimpleHTTPRequestHandler):
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+@pytest.fixture(scope="module")
+def http_root(tmp_path_factory):
+    """A folder served over HTTP on 127.0.0.1: (folder, base URL with a user and password)."""
+    folder = tmp_path_factory.mktemp("http")
+    server = ThreadingHTTPServer(
+        ("127.0.0.1", 0), functools.partial(_QuietFiles, directory=str(folder))
+    )
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield folder, f"http://reader:s3cret@127.0.0.1:{server.server_port}"
+    server.shutdown()
+    server.server_close()
+
+
+def test_undecodable_files_are_permanent_decode_errors_naming_the_file_without_credentials(
+    tmp_path, small_video, s3, http_root
+):
+    # A zero-byte video used to fail with a nameless "[Errno 22] Invalid argument" (an
+    # OSError, so retried as a storage error); every undecodable file must name itself.
+    undecodable = {
+        "zero.mp4": b"",
+        "garbage.mp4": np.random.default_rng(0).integers(0, 256, 50_000, np.uint8).tobytes(),
+        "text.mp4": b"hello, I am not a video\n" * 100,
+        "truncated.mp4": small_video.read_bytes()[:3000],
+        "tiny.mp4": b"\x00",
+    }
+    fs = s3.filesystem()
+    http_folder, http_base = http_root
+    for name, data in undecodable.items():
+        (tmp_path / name).write_bytes(data)
+        (http_folder / name).write_bytes(data)
+        fs.pipe(f"{BUCKET}/bad/{name}", data)
+        for uri, options in (
+            (str(tmp_path / name), None),
+            (f"s3://{BUCKET}/bad/{name}", s3.storage_options),
+            (f"{http_base}/{name}?X-Amz-Signature=t0ken", None),
+        ):
+            with pytest.raises(VideoDecodeError) as caught:
+                open_video(uri, options)
+            assert isinstance(caught.value, InputError), uri
+            message = str(caught.value)
+            assert name in message, message
+            assert "s3cret" not in message and "t0ken" not in message, message
+    with pytest.raises(VideoDecodeError, match=r"zero\.mp4: the file is empty \(0 bytes\)"):
+        open_video(str(tmp_path / "zero.mp4"))
+    with pytest.raises(FileNotFoundError, match=r"http://127\.0\.0\.1:\d+/none\.mp4") as caught:
+        open_video(f"{http_base}/none.mp4")
+    assert "s3cret" not in str(caught.value)
+
+
+def test_frame_folder_with_a_gap_in_its_numbering_is_refused_naming_the_missing_number(
+    tmp_path, small_reference
+):
+    # Renumbering 000, 001, 003 as frames 0, 1, 2 would put a prompt for frame 3 on frame 4.
+    folder = tmp_path / "gap"
+    folder.mkdir()
+    for number in (0, 1, 3, 4, 6):
+        Image.fromarray(small_reference[number]).save(folder / f"frame_{number:03d}.jpg")
+    with pytest.raises(VideoDecodeError, match=r"gap: frame number 2 is missing") as caught:
+        open_video(str(folder))
+    assert "'frame_001.jpg' is followed by 'frame_003.jpg'" in str(caught.value)
+    # Numbers may start anywhere: frame 0 of the video is the first file.
+    from_one = tmp_path / "from_one"
+    from_one.mkdir()
+    for number in (1, 2, 3):
+        Image.fromarray(small_reference[number]).save(from_one / f"{number:04d}.png")
+    with open_video(str(from_one)) as reader:
+        assert len(reader) == 3
+        assert np.array_equal(reader[0], small_reference[1])

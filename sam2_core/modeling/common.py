@@ -37,6 +37,23 @@ class MLP(nn.Module):
         return torch.sigmoid(x) if self.sigmoid_output else x
 
 
+class MLPBlock(nn.Module):
+    """Two linear layers with an activation between them, named ``lin1`` / ``lin2``.
+
+    SAM 1's naming for the same computation as a two-layer :class:`MLP` (its ViT blocks and its
+    two-way transformer use it); kept separate only so SAM 1 checkpoints load by name.
+    """
+
+    def __init__(self, embedding_dim: int, mlp_dim: int, activation: type[nn.Module] = nn.GELU):
+        super().__init__()
+        self.lin1 = nn.Linear(embedding_dim, mlp_dim)
+        self.lin2 = nn.Linear(mlp_dim, embedding_dim)
+        self.act = activation()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.lin2(self.act(self.lin1(x)))
+
+
 class LayerNorm2d(nn.Module):
     """Layer norm over the channel axis of a B x C x H x W tensor."""
 

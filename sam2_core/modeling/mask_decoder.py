@@ -24,13 +24,17 @@ class DecoderOutput:
 
 
 class MaskDecoder(nn.Module):
-    """SAM 2 mask decoder with high-resolution skip features and an object-score head."""
+    """SAM 2 mask decoder with high-resolution skip features and an object-score head.
 
-    def __init__(self, transformer_dim: int, cfg: DecoderConfig, num_multimask_outputs: int = 3):
+    With ``use_high_res_features``, ``pred_obj_scores`` and ``iou_prediction_use_sigmoid`` off it
+    is SAM 1's decoder (SAM 2's extends it); ``transformer`` defaults to SAM 2's two-way transformer.
+    """
+
+    def __init__(self, transformer_dim: int, cfg: DecoderConfig, num_multimask_outputs: int = 3, transformer: nn.Module | None = None):
         super().__init__()
         self.cfg = cfg
         dim = transformer_dim
-        self.transformer = TwoWayTransformer(depth=2, embedding_dim=dim, num_heads=8, mlp_dim=2048)
+        self.transformer = transformer if transformer is not None else TwoWayTransformer(depth=2, embedding_dim=dim, num_heads=8, mlp_dim=2048)
         self.num_mask_tokens = num_multimask_outputs + 1
         self.iou_token = nn.Embedding(1, dim)
         self.mask_tokens = nn.Embedding(self.num_mask_tokens, dim)
@@ -62,7 +66,8 @@ class MaskDecoder(nn.Module):
         repeat_image: bool = False,
     ) -> DecoderOutput:
         """image_embeddings: B x C x h x w (or 1 x ... with ``repeat_image``); sparse: B x N x C;
-        dense: B x C x h x w; high_res_features: [B x C/8 x 4h x 4w, B x C/4 x 2h x 2w]."""
+        dense: B x C x h x w; high_res_features: [B x C/8 x 4h x 4w, B x C/4 x 2h x 2w], or None / []
+        for a decoder without them (SAM 1)."""
         masks, iou, tokens, obj_logits = self._predict(image_embeddings, image_pe, sparse, dense, high_res_features, repeat_image)
         if multimask_output:
             masks, iou = masks[:, 1:], iou[:, 1:]
@@ -93,7 +98,7 @@ class MaskDecoder(nn.Module):
 
         src = src.transpose(1, 2).reshape(b, c, h, w)
         up1, ln1, act1, up2, act2 = self.output_upscaling
-        if high_res_features is None:
+        if not high_res_features:
             up = act2(up2(act1(ln1(up1(src)))))
         else:
             feat_s0, feat_s1 = high_res_features

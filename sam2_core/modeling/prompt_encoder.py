@@ -44,9 +44,19 @@ class PositionEmbeddingRandom(nn.Module):
 class PromptEncoder(nn.Module):
     """Encodes prompts into sparse tokens (points) and a dense embedding (mask or "no mask")."""
 
-    def __init__(self, embed_dim: int, image_embedding_size: tuple[int, int], input_image_size: tuple[int, int], mask_in_chans: int = 16):
+    def __init__(
+        self,
+        embed_dim: int,
+        image_embedding_size: tuple[int, int],
+        input_image_size: tuple[int, int],
+        mask_in_chans: int = 16,
+        pad_boxed_prompts: bool = True,
+    ):
+        """``pad_boxed_prompts``: append the padding point to prompts that hold a box too (SAM 2,
+        whose predictors pass box corners as points); SAM 1 pads only prompts without a box."""
         super().__init__()
         self.embed_dim = embed_dim
+        self.pad_boxed_prompts = pad_boxed_prompts
         self.image_embedding_size = image_embedding_size
         self.input_image_size = input_image_size
         self.pe_layer = PositionEmbeddingRandom(embed_dim // 2)
@@ -72,18 +82,27 @@ class PromptEncoder(nn.Module):
     def embed_points(self, coords: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         """B x N x 2 coordinates (model input pixels) and B x N labels -> B x (N + 1) x C.
 
-        A padding point is always appended, as SAM 2 does when no box is given separately.
+        A padding point is appended (B x (N + 1) x C), as SAM 2 does when no box is given
+        separately; without ``pad_boxed_prompts``, prompts holding box corners get none (SAM 1).
         """
         coords = coords + 0.5  # pixel centres
         b = coords.shape[0]
-        coords = torch.cat([coords, coords.new_zeros(b, 1, 2)], dim=1)
-        labels = torch.cat([labels, labels.new_full((b, 1), PAD)], dim=1)
+        if self.pad_boxed_prompts or not self._has_box(labels):
+            coords = torch.cat([coords, coords.new_zeros(b, 1, 2)], dim=1)
+            labels = torch.cat([labels, labels.new_full((b, 1), PAD)], dim=1)
         emb = self.pe_layer.points(coords, self.input_image_size)
         lab = labels.unsqueeze(-1)
         emb = torch.where(lab == PAD, self.not_a_point_embed.weight.expand_as(emb), emb)
         for value in range(4):
             emb = emb + (lab == value).to(emb.dtype) * self.point_embeddings[value].weight
         return emb
+
+    @staticmethod
+    def _has_box(labels: torch.Tensor) -> bool:
+        boxed = ((labels == BOX_TOP_LEFT) | (labels == BOX_BOTTOM_RIGHT)).any(dim=1)
+        if bool(boxed.any()) and not bool(boxed.all()):
+            raise ValueError("a batch of prompts must either all hold a box or none (they would need different padding)")
+        return bool(boxed.any())
 
     def forward(self, coords: torch.Tensor | None, labels: torch.Tensor | None, masks: torch.Tensor | None, batch_size: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """Returns (sparse B x N x C, dense B x C x h x w). ``masks`` are B x 1 x 4h x 4w logits."""

@@ -15,6 +15,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..config import ModelConfig
+from ..transforms import SAM2_IMAGE_CONVENTION
 from .common import MLP, sine_encoding_1d
 from .image_encoder import ImageEncoder
 from .mask_decoder import MaskDecoder
@@ -79,6 +80,8 @@ class HeadsOutput:
 class SAM2Model(nn.Module):
     """SAM 2 / SAM 2.1. Submodule and parameter names are those of the official checkpoints."""
 
+    image_convention = SAM2_IMAGE_CONVENTION
+
     def __init__(self, cfg: ModelConfig):
         super().__init__()
         self.cfg = cfg
@@ -141,6 +144,13 @@ class SAM2Model(nn.Module):
         return embedding + self.no_mem_embed.reshape(1, -1, 1, 1)
 
     # ------------------------------------------------------------------ decoding
+
+    def use_multimask(self, init: bool, num_points: int) -> bool:
+        """SAM 2's rule for asking the decoder for several candidate masks: on an initial
+        conditioning frame (``init``: prompts on a frame the object was not tracked on) or, if
+        the config allows, while tracking and correcting, with few enough points."""
+        t = self.cfg.tracking
+        return t.multimask_output_in_sam and (init or t.multimask_output_for_tracking) and t.multimask_min_pt_num <= num_points <= t.multimask_max_pt_num
 
     def sam_heads(
         self,

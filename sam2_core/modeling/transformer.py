@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import torch
 from torch import nn
@@ -107,16 +108,37 @@ class RoPEAttention(Attention):
         return self.out_proj(self._merge(out))
 
 
-class TwoWayAttentionBlock(nn.Module):
-    """Tokens attend to themselves and to the image; then the image attends to the tokens."""
+MlpFactory = Callable[[int, int], nn.Module]
+"""Builds the token MLP of a two-way block from (embedding_dim, mlp_dim)."""
 
-    def __init__(self, embedding_dim: int, num_heads: int, mlp_dim: int, attention_downsample_rate: int = 2, skip_first_layer_pe: bool = False):
+
+def relu_mlp(embedding_dim: int, mlp_dim: int) -> nn.Module:
+    """SAM 2's token MLP (parameters ``layers.0`` / ``layers.1``)."""
+    return MLP(embedding_dim, mlp_dim, embedding_dim, num_layers=2, activation=nn.ReLU)
+
+
+class TwoWayAttentionBlock(nn.Module):
+    """Tokens attend to themselves and to the image; then the image attends to the tokens.
+
+    ``mlp_block`` builds the token MLP; SAM 1 and SAM 2 compute the same ReLU MLP but name its
+    parameters differently (see :class:`~.common.MLPBlock`).
+    """
+
+    def __init__(
+        self,
+        embedding_dim: int,
+        num_heads: int,
+        mlp_dim: int,
+        attention_downsample_rate: int = 2,
+        skip_first_layer_pe: bool = False,
+        mlp_block: MlpFactory = relu_mlp,
+    ):
         super().__init__()
         self.self_attn = Attention(embedding_dim, num_heads)
         self.norm1 = nn.LayerNorm(embedding_dim)
         self.cross_attn_token_to_image = Attention(embedding_dim, num_heads, downsample_rate=attention_downsample_rate)
         self.norm2 = nn.LayerNorm(embedding_dim)
-        self.mlp = MLP(embedding_dim, mlp_dim, embedding_dim, num_layers=2, activation=nn.ReLU)
+        self.mlp = mlp_block(embedding_dim, mlp_dim)
         self.norm3 = nn.LayerNorm(embedding_dim)
         self.norm4 = nn.LayerNorm(embedding_dim)
         self.cross_attn_image_to_token = Attention(embedding_dim, num_heads, downsample_rate=attention_downsample_rate)
@@ -140,10 +162,18 @@ class TwoWayAttentionBlock(nn.Module):
 class TwoWayTransformer(nn.Module):
     """The mask decoder's transformer: prompt tokens and image features refine each other."""
 
-    def __init__(self, depth: int = 2, embedding_dim: int = 256, num_heads: int = 8, mlp_dim: int = 2048, attention_downsample_rate: int = 2):
+    def __init__(
+        self,
+        depth: int = 2,
+        embedding_dim: int = 256,
+        num_heads: int = 8,
+        mlp_dim: int = 2048,
+        attention_downsample_rate: int = 2,
+        mlp_block: MlpFactory = relu_mlp,
+    ):
         super().__init__()
         self.layers = nn.ModuleList(
-            TwoWayAttentionBlock(embedding_dim, num_heads, mlp_dim, attention_downsample_rate, skip_first_layer_pe=(i == 0))
+            TwoWayAttentionBlock(embedding_dim, num_heads, mlp_dim, attention_downsample_rate, skip_first_layer_pe=(i == 0), mlp_block=mlp_block)
             for i in range(depth)
         )
         self.final_attn_token_to_image = Attention(embedding_dim, num_heads, downsample_rate=attention_downsample_rate)

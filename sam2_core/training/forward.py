@@ -2,11 +2,12 @@
 
 Frame 0 of every clip is prompted for each object (a click, a box or the
 true mask, as a user would give), optionally followed by corrective clicks;
-every later frame is tracked through memory exactly as the tracker does
-(``memory_rule.select_memory`` picks the memories; with clips no longer than
-the memory window every earlier frame of the clip is used), and optionally
-one later frame receives corrective clicks and becomes a conditioning frame.
-Nothing is detached, so gradients flow through the memory path.
+every later frame is tracked through memory by the tracker's own
+:class:`~sam2_core.memory_bank.MemoryBank` (the memory rule picks the
+memories; with clips no longer than the memory window every earlier frame of
+the clip is used), and optionally one later frame receives corrective clicks
+and becomes a conditioning frame. Nothing is detached, so gradients flow
+through the memory path.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..memory_rule import select_memory
+from ..memory_bank import MemoryBank
 from ..modeling.prompt_encoder import PAD
 from ..modeling.sam2 import HeadsOutput, ImageFeatures, SAM2Model
 from ..synthetic import corrective_click, first_click
@@ -89,12 +90,6 @@ class ClipForward:
         self.options = options or PromptOptions()
         self.cfg = model.cfg.tracking
         self.last_embedding: torch.Tensor | None = None  # image embeddings of the last call
-        if not self.cfg.directly_add_no_mem_embed:
-            raise ValueError("models with directly_add_no_mem_embed=false are not supported")
-
-    def _use_multimask(self, init: bool, num_points: int) -> bool:
-        c = self.cfg
-        return c.multimask_output_in_sam and (init or c.multimask_output_for_tracking) and c.multimask_min_pt_num <= num_points <= c.multimask_max_pt_num
 
     def __call__(self, batch: ClipBatch, rng: np.random.Generator) -> list[StepOutput]:
         model, opts = self.model, self.options
@@ -113,10 +108,8 @@ class ClipForward:
             later = int(rng.integers(1, num_frames))
 
         outputs: list[StepOutput] = []
-        maskmem: dict[int, torch.Tensor] = {}
-        pointers: dict[int, torch.Tensor] = {}
-        cond: list[int] = []
-        mem_pos = None
+        bank = MemoryBank(model, num_frames, pointer_span=opts.pointer_frames or self.cfg.max_obj_ptrs_in_encoder)
+        objects = list(range(n))
         for t in range(num_frames):
             feats = all_feats.take(rows + t)
             points = None
@@ -128,15 +121,15 @@ class ClipForward:
                     n_corr = 0
                     pix = None
                 else:
-                    pix = model.add_no_memory(feats.embedding)
+                    pix = bank.without_memory(feats)
                     points = self._initial_points(gt_np[:, 0], rng, box=kind < opts.mask_prob + opts.box_prob)
                     heads = self._decode(pix, feats, points, None, init=True)
                     outputs.append(self._record(0, heads))
                     n_corr = int(rng.integers(0, opts.max_corrections + 1))
                 is_cond = True
             else:
-                pix = self._condition(feats, t, cond, maskmem, pointers, mem_pos, num_frames)
-                heads = model.sam_heads(pix, feats.high_res, None, None, None, multimask=self._use_multimask(False, 0))
+                pix = bank.condition(objects, t, feats, reverse=False)
+                heads = model.sam_heads(pix, feats.high_res, None, None, None, multimask=model.use_multimask(False, 0))
                 outputs.append(self._record(t, heads))
                 n_corr = int(rng.integers(1, opts.max_corrections + 1)) if t == later else 0
                 is_cond = False
@@ -147,13 +140,8 @@ class ClipForward:
             if n_corr and t > 0 and self.cfg.add_all_frames_to_correct_as_cond:
                 is_cond = True
             binarize = self.cfg.binarize_mask_from_pts_for_mem_enc and points is not None
-            mem, pos = model.encode_memory(feats.embedding, heads.high_res, heads.object_score_logits, binarize=binarize)
-            if mem_pos is None:
-                mem_pos = pos[:1]
-            maskmem[t] = mem
-            pointers[t] = heads.obj_ptr
-            if is_cond:
-                cond.append(t)
+            mem, _ = model.encode_memory(feats.embedding, heads.high_res, heads.object_score_logits, binarize=binarize)
+            bank.add(objects, t, bank.records(heads, mem), conditioning=is_cond)
         return outputs
 
     # ------------------------------------------------------------------ prompts
@@ -198,40 +186,9 @@ class ClipForward:
     def _decode(self, pix, feats: ImageFeatures, points, prev_low_res, init: bool) -> HeadsOutput:
         coords, labels = points
         mask_in = None if prev_low_res is None else prev_low_res.clamp(-32.0, 32.0)
-        return self.model.sam_heads(pix, feats.high_res, coords, labels, mask_in, multimask=self._use_multimask(init, coords.shape[1]))
+        return self.model.sam_heads(pix, feats.high_res, coords, labels, mask_in, multimask=self.model.use_multimask(init, coords.shape[1]))
 
     def _record(self, t: int, heads: HeadsOutput) -> StepOutput:
         size = self.model.image_size
         high = F.interpolate(heads.multimasks.float(), size=(size, size), mode="bilinear", align_corners=False)
         return StepOutput(t, high, heads.ious, heads.object_score_logits)
-
-    # ------------------------------------------------------------------ memory
-
-    def _condition(self, feats: ImageFeatures, t: int, cond: list[int], maskmem, pointers, mem_pos, num_frames: int) -> torch.Tensor:
-        """Memory-conditioned features of frame t for every object (as VideoSession._condition)."""
-        model, cfg = self.model, self.cfg
-        mem_dim, hidden = model.cfg.mem_dim, model.cfg.hidden_dim
-        split = hidden // mem_dim if mem_dim < hidden else 1
-        cond_set = set(cond)
-        sel = select_memory(t, cond, lambda s: s in maskmem and s not in cond_set, num_frames, False, cfg)
-        n = feats.embedding.shape[0]
-        pos = mem_pos.flatten(2).transpose(1, 2)  # 1 x hw x mem
-        tokens, token_pos = [], []
-        for s, slot, _ in sel.spatial:
-            tokens.append(maskmem[s].flatten(2).transpose(1, 2))
-            enc = pos + model.maskmem_tpos_enc[cfg.num_maskmem - slot - 1].reshape(1, 1, mem_dim)
-            token_pos.append(enc.expand(n, -1, -1))
-        num_ptr_tokens = 0
-        if sel.pointers:
-            ptr = torch.stack([pointers[s] for s, _, _ in sel.pointers], dim=1)  # n x P x C
-            p = ptr.shape[1]
-            tokens.append(ptr.reshape(n, p * split, mem_dim))
-            max_ptrs = self.options.pointer_frames or cfg.max_obj_ptrs_in_encoder
-            max_ptrs = min(max_ptrs, cfg.max_obj_ptrs_in_encoder)
-            rel = torch.tensor([d for _, d, _ in sel.pointers], dtype=torch.float32, device=ptr.device)
-            enc = model.pointer_position_encoding(rel, max_ptrs).repeat_interleave(split, dim=0)
-            token_pos.append(enc[None].expand(n, -1, -1).to(ptr.dtype))
-            num_ptr_tokens = p * split
-        memory = torch.cat(tokens, dim=1)
-        memory_pos = torch.cat(token_pos, dim=1).to(memory.dtype)
-        return model.condition_on_memory(feats, memory, memory_pos, num_ptr_tokens, None)

@@ -17,6 +17,7 @@ from __future__ import annotations
 import copy
 import json
 import math
+import pickle
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -35,6 +36,7 @@ from .losses import LossWeights, embedding_penalty, step_losses, total_loss
 MODEL_FILE = "model.pt"
 CONFIG_FILE = "config.json"
 STATE_FILE = "train_state.pt"
+_STATE_KEYS = ("step", "optimizer", "scheduler", "rng", "torch_rng")
 LOG_FILE = "log.jsonl"
 
 
@@ -350,7 +352,7 @@ class Trainer:
             if not p.is_file():
                 raise FileNotFoundError(f"cannot resume: {p} not found")
         load_checkpoint(self.model, str(model_path))
-        state = torch.load(state_path, map_location="cpu", weights_only=False)
+        state = read_train_state(state_path)
         if list(state.get("frozen", [])) != self.frozen:
             raise ValueError(f"cannot resume: {state_path} was trained with frozen {state.get('frozen')}, now {self.frozen}")
         self.optimizer.load_state_dict(state["optimizer"])
@@ -359,6 +361,24 @@ class Trainer:
         self.elapsed = float(state.get("elapsed_s", 0.0))
         self.rng.bit_generator.state = state["rng"]
         torch.set_rng_state(state["torch_rng"])
+
+
+def read_train_state(path: Path) -> dict:
+    """The dict in a ``train_state.pt``, loaded with ``weights_only=True``: tensors and plain
+    values only, so a crafted file cannot run code; anything else is refused, naming the file."""
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError:
+        raise ValueError(
+            f"cannot resume: {path} holds Python objects other than tensors and plain values; "
+            "refusing to load it (a train_state.pt written by this trainer holds none)"
+        ) from None
+    except Exception as err:  # torch.load raises many types on foreign or truncated bytes
+        raise ValueError(f"cannot resume: {path} is not a readable train_state.pt ({type(err).__name__})") from None
+    missing = [k for k in _STATE_KEYS if not isinstance(state, dict) or k not in state]
+    if missing:
+        raise ValueError(f"cannot resume: {path} is not a train_state.pt (missing {', '.join(missing)})")
+    return state
 
 
 def _atomic_save(obj, path: Path) -> None:
