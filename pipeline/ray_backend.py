@@ -10,15 +10,17 @@ nothing but small records crosses Ray's object store.
 from __future__ import annotations
 
 import itertools
+import os
+import socket
 import time
 from collections.abc import Hashable
 from dataclasses import dataclass, field
 
+from pipeline.errors import RunFatalError
 from pipeline.plan import Unit
 from pipeline.retry import root_cause
 from pipeline.scheduler import (
     Event,
-    RunFatalError,
     TaskDone,
     TaskFailed,
     TaskProgress,
@@ -69,13 +71,13 @@ class RayBackend:
             "max_restarts": 0,
             "max_task_retries": 0,
             "scheduling_strategy": "SPREAD",
-            "concurrency_groups": {STATUS_GROUP: 1},
         }
         if resources.units_at_once > 1:
             options["max_concurrency"] = resources.units_at_once
         if resources.gpus > 0:
             options["num_gpus"] = resources.gpus
-        self.actor_class = ray.remote(worker_class).options(**options)
+        remote = ray.remote(concurrency_groups={STATUS_GROUP: 1})(worker_class)
+        self.actor_class = remote.options(**options)
         self.actors: dict[int, _Actor] = {}
         self.starting: dict = {}  # ready() ref -> worker id
         self.running: dict = {}  # run() ref -> (worker id, token)
@@ -202,3 +204,42 @@ def _worker_is_gone(err: BaseException) -> bool:
     from ray.exceptions import RayActorError, RayTaskError
 
     return not isinstance(err, RayTaskError) or isinstance(root_cause(err), RayActorError)
+
+
+def connect_ray(address: str | None, num_cpus: int | None = None) -> bool:
+    """Connect to Ray (``address``) or start a local instance; True if this call started it."""
+    import ray
+
+    if ray.is_initialized():
+        return False
+    try:
+        if address:
+            _probe(address)
+            ray.init(address=address, log_to_driver=True)
+        elif os.environ.get("RAY_ADDRESS"):  # inside a Ray job: join its cluster
+            ray.init(log_to_driver=True)
+        else:
+            os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+            # address="local": always a fresh instance, never a cluster someone else
+            # started on this machine with `ray start`.
+            ray.init(address="local", num_cpus=num_cpus, include_dashboard=False, log_to_driver=True)
+    except Exception as err:
+        where = address or "a local Ray instance"
+        raise RunFatalError(
+            f"could not start or reach Ray at {where}: {type(err).__name__}: {err} "
+            "(check the address and run `ray status` on the cluster)"
+        ) from err
+    return True
+
+
+def _probe(address: str, timeout_s: float = 10.0) -> None:
+    """Fail fast when a ``host:port`` Ray address does not answer: ``ray.init`` would
+    otherwise keep retrying for minutes."""
+    target = address.split("://", 1)[-1]
+    host, sep, port = target.rpartition(":")
+    if not sep or not port.isdigit() or address == "auto":
+        return
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=timeout_s).close()
+    except OSError as err:
+        raise ConnectionError(f"nothing answers at {host}:{port} ({err})") from err

@@ -20,6 +20,7 @@ class UnitResult:
 
     unit_id: str
     video: str
+    video_identity: str
     video_id: str
     object_ids: tuple[int, ...]
     run_id: str
@@ -41,7 +42,7 @@ class UnitResult:
 
     def commit_metadata(self) -> dict:
         """The part of the result stored in the unit's commit record."""
-        keep = ("unit_id", "video", "video_id", "object_ids", "run_id", "model", "attempt")
+        keep = ("unit_id", "video", "video_identity", "video_id", "run_id", "model", "attempt")
         record = {name: getattr(self, name) for name in keep}
         record["object_ids"] = list(self.object_ids)
         record.update(frames=self.frames, rows=self.rows, node_id=self.node_id, pid=self.pid)
@@ -80,6 +81,25 @@ class UnitFailure:
     error_type: str
     transient: bool
     reason: str
+
+
+def failure_from_row(row: dict) -> UnitFailure:
+    """A row of ``failures/`` back as a record; columns that files written by earlier versions
+    lack take empty values, and ``object_ids`` stored as JSON text is parsed."""
+    object_ids = row.get("object_ids") or ()
+    if isinstance(object_ids, str):
+        object_ids = json.loads(object_ids)
+    return UnitFailure(
+        unit_id=str(row.get("unit_id") or ""),
+        video=str(row.get("video") or ""),
+        video_id=str(row.get("video_id") or ""),
+        object_ids=tuple(int(o) for o in object_ids),
+        location=str(row.get("location") or ""),
+        attempts=int(row.get("attempts") or 0),
+        error_type=str(row.get("error_type") or ""),
+        transient=bool(row.get("transient")),
+        reason=str(row.get("reason") or ""),
+    )
 
 
 def failures_table(failures: list[UnitFailure]) -> pa.Table:
@@ -135,6 +155,7 @@ class RunSummary:
     rows: int = 0
     workers: int = 1
     status: str = "running"
+    interrupted: bool = False
     note: str | None = None
     error: str | None = None
     finished_at: str | None = None

@@ -27,14 +27,10 @@ from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from pipeline.errors import RunFatalError
 from pipeline.plan import Unit
 from pipeline.records import UnitFailure, UnitResult
 from pipeline.retry import RetryPolicy, UnitTimeoutError, classify, describe
-
-
-class RunFatalError(RuntimeError):
-    """The run cannot proceed at all (bad checkpoint, unreachable output or Ray, no worker can
-    start); the CLI maps it to exit status 1."""
 
 
 # -- events a backend reports ---------------------------------------------------------------

@@ -171,6 +171,7 @@ def _result(run: _Running, script: Script) -> UnitResult:
     return UnitResult(
         unit_id=unit.unit_id,
         video=unit.job.video,
+        video_identity="size=1",
         video_id=unit.video_id,
         object_ids=unit.object_ids,
         run_id="sim",

@@ -5,8 +5,9 @@ from __future__ import annotations
 import pytest
 from sim_backend import Clock, Script, SimBackend, make_units
 
+from pipeline.errors import RunFatalError
 from pipeline.retry import RetryPolicy
-from pipeline.scheduler import Limits, RunFatalError, Scheduler
+from pipeline.scheduler import Limits, Scheduler
 
 
 def _run(backend, units, policy=None, limits=None):
