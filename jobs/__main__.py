@@ -43,9 +43,16 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, Callable[[argpars
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run one command; a run that cannot proceed at all ends with one line and exit 1."""
+    from pipeline.errors import RunFatalError
+
     parser, runners = build_parser()
     args = parser.parse_args(argv)
-    return int(runners[args.command](args))
+    try:
+        return int(runners[args.command](args))
+    except RunFatalError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return err.exit_code
 
 
 if __name__ == "__main__":

@@ -100,11 +100,21 @@ OPTIONS: list[tuple[str, dict]] = [
         },
     ),
     (
+        "--stall-timeout",
+        {
+            "type": positive_float,
+            "default": 600.0,
+            "help": "seconds a started unit may go without tracking a new frame before its worker "
+            "is stopped and the unit retried (default 600; long videos are judged by progress)",
+        },
+    ),
+    (
         "--unit-timeout",
         {
             "type": positive_float,
             "default": None,
-            "help": "seconds one unit attempt may run before its worker is stopped and the unit retried",
+            "help": "optional hard cap: seconds one unit attempt may run in all before its worker "
+            "is stopped and the unit retried (default: none)",
         },
     ),
     ("--strict", {"action": "store_true", "help": "any manifest reject: label nothing (exit 2)"}),
@@ -222,7 +232,8 @@ def run_config(args: argparse.Namespace):
         retry=RetryPolicy(
             max_attempts=args.max_attempts,
             backoff_s=args.retry_backoff,
-            unit_timeout_s=args.unit_timeout,
+            stall_timeout_s=args.stall_timeout,
+            max_unit_s=args.unit_timeout,
         ),
         strict=args.strict,
         storage_options=args.storage_options,
@@ -236,7 +247,7 @@ def run_config(args: argparse.Namespace):
 
 
 def run(args: argparse.Namespace) -> int:
-    from pipeline.coordinator import RunFatalError, run_labeling
+    from pipeline.coordinator import run_labeling
 
     if not args.model:
         if args.checkpoint:
@@ -261,7 +272,7 @@ def run(args: argparse.Namespace) -> int:
             if uri and has_protocol(uri):
                 check_reachable(uri, args.storage_options)
         result = run_labeling(run_config(args))
-    except (RunFatalError, ValueError, StorageUnreachableError) as err:
+    except (ValueError, StorageUnreachableError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
@@ -273,12 +284,12 @@ def run(args: argparse.Namespace) -> int:
         return EXIT_INTERRUPTED
     s = result.summary
     print(
-        f"run {s['run_id']}: {s['units_done']} unit(s) labeled, {s['skipped']} already committed, "
-        f"{s['failed']} failed, {s['rejected']} rejected; {s['frames']} frames, {s['rows']} rows "
-        f"in {s['wall_time_s']:.1f} s ({s['frames_per_s']:.1f} frames/s)"
+        f"run {s.run_id}: {s.units_done} unit(s) labeled, {s.skipped} already committed, "
+        f"{s.failed} failed, {s.rejected} rejected; {s.frames} frames, {s.rows} rows "
+        f"in {s.wall_time_s:.1f} s ({s.frames_per_s:.1f} frames/s)"
     )
-    if s["failed"]:
+    if s.failed:
         print(f"failures: {args.output.rstrip('/')}/failures/", file=sys.stderr)
-    if s["rejected"]:
+    if s.rejected:
         print(f"rejects: {args.output.rstrip('/')}/rejects/", file=sys.stderr)
     return result.exit_code

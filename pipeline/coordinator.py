@@ -1,63 +1,50 @@
 """A labeling run: manifest -> units -> Ray workers -> committed Parquet, with retries.
 
-The coordinator reads and validates the manifest, plans units with
-deterministic ids, claims their (video, object) pairs in the output
-(:mod:`pipeline.claims`; another labeling's claim refuses the run before
-anything is written), writes ``rejects/``, skips units already committed
-(resume), and keeps a bounded number of units in flight on a pool of ``LabelWorker``
-actors. It waits with ``ray.wait`` in completion order, asks
-:mod:`pipeline.retry` whether a failed attempt runs again, enforces the
-per-unit deadline by stopping the worker, replaces workers that died, and
-writes ``failures/`` (earlier failures it did not settle are kept) and
-``summary.json`` at the end, releasing the claims of units left unlabeled.
+The coordinator reads and validates the manifest, plans units with deterministic ids,
+claims their (video, object) pairs in the output (:mod:`pipeline.claims`; another labeling's
+claim refuses the run before anything is written), writes ``rejects/``, skips units already
+committed (resume), and hands the rest to :class:`pipeline.scheduler.Scheduler` on Ray
+(:mod:`pipeline.ray_backend`): bounded in-flight units, completion order, stall timeouts,
+retries by :mod:`pipeline.retry`. At the end it writes ``failures/`` (earlier failures it did
+not settle are kept) and ``summary.json``, releasing the claims of units left unlabeled.
 
-With ``videos_per_worker`` K > 1 each actor runs K units at once (a threaded
-actor whose units share image-encoder batches); the first K calls queued on
-an actor are the running ones. When such an actor dies, every unit it was
-running counts a failed attempt (which one killed it cannot be told); when
-one unit passes its deadline, only that unit does and the others it was
-running go back to the queue unchanged.
-
-Exit status: 0 every unit succeeded; 2 some unit failed for good or some
-manifest entry was rejected; :class:`RunFatalError` (exit 1 in the CLI) when
-the run itself cannot proceed.
+Exit status: 0 every unit succeeded; 2 some unit failed for good or some manifest entry was
+rejected; :class:`RunFatalError` (exit 1 in the CLI) when the run itself cannot proceed;
+KeyboardInterrupt passes through once the summary of what was done is written.
 """
 
 from __future__ import annotations
 
-import heapq
-import itertools
-import json
 import math
 import os
-import socket
 import time
 import uuid
-from collections import deque
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from pipeline.claims import ClaimRefused, claim_units, release_units
+from pipeline.errors import RunFatalError
 from pipeline.manifest import Reject, read_manifest
 from pipeline.plan import Unit, conflicting_jobs, plan_units, why_other_labeling
 from pipeline.progress import Progress
-from pipeline.retry import RetryPolicy, UnitTimeoutError, classify, describe, root_cause
+from pipeline.ray_backend import ActorResources, RayBackend, connect_ray
+from pipeline.records import RunSummary, UnitFailure, UnitResult, UnitSeconds
+from pipeline.retry import RetryPolicy
+from pipeline.scheduler import Limits, Scheduler, default_queue_depth
 from pipeline.sink import OutputStore
 from pipeline.storage import has_protocol
 from pipeline.video import video_identities
-from pipeline.worker import Fault, LabelWorker, WorkerConfig
+from pipeline.worker import LabelWorker, WorkerConfig
 from sam2_core import hub
 
-EXIT_OK, EXIT_FATAL, EXIT_PARTIAL = 0, 1, 2
+EXIT_OK, EXIT_PARTIAL = 0, 2
 
-
-class RunFatalError(RuntimeError):
-    """The run cannot proceed at all (bad checkpoint, unreachable output or Ray, ...)."""
+__all__ = ["EXIT_OK", "EXIT_PARTIAL", "RunConfig", "RunFatalError", "RunResult", "run_labeling"]
 
 
 @dataclass(frozen=True)
 class RunConfig:
-    """One labeling run. ``faults`` is a test-only hook (see pipeline.worker.Fault)."""
+    """One labeling run."""
 
     manifest: str
     output: str
@@ -78,7 +65,6 @@ class RunConfig:
     checkpoint_cache: str | None = None
     worker_start_timeout_s: float = 600.0
     progress: bool = True
-    faults: tuple[Fault, ...] = ()
     videos_per_worker: int = 1
 
     def __post_init__(self) -> None:
@@ -97,8 +83,8 @@ class RunConfig:
 @dataclass
 class RunResult:
     exit_code: int
-    summary: dict
-    failures: list[dict]
+    summary: RunSummary
+    failures: list[UnitFailure]
     rejects: list[Reject]
 
 
@@ -123,47 +109,9 @@ def describe_model(model: str, storage_options: dict | None = None) -> tuple[str
     return label, f"{label}:{digest[:16]}"
 
 
-def connect_ray(address: str | None, num_cpus: int | None = None) -> bool:
-    """Connect to Ray (``address``) or start a local instance; True if this call started it."""
-    import ray
-
-    if ray.is_initialized():
-        return False
-    try:
-        if address:
-            _probe(address)
-            ray.init(address=address, log_to_driver=True)
-        elif os.environ.get("RAY_ADDRESS"):  # inside a Ray job: join its cluster
-            ray.init(log_to_driver=True)
-        else:
-            os.environ.setdefault("RAY_AUTH_MODE", "disabled")
-            # address="local": always a fresh instance, never a cluster someone else
-            # started on this machine with `ray start`.
-            ray.init(address="local", num_cpus=num_cpus, include_dashboard=False, log_to_driver=True)
-    except Exception as err:
-        where = address or "a local Ray instance"
-        raise RunFatalError(
-            f"could not start or reach Ray at {where}: {type(err).__name__}: {err} "
-            "(check the address and run `ray status` on the cluster)"
-        ) from err
-    return True
-
-
-def _probe(address: str, timeout_s: float = 10.0) -> None:
-    """Fail fast when a ``host:port`` Ray address does not answer: ``ray.init`` would
-    otherwise keep retrying for minutes."""
-    target = address.split("://", 1)[-1]
-    host, sep, port = target.rpartition(":")
-    if not sep or not port.isdigit() or address == "auto":
-        return
-    try:
-        socket.create_connection((host.strip("[]"), int(port)), timeout=timeout_s).close()
-    except OSError as err:
-        raise ConnectionError(f"nothing answers at {host}:{port} ({err})") from err
-
-
-def run_labeling(config: RunConfig) -> RunResult:
-    """Run a whole labeling job; see the module docstring for exit statuses."""
+def run_labeling(config: RunConfig, worker_class: type = LabelWorker) -> RunResult:
+    """Run a whole labeling job; see the module docstring for exit statuses. `worker_class`
+    is the actor class (tests pass a ``LabelWorker`` subclass that injects faults)."""
     started_wall, started = datetime.now(UTC), time.perf_counter()
     run_id = config.run_id or new_run_id()
     so = config.storage_options
@@ -191,10 +139,21 @@ def run_labeling(config: RunConfig) -> RunResult:
         raise RunFatalError(f"cannot plan the run: {err}") from err
     units = plan_units(jobs, model_id, digest, config.max_objects_per_unit, identities=identities)
     _claim(store, config, units, run_id, model_name)
+    summary = RunSummary(
+        run_id=run_id,
+        manifest=config.manifest,
+        output=config.output,
+        model=model_name,
+        checkpoint=config.checkpoint,
+        checkpoint_sha256=digest,
+        started_at=started_wall.isoformat(),
+        videos=len({j.video_id for j in jobs}),
+        units=len(units),
+        rejected=len(rejects),
+        workers=config.workers,
+    )
     try:
-        return _run_claimed(
-            config, store, units, jobs, rejects, run_id, model_name, digest, started_wall, started
-        )
+        return _run_claimed(config, store, units, rejects, summary, worker_class, started)
     except RunFatalError:
         release_units(store, units)  # a later run may label these objects anew
         raise
@@ -204,26 +163,23 @@ def _run_claimed(
     config: RunConfig,
     store: OutputStore,
     units: list[Unit],
-    jobs: list,
     rejects: list[Reject],
-    run_id: str,
-    model_name: str,
-    digest: str | None,
-    started_wall: datetime,
+    summary: RunSummary,
+    worker_class: type,
     started: float,
 ) -> RunResult:
     """The run once its units' objects are claimed: nothing is written before this point."""
-    so = config.storage_options
     committed = store.committed_units()
     clash = _other_labeling(store, units, committed)
     if clash is not None:
         raise RunFatalError(
             f"output {config.output} already holds masks of video {clash.get('video_id')!r} "
             f"objects {clash.get('object_ids')} from another labeling (unit {clash.get('unit_id')}): "
-            f"{why_other_labeling(clash, units, model_name)}. Both would give two masks per "
+            f"{why_other_labeling(clash, units, summary.model)}. Both would give two masks per "
             "object and frame: label into a new --output, or remove the old one first."
         )
     todo = [u for u in units if u.unit_id not in committed]
+    summary.skipped = len(units) - len(todo)
     try:
         store.remove_uncommitted_data()
         store.write_rejects(rejects, config.manifest)
@@ -232,79 +188,36 @@ def _run_claimed(
             f"output {config.output} is not reachable or writable: {type(err).__name__}: {err}"
         ) from err
 
-    summary = {
-        "run_id": run_id,
-        "manifest": config.manifest,
-        "output": config.output,
-        "model": model_name,
-        "checkpoint": config.checkpoint,
-        "checkpoint_sha256": digest,
-        "videos": len({j.video_id for j in jobs}),
-        "units": len(units),
-        "units_done": 0,
-        "skipped": len(units) - len(todo),
-        "failed": 0,
-        "rejected": len(rejects),
-        "retries": 0,
-        "frames": 0,
-        "rows": 0,
-        "workers": config.workers,
-        "started_at": started_wall.isoformat(),
-    }
-    failures: list[dict] = []
-
     if config.strict and rejects:
-        summary["status"] = "rejected"
-        summary["note"] = "--strict: the manifest has rejects, nothing was labeled"
+        summary.status = "rejected"
+        summary.note = "--strict: the manifest has rejects, nothing was labeled"
         release_units(store, units)
-        _finish(store, units, summary, failures, started)
-        return RunResult(EXIT_PARTIAL, summary, failures, rejects)
+        _finish(store, units, summary, [], [], started)
+        return RunResult(EXIT_PARTIAL, summary, [], rejects)
 
+    results: list[UnitResult] = []
+    failures: list[UnitFailure] = []
+    retries = 0
     if todo:
-        worker_config = WorkerConfig(
-            model=config.model,
-            checkpoint=config.checkpoint,
-            checkpoint_digest=digest,
-            output=config.output,
-            run_id=run_id,
-            model_name=model_name,
-            storage_options=so,
-            device="cuda" if config.gpus_per_worker > 0 else "cpu",
-            torch_threads=config.torch_threads or max(1, math.ceil(config.cpus_per_worker)),
-            cache_dir=config.checkpoint_cache,
-            faults=tuple(config.faults),
-            videos_at_once=config.videos_per_worker,
-        )
+        scheduler = None
         started_ray = connect_ray(config.ray_address, config.local_num_cpus)
-        progress = Progress(len(todo), enabled=config.progress, skipped=summary["skipped"])
+        progress = Progress(len(todo), enabled=config.progress, skipped=summary.skipped)
         try:
-            scheduler = _Scheduler(config, worker_config, todo, progress)
-            try:
-                results, failures = scheduler.run()
-            except RunFatalError as err:
-                summary["status"] = "fatal"
-                summary["error"] = str(err)
-                summary["units_done"] = len(scheduler.results)
-                _finish(store, units, summary, scheduler.failures, started, best_effort=True)
-                raise
-            except KeyboardInterrupt:  # Ctrl-C: record how far the run got, then stop
-                summary.update(status="interrupted", interrupted=True, units_done=len(scheduler.results))
-                summary["frames"] = sum(r["frames"] for r in scheduler.results)
-                summary["rows"] = sum(r["rows"] for r in scheduler.results)
-                _finish(store, summary, scheduler.failures, started, best_effort=True)
-                raise
-            summary["units_done"] = len(results)
-            summary["frames"] = sum(r["frames"] for r in results)
-            summary["rows"] = sum(r["rows"] for r in results)
-            summary["retries"] = scheduler.retries
-            # Seconds summed over units: track includes decode (overlapped on a prefetch
-            # thread) and encode (masks to RLE); the rest of track is the model.
-            summary["unit_seconds"] = {
-                key: round(sum(r.get(f"{key}_s", 0.0) for r in results), 3)
-                for key in ("total", "track", "decode", "encode", "commit")
-            }
-            if config.videos_per_worker > 1:
-                summary["frames_per_encoder_batch"] = _frames_per_batch(results)
+            scheduler = _scheduler(config, summary, todo, worker_class, progress)
+            outcome = scheduler.run()
+            results, failures, retries = outcome.results, outcome.failures, outcome.retries
+        except (RunFatalError, KeyboardInterrupt) as err:
+            fatal = isinstance(err, RunFatalError)
+            summary.status = "fatal" if fatal else "interrupted"
+            summary.interrupted = not fatal
+            summary.error = str(err) if fatal else None
+            done = scheduler.results if scheduler is not None else []
+            failed = scheduler.failures if scheduler is not None else []
+            _tally(summary, done, failed, scheduler.retries if scheduler is not None else 0)
+            if not fatal:
+                release_units(store, units)
+            _finish(store, units, summary, done, failed, started, best_effort=True)
+            raise
         finally:
             progress.close()
             if started_ray:
@@ -312,12 +225,60 @@ def _run_claimed(
 
                 ray.shutdown()
 
-    summary["failed"] = len(failures)
-    summary["status"] = "ok" if not failures and not rejects else "partial"
+    _tally(summary, results, failures, retries)
+    summary.status = "ok" if not failures and not rejects else "partial"
     release_units(store, units)  # the claims of units that failed for good
-    _finish(store, units, summary, failures, started)
+    _finish(store, units, summary, results, failures, started)
     code = EXIT_OK if not failures and not rejects else EXIT_PARTIAL
     return RunResult(code, summary, failures, rejects)
+
+
+def _scheduler(
+    config: RunConfig, summary: RunSummary, units: list[Unit], worker_class: type, progress: Progress
+) -> Scheduler:
+    """The scheduler of this run's units on Ray actors of `worker_class`."""
+    worker_config = WorkerConfig(
+        model=config.model,
+        checkpoint=config.checkpoint,
+        checkpoint_digest=summary.checkpoint_sha256,
+        output=config.output,
+        run_id=summary.run_id,
+        model_name=summary.model,
+        storage_options=config.storage_options,
+        device="cuda" if config.gpus_per_worker > 0 else "cpu",
+        torch_threads=config.torch_threads or max(1, math.ceil(config.cpus_per_worker)),
+        cache_dir=config.checkpoint_cache,
+        videos_at_once=config.videos_per_worker,
+    )
+    resources = ActorResources(
+        cpus=config.cpus_per_worker,
+        gpus=config.gpus_per_worker,
+        units_at_once=config.videos_per_worker,
+    )
+    backend = RayBackend(worker_config, resources, worker_class=worker_class)
+    backend.check_resources(resources)
+    limits = Limits(
+        workers=config.workers,
+        units_at_once=config.videos_per_worker,
+        queue_depth=default_queue_depth(
+            config.workers, config.videos_per_worker, config.max_in_flight
+        ),
+        worker_start_timeout_s=config.worker_start_timeout_s,
+    )
+    return Scheduler(backend, units, config.retry, limits, observer=progress)
+
+
+def _tally(
+    summary: RunSummary, results: list[UnitResult], failures: list[UnitFailure], retries: int
+) -> None:
+    """Counts and per-stage seconds of what the run did."""
+    summary.units_done = len(results)
+    summary.failed = len(failures)
+    summary.retries = retries
+    summary.frames = sum(r.frames for r in results)
+    summary.rows = sum(r.rows for r in results)
+    summary.unit_seconds = UnitSeconds.of(results)
+    summary.frames_per_encoder_batch = _frames_per_batch(results)
 
 
 def _other_labeling(store: OutputStore, units: list[Unit], committed: set[str]) -> dict | None:
@@ -383,329 +344,52 @@ def _claim(store: OutputStore, config: RunConfig, units: list[Unit], run_id: str
 def _finish(
     store: OutputStore,
     units: list[Unit],
-    summary: dict,
-    failures: list[dict],
+    summary: RunSummary,
+    results: list[UnitResult],
+    failures: list[UnitFailure],
     started: float,
     best_effort: bool = False,
 ) -> None:
     wall = time.perf_counter() - started
-    summary["wall_time_s"] = round(wall, 3)
-    summary["frames_per_s"] = round(summary["frames"] / wall, 3) if wall > 0 else 0.0
-    summary["finished_at"] = datetime.now(UTC).isoformat()
+    summary.wall_time_s = round(wall, 3)
+    summary.frames_per_s = round(summary.frames / wall, 3) if wall > 0 else 0.0
+    summary.finished_at = datetime.now(UTC).isoformat()
     try:
         store.write_failures(_outstanding_failures(store, units, failures))
         store.write_summary(summary)
     except Exception as err:
         if not best_effort:
             raise RunFatalError(
-                f"could not write the run's results to {summary['output']}: {err}"
+                f"could not write the run's results to {summary.output}: {err}"
             ) from err
 
 
-def _outstanding_failures(store: OutputStore, units: list[Unit], failures: list[dict]) -> list[dict]:
+def _outstanding_failures(
+    store: OutputStore, units: list[Unit], failures: list[UnitFailure]
+) -> list[UnitFailure]:
     """This run's failures plus the earlier ones it did not settle: an earlier row goes only
     when its unit is committed now or when this run committed or failed a unit labeling one
     of its (video, object) pairs. A run that stops early or labels other videos loses none."""
     committed = store.committed_units()
     settled_units = {u.unit_id for u in units if u.unit_id in committed}
-    settled_units |= {f["unit_id"] for f in failures}
+    settled_units |= {f.unit_id for f in failures}
     settled = {(u.video_id, o) for u in units if u.unit_id in settled_units for o in u.object_ids}
-    kept = []
-    for row in store.read_failures():
-        if row.get("unit_id") in committed or row.get("unit_id") in settled_units:
-            continue
-        object_ids = row.get("object_ids")
-        if isinstance(object_ids, str):
-            object_ids = json.loads(object_ids)
-        if any((row.get("video_id"), o) in settled for o in object_ids or ()):
-            continue
-        kept.append(row)
+    kept = [
+        earlier
+        for earlier in store.read_failures()
+        if earlier.unit_id not in committed | settled_units
+        and not any((earlier.video_id, o) in settled for o in earlier.object_ids)
+    ]
     return kept + failures
 
 
-@dataclass
-class _Slot:
-    """One worker actor and the unit attempts queued on it; the first ``concurrency`` of the
-    queue are running, each since the time in ``started``."""
-
-    handle: object
-    concurrency: int = 1
-    queue: deque = field(default_factory=deque)
-    started: dict = field(default_factory=dict)
-
-    def running(self) -> list:
-        return list(self.queue)[: self.concurrency]
-
-    def mark_started(self, now: float) -> None:
-        for ref in self.running():
-            self.started.setdefault(ref, now)
-
-
-@dataclass
-class _Attempt:
-    unit: Unit
-    attempt: int
-    slot: _Slot
-
-
-class _Scheduler:
-    """Bounded in-flight units on a replaceable actor pool, in completion order."""
-
-    def __init__(
-        self, config: RunConfig, worker_config: WorkerConfig, units: list[Unit], progress: Progress
-    ):
-        import ray
-
-        self.ray = ray
-        self.config = config
-        self.policy = config.retry
-        self.worker_config = worker_config
-        self.progress = progress
-        self.total = len(units)
-        seq = itertools.count()
-        self._seq = seq
-        # (not before, sequence, unit, attempt): due units in plan order, retries after their backoff.
-        self.pending: list[tuple[float, int, Unit, int]] = [(0.0, next(seq), u, 1) for u in units]
-        self.slots: list[_Slot] = []
-        self.starting: dict = {}  # ready() ref -> (handle, since)
-        self.tasks: dict = {}  # run() ref -> _Attempt
-        self.results: list[dict] = []
-        self.failures: list[dict] = []
-        self.retries = 0
-        self.starts = 0
-        self.max_starts = 2 * config.workers + self.total * self.policy.max_attempts
-        depth = config.max_in_flight or 2 * config.workers
-        self.concurrency = config.videos_per_worker
-        self.depth = max(1, math.ceil(depth / config.workers)) + self.concurrency - 1
-        options = {
-            "num_cpus": config.cpus_per_worker,
-            "max_restarts": 0,
-            "max_task_retries": 0,
-            "scheduling_strategy": "SPREAD",
-        }
-        if self.concurrency > 1:
-            options["max_concurrency"] = self.concurrency
-        if config.gpus_per_worker > 0:
-            options["num_gpus"] = config.gpus_per_worker
-        self.actor_class = ray.remote(LabelWorker).options(**options)
-
-    # -- actors -----------------------------------------------------------------------------
-    def _check_resources(self) -> None:
-        total = self.ray.cluster_resources()
-        need_gpu, need_cpu = self.config.gpus_per_worker, self.config.cpus_per_worker
-        if need_gpu > 0 and total.get("GPU", 0) < need_gpu:
-            raise RunFatalError(
-                f"each worker needs {need_gpu} GPU(s) but the Ray cluster has {total.get('GPU', 0)}; "
-                "check `ray status` or lower --gpus-per-worker"
-            )
-        if total.get("CPU", 0) < need_cpu:
-            raise RunFatalError(
-                f"each worker needs {need_cpu} CPU(s) but the Ray cluster has {total.get('CPU', 0)}; "
-                "check `ray status`"
-            )
-
-    def _start_worker(self) -> None:
-        if self.starts >= self.max_starts:
-            raise RunFatalError(
-                f"started {self.starts} workers and they keep dying; giving up (check `ray status` and the worker logs)"
-            )
-        self.starts += 1
-        handle = self.actor_class.remote(self.worker_config)
-        self.starting[handle.ready.remote()] = (handle, time.monotonic())
-
-    def _on_ready(self, ref) -> None:
-        handle, _ = self.starting.pop(ref)
-        try:
-            info = self.ray.get(ref)
-        except Exception as err:  # the actor died while loading (node lost...)
-            self.progress.note(
-                f"a worker died while starting ({type(err).__name__}); starting another"
-            )
-            self._kill(handle)
-            self._start_worker()
-            return
-        if "error" in info:
-            self._kill(handle)
-            message = f"worker could not load the model: {info['error_type']}: {info['error']}"
-            if not info.get("transient"):
-                raise RunFatalError(message)
-            self.progress.note(message + "; starting another")
-            self._start_worker()
-            return
-        self.slots.append(_Slot(handle, self.concurrency))
-
-    def _kill(self, handle) -> None:
-        try:
-            self.ray.kill(handle, no_restart=True)
-        except Exception:
-            pass
-
-    def _retire(self, slot: _Slot, error: BaseException, culprit=None) -> None:
-        """The slot's actor is gone or was stopped. The attempts it was running failed with
-        `error` (only `culprit`'s, when one is named: the others go back to pending, as do
-        attempts queued behind them, unchanged); a new worker starts if work remains."""
-        if slot in self.slots:
-            self.slots.remove(slot)
-        self._kill(slot.handle)
-        running = slot.running()
-        for ref in list(slot.queue):
-            attempt = self.tasks.pop(ref, None)
-            if attempt is None:
-                continue
-            if ref in running and (culprit is None or ref == culprit):
-                self._failed(attempt, error)
-            else:
-                heapq.heappush(self.pending, (0.0, next(self._seq), attempt.unit, attempt.attempt))
-        slot.queue.clear()
-        slot.started.clear()
-        if self.pending or self.tasks:
-            self._start_worker()
-
-    # -- units ------------------------------------------------------------------------------
-    def _submit(self) -> None:
-        now = time.monotonic()
-        # While workers are still starting, the ready ones take only what they run at once, so
-        # that early workers do not queue up units that a worker about to start could run.
-        depth = self.concurrency if self.starting else self.depth
-        while self.pending and self.pending[0][0] <= now:
-            free = [s for s in self.slots if len(s.queue) < depth]
-            if not free:
-                return
-            slot = min(free, key=lambda s: len(s.queue))
-            _, _, unit, attempt = heapq.heappop(self.pending)
-            ref = slot.handle.run.remote(unit, attempt)
-            slot.queue.append(ref)
-            slot.mark_started(now)
-            self.tasks[ref] = _Attempt(unit, attempt, slot)
-
-    def _failed(self, attempt: _Attempt, error: BaseException) -> None:
-        if self.policy.should_retry(error, attempt.attempt):
-            self.retries += 1
-            self.progress.retried()
-            etype, message = describe(error)
-            self.progress.note(
-                f"unit {attempt.unit.unit_id} attempt {attempt.attempt} failed ({etype}: {message[:200]}); retrying"
-            )
-            when = time.monotonic() + self.policy.backoff(attempt.attempt)
-            heapq.heappush(self.pending, (when, next(self._seq), attempt.unit, attempt.attempt + 1))
-            return
-        etype, message = describe(error)
-        self.failures.append(
-            {
-                "unit_id": attempt.unit.unit_id,
-                "video": attempt.unit.job.video,
-                "video_id": attempt.unit.video_id,
-                "object_ids": list(attempt.unit.object_ids),
-                "location": attempt.unit.job.location,
-                "attempts": attempt.attempt,
-                "error_type": etype,
-                "transient": classify(error) == "transient",
-                "reason": message,
-            }
-        )
-        self.progress.unit_failed()
-
-    def _on_result(self, ref) -> None:
-        attempt = self.tasks.get(ref)
-        if attempt is None:  # belonged to a retired worker; already accounted for
-            return
-        slot = attempt.slot
-        try:
-            metadata = self.ray.get(ref)
-        except Exception as err:
-            if not _is_task_error(err) or isinstance(
-                root_cause(err), self.ray.exceptions.RayActorError
-            ):
-                self._retire(slot, err)  # the worker is gone, not just this unit
-                return
-            self._done(ref, slot)
-            self._failed(attempt, err)
-            return
-        self._done(ref, slot)
-        self.results.append(metadata)
-        self.progress.unit_done(metadata)
-
-    def _done(self, ref, slot: _Slot) -> None:
-        self.tasks.pop(ref, None)
-        if ref in slot.queue:
-            slot.queue.remove(ref)
-        slot.started.pop(ref, None)
-        slot.mark_started(time.monotonic())
-
-    def _check_deadlines(self) -> None:
-        limit = self.policy.unit_timeout_s
-        if limit is None:
-            return
-        now = time.monotonic()
-        for slot in list(self.slots):
-            late = [ref for ref in slot.running() if now - slot.started[ref] > limit]
-            if late:
-                unit = self.tasks[late[0]].unit
-                self._retire(
-                    slot,
-                    UnitTimeoutError(f"unit {unit.unit_id} ran past its {limit:g} s deadline"),
-                    culprit=late[0],
-                )
-
-    def _check_starting(self) -> None:
-        if self.slots or not self.starting:
-            return
-        oldest = min(since for _, since in self.starting.values())
-        if time.monotonic() - oldest > self.config.worker_start_timeout_s:
-            raise RunFatalError(
-                f"no worker could start within {self.config.worker_start_timeout_s:g} s "
-                f"(each needs {self.config.cpus_per_worker} CPU, {self.config.gpus_per_worker} GPU); "
-                "check `ray status`"
-            )
-
-    # -- main loop --------------------------------------------------------------------------
-    def run(self) -> tuple[list[dict], list[dict]]:
-        self._check_resources()
-        try:
-            for _ in range(min(self.config.workers, self.total)):
-                self._start_worker()
-            while self.pending or self.tasks:
-                self._submit()
-                waiting = list(self.tasks) + list(self.starting)
-                timeout = 1.0
-                if self.pending and not self.tasks:
-                    timeout = min(timeout, max(0.01, self.pending[0][0] - time.monotonic()))
-                if waiting:
-                    done, _ = self.ray.wait(waiting, num_returns=1, timeout=timeout)
-                else:
-                    time.sleep(timeout)
-                    done = []
-                for ref in done:
-                    if ref in self.starting:
-                        self._on_ready(ref)
-                    else:
-                        self._on_result(ref)
-                self._check_deadlines()
-                self._check_starting()
-                if not self.slots and not self.starting and (self.pending or self.tasks):
-                    self._start_worker()
-        finally:
-            for slot in self.slots:
-                self._kill(slot.handle)
-            for handle, _ in self.starting.values():
-                self._kill(handle)
-        return self.results, self.failures
-
-
-def _frames_per_batch(results: list[dict]) -> float | None:
+def _frames_per_batch(results: list[UnitResult]) -> float | None:
     """Mean frames per image-encoder call over the workers (each result carries its actor's
-    running totals, so the latest per actor counts)."""
+    running totals, so the latest per actor counts); None without a shared encoder."""
     latest: dict = {}
     for r in results:
-        if "encoder_batches" in r:
-            key = (r.get("node_id"), r.get("pid"))
-            latest[key] = max(latest.get(key, (0, 0)), (r["encoder_batches"], r["encoder_images"]))
+        if r.encoder_batches:
+            key = (r.node_id, r.pid)
+            latest[key] = max(latest.get(key, (0, 0)), (r.encoder_batches, r.encoder_images))
     batches = sum(b for b, _ in latest.values())
     return round(sum(i for _, i in latest.values()) / batches, 3) if batches else None
-
-
-def _is_task_error(err: BaseException) -> bool:
-    """True when the worker's own code raised (RayTaskError), as opposed to Ray losing it."""
-    from ray.exceptions import RayTaskError
-
-    return isinstance(err, RayTaskError)

@@ -1,4 +1,4 @@
-"""The project's error types for a unit's input, raised where the problem is found.
+"""The project's error types: a unit's bad input, and a run that cannot proceed.
 
 :mod:`pipeline.retry` classifies failures by these types rather than by
 Python's built-in ones, which bugs raise too: an ``InputError`` is the
@@ -15,3 +15,10 @@ class InputError(ValueError):
     Permanent. The message names the file (URI without credentials) or the
     manifest line, and what is wrong with it.
     """
+
+
+class RunFatalError(RuntimeError):
+    """The run cannot proceed at all (bad checkpoint, unreachable output or Ray, no worker can
+    start). The command line maps it to :attr:`exit_code` in one place (``jobs.__main__``)."""
+
+    exit_code = 1

@@ -1,6 +1,6 @@
 """The run's progress bar: units done, frames tracked and frames per second.
 
-Fed only by the small metadata dicts workers return, so it costs the run
+Fed only by the small records workers return, so it costs the run
 nothing; disabled (no output at all) when the caller asks for quiet runs.
 """
 
@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import sys
 import time
+
+from pipeline.records import UnitResult
 
 
 class Progress:
@@ -39,9 +41,9 @@ class Progress:
         elapsed = time.perf_counter() - self.started
         return self.frames / elapsed if elapsed > 0 else 0.0
 
-    def unit_done(self, metadata: dict) -> None:
+    def unit_done(self, result: UnitResult) -> None:
         self.units += 1
-        self.frames += int(metadata.get("frames", 0))
+        self.frames += result.frames
         self._advance()
 
     def unit_failed(self) -> None:

@@ -9,7 +9,8 @@ Python's built-in types (which bugs raise too):
 
 - transient: a worker, actor or node went away (Ray system errors), an object
   was lost, the storage failed with an I/O error or a timeout, the unit ran
-  past its deadline, or memory ran out -- on the host (``MemoryError``, Ray's
+  past its deadline (no progress for too long, or past its hard cap), or memory
+  ran out -- on the host (``MemoryError``, Ray's
   memory monitor) or on the device (``torch.OutOfMemoryError``, "CUDA out of
   memory"), which depends on what else shares the machine at that moment.
 - permanent: the input is wrong -- :class:`pipeline.errors.InputError`
@@ -25,6 +26,7 @@ Python's built-in types (which bugs raise too):
 
 from __future__ import annotations
 
+import math
 import random
 import re
 import sys
@@ -182,21 +184,27 @@ class RetryPolicy:
     max_attempts: attempts per unit including the first (>= 1).
     backoff_s / backoff_max_s: wait before attempt k+1 is backoff_s * 2**(k-1), capped,
         with up to 25 % random jitter so retried units do not stampede together.
-    unit_timeout_s: how long one attempt may run once a worker starts it (None: no limit).
+    stall_timeout_s: how long a started attempt may go without tracking a new frame before
+        its worker is stopped (None: no limit). A long video is judged by its progress, not
+        by its length.
+    max_unit_s: an optional hard cap on one attempt's time from its start (None: no cap).
     """
 
     max_attempts: int = 3
     backoff_s: float = 1.0
     backoff_max_s: float = 30.0
-    unit_timeout_s: float | None = None
+    stall_timeout_s: float | None = 600.0
+    max_unit_s: float | None = None
 
     def __post_init__(self) -> None:
         if self.max_attempts < 1:
             raise ValueError(f"max_attempts must be >= 1, got {self.max_attempts}")
         if self.backoff_s < 0 or self.backoff_max_s < 0:
             raise ValueError(f"backoff must be >= 0, got {self.backoff_s}, {self.backoff_max_s}")
-        if self.unit_timeout_s is not None and self.unit_timeout_s <= 0:
-            raise ValueError(f"unit_timeout_s must be > 0, got {self.unit_timeout_s}")
+        for name in ("stall_timeout_s", "max_unit_s"):
+            value = getattr(self, name)
+            if value is not None and not (math.isfinite(value) and value > 0):
+                raise ValueError(f"{name} must be a finite number > 0 or None, got {value}")
 
     def should_retry(self, error: BaseException, attempt: int) -> bool:
         """Whether a unit whose attempt number `attempt` (1-based) failed with `error` runs again."""

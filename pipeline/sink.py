@@ -41,6 +41,7 @@ import pyarrow.parquet as pq
 
 from pipeline.manifest import Reject
 from pipeline.masks import MASK_SCHEMA
+from pipeline.records import RunSummary, UnitFailure, failure_from_row, failures_table
 from pipeline.storage import is_local, join, url_to_fs
 
 MASKS_DIR = "masks"
@@ -183,17 +184,17 @@ class OutputStore:
 
     # ------------------------------------------------------------ run-level tables
 
-    def read_failures(self) -> list[dict]:
-        """The rows of failures/ (empty when there is none)."""
-        return self._read_rows(FAILURES_FILE)
+    def read_failures(self) -> list[UnitFailure]:
+        """The units listed in failures/ (empty when there is none)."""
+        return [failure_from_row(row) for row in self._read_rows(FAILURES_FILE)]
 
-    def write_failures(self, rows: list[dict]) -> None:
-        """Replace failures/ with these rows; none removes it."""
+    def write_failures(self, failures: list[UnitFailure]) -> None:
+        """Replace failures/ with these units; none removes it."""
         path = join(self.root, FAILURES_FILE)
-        if not rows:
+        if not failures:
             self.remove(path)
             return
-        self._write_bytes(path, _parquet_bytes(_rows_table(rows)))
+        self._write_bytes(path, _parquet_bytes(failures_table(failures)))
 
     def read_rejects(self) -> list[dict]:
         """The rows of rejects/ (empty when there is none)."""
@@ -209,9 +210,9 @@ class OutputStore:
         table = pa.Table.from_pylist(rows, schema=REJECT_SCHEMA)
         self._write_bytes(join(self.root, REJECTS_FILE), _parquet_bytes(table))
 
-    def write_summary(self, summary: dict) -> None:
-        """Write summary.json (values that JSON lacks are written as text)."""
-        self._write_bytes(join(self.root, SUMMARY_FILE), _json_bytes(summary))
+    def write_summary(self, summary: RunSummary) -> None:
+        """Write summary.json."""
+        self._write_bytes(join(self.root, SUMMARY_FILE), summary.to_json())
 
     # ------------------------------------------------------------ reading and writing
 
@@ -353,26 +354,6 @@ def _as_mask_table(table: pa.Table, unit_id: str) -> pa.Table:
         return table.select(MASK_SCHEMA.names).cast(MASK_SCHEMA)
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError, ValueError) as error:
         raise ValueError(f"unit {unit_id}: table does not fit MASK_SCHEMA ({error})") from error
-
-
-def _rows_table(rows: list[dict]) -> pa.Table:
-    """A table from free-form rows: columns are the union of keys; nested values become JSON
-    text, and a column whose values disagree in type becomes text."""
-    names: dict[str, None] = {}
-    for row in rows:
-        names.update(dict.fromkeys(row))
-    columns = {}
-    for name in names:
-        values = [row.get(name) for row in rows]
-        values = [
-            json.dumps(value, default=str) if isinstance(value, (dict, list, tuple)) else value
-            for value in values
-        ]
-        try:
-            columns[name] = pa.array(values)
-        except (pa.ArrowInvalid, pa.ArrowTypeError, TypeError):
-            columns[name] = pa.array([None if value is None else str(value) for value in values])
-    return pa.table(columns)
 
 
 def _parquet_bytes(table: pa.Table) -> bytes:

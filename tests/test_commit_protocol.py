@@ -19,6 +19,7 @@ from pipeline.coordinator import RunFatalError, run_labeling
 from pipeline.manifest import ObjectSpec, Prompt, Reject, VideoJob
 from pipeline.masks import MASK_SCHEMA
 from pipeline.plan import plan_units
+from pipeline.records import RunSummary, UnitFailure
 from pipeline.sink import OutputStore, arrow_filesystem
 
 BUCKET = "claim-tests"
@@ -151,9 +152,9 @@ def earlier_results(store: OutputStore) -> dict[str, bytes]:
     """What an earlier run left: rejects, failures and a summary (their bytes)."""
     store.write_rejects([Reject("m.jsonl line 4", "box", "x2 <= x1", "{}")], "m.jsonl")
     store.write_failures(
-        [{"unit_id": "cat-1", "video_id": "cat", "object_ids": [1], "reason": "x"}]
+        [UnitFailure("cat-1", "/cat.mp4", "cat", (1,), "m.jsonl line 3", 1, "OSError", True, "x")]
     )
-    store.write_summary({"rejected": 1, "failed": 1})
+    store.write_summary(RunSummary("r0", "m.jsonl", "out", "m@1", None, None, "t0", rejected=1))
     return snapshot(store)
 
 
@@ -204,7 +205,7 @@ def test_a_strict_run_that_labels_nothing_keeps_the_earlier_failures(tmp_path, c
     bad = manifest(tmp_path, clip, 0, "m.jsonl", bad_line=True)
     result = run_labeling(run_config(bad, out, mini_a_dir, strict=True))
     assert result.exit_code == 2
-    assert [row["unit_id"] for row in store.read_failures()] == ["cat-1"]
+    assert [f.unit_id for f in store.read_failures()] == ["cat-1"]
     assert {row["manifest"] for row in store.read_rejects()} == {"m.jsonl", str(bad)}
     assert json.loads((out / "summary.json").read_text())["status"] == "rejected"
     assert not (out / "_claims").exists() or list((out / "_claims").iterdir()) == []
@@ -261,6 +262,6 @@ def test_two_runs_with_other_prompts_into_one_output_never_give_two_rows_per_key
     assert len(keys) == len(set(keys)) == 12
     # the winner's labeling resumes (nothing to do); the other one stays refused
     again = run_labeling(run_config(runs[winner], out, mini_a_dir, workers=1))
-    assert (again.exit_code, again.summary["skipped"], again.summary["units_done"]) == (0, 1, 0)
+    assert (again.exit_code, again.summary.skipped, again.summary.units_done) == (0, 1, 0)
     with pytest.raises(RunFatalError, match="already holds masks of video .dog. object 1 .*other prompts"):
         run_labeling(run_config(runs[refused[0]], out, mini_a_dir, workers=1))

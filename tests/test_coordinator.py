@@ -114,8 +114,8 @@ def test_run_killed_half_way_resumes_without_redoing_committed_units(
 
     result = run_labeling(run_config(manifest, out, mini_a_dir, workers=2))
     assert result.exit_code == 0, result.failures
-    assert result.summary["skipped"] == len(before)
-    assert result.summary["units_done"] == 6 - len(before)
+    assert result.summary.skipped == len(before)
+    assert result.summary.units_done == 6 - len(before)
     after = _commit_times(out)
     assert len(after) == 6
     assert {unit: after[unit] for unit in before} == before  # committed units were not redone
@@ -123,7 +123,7 @@ def test_run_killed_half_way_resumes_without_redoing_committed_units(
 
     # A third run has nothing left to do.
     again = run_labeling(run_config(manifest, out, mini_a_dir))
-    assert (again.exit_code, again.summary["skipped"], again.summary["units_done"]) == (0, 6, 0)
+    assert (again.exit_code, again.summary.skipped, again.summary.units_done) == (0, 6, 0)
     assert _commit_times(out) == after
 
 
@@ -135,7 +135,7 @@ def test_objects_split_into_units_give_one_row_per_object_and_frame(
     out = tmp_path / "out"
     result = run_labeling(run_config(manifest, out, mini_a_dir, max_objects_per_unit=1))
     assert result.exit_code == 0, result.failures
-    assert result.summary["units"] == 10  # 2 x (2 + 2 + 1) objects
+    assert result.summary.units == 10  # 2 x (2 + 2 + 1) objects
     table = sorted_masks(out)
     keys = list(
         zip(*(table.column(c).to_pylist() for c in ("video_id", "object_id", "frame_index")))
@@ -167,8 +167,8 @@ def test_several_units_at_once_per_worker_give_the_single_process_table(
     out = tmp_path / "out"
     result = run_labeling(run_config(manifest, out, mini_a_dir, videos_per_worker=3))
     assert result.exit_code == 0, result.failures
-    assert result.summary["units_done"] == 6 and result.summary["retries"] == 0
-    assert result.summary["frames_per_encoder_batch"] > 1.5  # frames really were batched
+    assert result.summary.units_done == 6 and result.summary.retries == 0
+    assert result.summary.frames_per_encoder_batch > 1.5  # frames really were batched
     assert_same_rows(sorted_masks(out), expected)
 
 

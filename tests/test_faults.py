@@ -10,6 +10,7 @@ import threading
 import time
 
 import pytest
+from fault_workers import Fault, faulty_worker
 from labeling_helpers import (
     assert_same_rows,
     demo_entries,
@@ -32,7 +33,6 @@ from pipeline.retry import (
     describe,
 )
 from pipeline.video import VideoDecodeError, open_video
-from pipeline.worker import Fault
 
 # ---------------------------------------------------------------- the retry rule
 
@@ -198,9 +198,9 @@ def test_worker_killed_mid_unit_and_storage_error_are_retried(
         Fault(video_id="coffee", kind="oserror", attempt=1),  # the first commit fails
     )
     out = tmp_path / "out"
-    result = run_labeling(run_config(manifest, out, mini_a_dir, faults=faults))
+    result = run_labeling(run_config(manifest, out, mini_a_dir), faulty_worker(*faults))
     assert result.exit_code == 0, result.failures
-    assert result.summary["retries"] == 2
+    assert result.summary.retries == 2
     assert_same_rows(sorted_masks(out), expected)
 
 
@@ -214,13 +214,12 @@ def test_unit_past_its_deadline_is_stopped_and_retried(cluster, fault_inputs, mi
         manifest,
         out,
         mini_a_dir,
-        faults=faults,
-        retry=RetryPolicy(max_attempts=2, backoff_s=0.1, unit_timeout_s=8.0),
+        retry=RetryPolicy(max_attempts=2, backoff_s=0.1, stall_timeout_s=8.0),
     )
-    result = run_labeling(config)
+    result = run_labeling(config, faulty_worker(*faults))
     assert time.monotonic() - started < 100  # did not wait for the paused worker
     assert result.exit_code == 0, result.failures
-    assert result.summary["retries"] == 1
+    assert result.summary.retries == 1
     assert_same_rows(sorted_masks(out), expected)
 
 
@@ -235,14 +234,14 @@ def test_permanent_failure_is_not_retried(cluster, fault_inputs, mini_a_dir, tmp
     bad = write_jsonl(tmp_path / "m.jsonl", entries)
     result = run_labeling(run_config(bad, tmp_path / "out", mini_a_dir))
     assert result.exit_code == 2
-    failures = {f["video_id"]: f for f in result.failures}
+    failures = {f.video_id: f for f in result.failures}
     assert sorted(failures) == ["bedroom", "empty"]
-    assert failures["bedroom"]["attempts"] == failures["empty"]["attempts"] == 1
-    assert failures["bedroom"]["error_type"] == "InputError"
-    assert "past the end" in failures["bedroom"]["reason"]
-    assert failures["empty"]["error_type"] == "VideoDecodeError"
-    assert f"{empty}: the file is empty" in failures["empty"]["reason"]
-    assert result.summary["units_done"] == 2 and result.summary["retries"] == 0
+    assert failures["bedroom"].attempts == failures["empty"].attempts == 1
+    assert failures["bedroom"].error_type == "InputError"
+    assert "past the end" in failures["bedroom"].reason
+    assert failures["empty"].error_type == "VideoDecodeError"
+    assert f"{empty}: the file is empty" in failures["empty"].reason
+    assert result.summary.units_done == 2 and result.summary.retries == 0
 
 
 @pytest.mark.slow
@@ -260,7 +259,9 @@ def test_node_removed_mid_unit_converges_to_the_clean_table(
 
     def run() -> None:
         try:
-            outcome["result"] = run_labeling(run_config(manifest, out, mini_a_dir, faults=faults))
+            outcome["result"] = run_labeling(
+                run_config(manifest, out, mini_a_dir), faulty_worker(*faults)
+            )
         except BaseException as err:  # surfaced below
             outcome["error"] = err
 
@@ -280,7 +281,7 @@ def test_node_removed_mid_unit_converges_to_the_clean_table(
     assert "error" not in outcome, outcome.get("error")
     result = outcome["result"]
     assert result.exit_code == 0, result.failures
-    assert result.summary["retries"] >= 1
+    assert result.summary.retries >= 1
     assert_same_rows(sorted_masks(out), expected)
 
 
@@ -298,13 +299,12 @@ def test_units_run_two_at_a_time_survive_a_dead_worker_and_a_late_unit(
         manifest,
         out,
         mini_a_dir,
-        faults=faults,
         videos_per_worker=2,
-        retry=RetryPolicy(max_attempts=3, backoff_s=0.1, unit_timeout_s=8.0),
+        retry=RetryPolicy(max_attempts=3, backoff_s=0.1, stall_timeout_s=8.0),
     )
-    result = run_labeling(config)
+    result = run_labeling(config, faulty_worker(*faults))
     assert result.exit_code == 0, result.failures
     # dog's crash fails whatever ran beside it; bedroom's pause fails bedroom alone, unless
     # bedroom was the one beside dog (its retry has no pause).
-    assert 2 <= result.summary["retries"] <= 3
+    assert 2 <= result.summary.retries <= 3
     assert_same_rows(sorted_masks(out), expected)

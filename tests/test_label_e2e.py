@@ -52,16 +52,16 @@ def test_distributed_run_equals_single_process_row_for_row(ray_local, e2e_inputs
     result = run_labeling(run_config(manifest, folder / "out", mini_a_dir))
     assert result.exit_code == 0, result.failures
     s = result.summary
-    assert (s["units"], s["units_done"], s["failed"], s["rejected"], s["skipped"]) == (
+    assert (s.units, s.units_done, s.failed, s.rejected, s.skipped) == (
         4,
         4,
         0,
         0,
         0,
     )
-    assert s["frames"] == 3 * 24 + 200
-    assert s["rows"] == expected.num_rows == 24 * 5 + 200
-    assert s["frames_per_s"] > 0
+    assert s.frames == 3 * 24 + 200
+    assert s.rows == expected.num_rows == 24 * 5 + 200
+    assert s.frames_per_s > 0
     assert_same_rows(sorted_masks(folder / "out"), expected)
     # The prompted frames are flagged, and only those.
     prompted = {
@@ -125,7 +125,7 @@ def test_run_with_everything_on_s3_equals_single_process(
         )
         result = run_labeling(config)
         assert result.exit_code == 0, result.failures
-        assert result.summary["rows"] == 16 * 5
+        assert result.summary.rows == 16 * 5
         actual = sorted_masks("s3://labeler-out/run1", storage_options=so)
         expected = reference_table(mini_a_dir, "s3://labeler-in/manifest.jsonl", storage_options=so)
         summary = json.loads(fs.cat_file("s3://labeler-out/run1/summary.json"))

@@ -191,7 +191,7 @@ def test_rerun_after_the_video_was_replaced_is_refused_naming_the_replaced_video
     assert len(committed) == 1
 
     again = run_labeling(run_config(manifest, out, mini_a_dir, workers=1))
-    assert (again.exit_code, again.summary["skipped"]) == (0, 1)  # unchanged: resumes
+    assert (again.exit_code, again.summary.skipped) == (0, 1)  # unchanged: resumes
 
     make_clip(videos_dir / "04_coffee.mp4", clip, frames=6)  # another video at the same path
     with pytest.raises(

@@ -20,6 +20,7 @@ from s3_server import start_s3
 from pipeline import sink
 from pipeline.manifest import Reject
 from pipeline.masks import MASK_SCHEMA, encode_mask, masks_from_table
+from pipeline.records import FAILURE_SCHEMA, RunSummary, UnitFailure
 from pipeline.sink import OutputStore, read_masks
 from pipeline.storage import url_to_fs
 
@@ -96,6 +97,10 @@ def dataset_rows(uri: str, options: dict) -> pa.Table:
     )
     return dataset.to_table()
 
+
+
+def failure(unit_id: str, object_ids=(1,), attempts: int = 1) -> UnitFailure:
+    return UnitFailure(unit_id, "/v.mp4", "v", object_ids, "m.jsonl line 1", attempts, "OSError", True, "x")
 
 def test_committing_a_unit_twice_leaves_one_file_and_one_set_of_rows(output):
     uri, options = output
@@ -208,20 +213,15 @@ def test_another_client_sees_new_commits_despite_listing_caches(s3):
 def test_failures_rejects_and_summary(output):
     uri, options = output
     store = OutputStore(uri, options)
-    store.write_failures(
-        [
-            {"unit_id": "u1", "error": "VideoDecodeError", "object_ids": [1, 2], "attempts": 1},
-            {"unit_id": "u2", "error": "OSError", "attempts": "3", "detail": {"k": 1}},
-        ]
-    )
+    store.write_failures([failure("u1", object_ids=(1, 2)), failure("u2", attempts=3)])
     store.write_rejects([Reject("m.jsonl line 2", "box", "x2 <= x1", "{...}", "/v.mp4")], "m.jsonl")
-    store.write_summary({"units": 3, "failed": 2, "status": "partial"})
+    store.write_summary(RunSummary("r1", "m.jsonl", uri, "m@1", None, None, "t0", units=3, failed=2))
     fs, root = store.fs, store.root
     with fs.open(f"{root}/failures/failures.parquet", "rb") as handle:
-        failures = pq.read_table(handle).to_pylist()
-    assert [row["unit_id"] for row in failures] == ["u1", "u2"]
-    assert failures[0]["object_ids"] == "[1, 2]" and failures[1]["object_ids"] is None
-    assert [row["attempts"] for row in failures] == ["1", "3"]  # mixed types become text
+        table = pq.read_table(handle)
+    assert table.schema == FAILURE_SCHEMA  # fixed columns and types, whatever the rows hold
+    assert [row["unit_id"] for row in table.to_pylist()] == ["u1", "u2"]
+    assert store.read_failures() == [failure("u1", object_ids=(1, 2)), failure("u2", attempts=3)]
     with fs.open(f"{root}/rejects/rejects.parquet", "rb") as handle:
         rejects = pq.read_table(handle).to_pylist()
     assert rejects == [
@@ -234,11 +234,9 @@ def test_failures_rejects_and_summary(output):
             "manifest": "m.jsonl",
         }
     ]
-    assert json.loads(fs.cat_file(f"{root}/summary.json")) == {
-        "units": 3,
-        "failed": 2,
-        "status": "partial",
-    }
+    summary = json.loads(fs.cat_file(f"{root}/summary.json"))
+    assert (summary["units"], summary["failed"], summary["run_id"]) == (3, 2, "r1")
+    assert RunSummary.from_json(fs.cat_file(f"{root}/summary.json")).units == 3
     store.write_failures([])  # a later run without failures leaves no stale ones
     fs.invalidate_cache()
     assert not fs.exists(f"{root}/failures/failures.parquet")
@@ -321,7 +319,7 @@ def test_data_files_left_without_a_commit_record_are_removed(output):
 def test_a_failed_write_keeps_the_earlier_failures_table_whole(output, monkeypatch):
     uri, options = output
     store = OutputStore(uri, options)
-    store.write_failures([{"unit_id": "u1", "reason": "decode"}])
+    store.write_failures([failure("u1")])
 
     def disk_full(table, where, **kwargs):
         where.write(b"PAR1 half a file")
@@ -329,11 +327,11 @@ def test_a_failed_write_keeps_the_earlier_failures_table_whole(output, monkeypat
 
     monkeypatch.setattr(sink.pq, "write_table", disk_full)
     with pytest.raises(OSError, match="No space"):
-        store.write_failures([{"unit_id": "u2", "reason": "timeout"}])
+        store.write_failures([failure("u2")])
     with pytest.raises(OSError, match="No space"):
         store.write_rejects([Reject("m.jsonl line 1", "box", "bad", "{}")], "m.jsonl")
     monkeypatch.undo()
-    assert store.read_failures() == [{"unit_id": "u1", "reason": "decode"}]
+    assert store.read_failures() == [failure("u1")]
     fs, root = url_to_fs(uri, {**options, "skip_instance_cache": True} if options else None)
     assert not fs.exists(f"{root}/rejects/rejects.parquet")
     assert not fs.exists(f"{root}/_staging") or fs.ls(f"{root}/_staging") == []

@@ -1,0 +1,177 @@
+"""Typed records of a labeling run: what a worker returns for a unit, a unit that failed for
+good, and the run's summary. Each has one fixed Arrow schema or JSON form, so the coordinator,
+the sink and the CLI read fields, never dict keys."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field, fields
+
+import pyarrow as pa
+
+
+@dataclass(frozen=True)
+class UnitResult:
+    """A committed unit: counts and timings (seconds) reported by the worker that wrote it.
+
+    ``encoder_images`` / ``encoder_batches`` are the worker's running totals of its shared image
+    encoder (several units at once per worker), 0 when it has none.
+    """
+
+    unit_id: str
+    video: str
+    video_identity: str
+    video_id: str
+    object_ids: tuple[int, ...]
+    run_id: str
+    model: str
+    attempt: int
+    frames: int
+    rows: int
+    objects: int
+    path: str
+    node_id: str | None = None
+    pid: int | None = None
+    track_s: float = 0.0
+    decode_s: float = 0.0
+    encode_s: float = 0.0
+    commit_s: float = 0.0
+    total_s: float = 0.0
+    encoder_images: int = 0
+    encoder_batches: int = 0
+
+    def commit_metadata(self) -> dict:
+        """The part of the result stored in the unit's commit record."""
+        keep = ("unit_id", "video", "video_identity", "video_id", "run_id", "model", "attempt")
+        record = {name: getattr(self, name) for name in keep}
+        record["object_ids"] = list(self.object_ids)
+        record.update(frames=self.frames, rows=self.rows, node_id=self.node_id, pid=self.pid)
+        return record
+
+
+FAILURE_SCHEMA = pa.schema(
+    [
+        ("unit_id", pa.string()),
+        ("video", pa.string()),
+        ("video_id", pa.string()),
+        ("object_ids", pa.list_(pa.int64())),
+        ("location", pa.string()),
+        ("attempts", pa.int64()),
+        ("error_type", pa.string()),
+        ("transient", pa.bool_()),
+        ("reason", pa.string()),
+    ]
+)
+
+
+@dataclass(frozen=True)
+class UnitFailure:
+    """A unit that failed for good: after ``attempts`` attempts, with its last error.
+
+    ``transient`` says whether that error was of a kind worth retrying (the unit ran out of
+    attempts) or permanent (bad input, a bug); a later run retries it either way.
+    """
+
+    unit_id: str
+    video: str
+    video_id: str
+    object_ids: tuple[int, ...]
+    location: str
+    attempts: int
+    error_type: str
+    transient: bool
+    reason: str
+
+
+def failure_from_row(row: dict) -> UnitFailure:
+    """A row of ``failures/`` back as a record; columns that files written by earlier versions
+    lack take empty values, and ``object_ids`` stored as JSON text is parsed."""
+    object_ids = row.get("object_ids") or ()
+    if isinstance(object_ids, str):
+        object_ids = json.loads(object_ids)
+    return UnitFailure(
+        unit_id=str(row.get("unit_id") or ""),
+        video=str(row.get("video") or ""),
+        video_id=str(row.get("video_id") or ""),
+        object_ids=tuple(int(o) for o in object_ids),
+        location=str(row.get("location") or ""),
+        attempts=int(row.get("attempts") or 0),
+        error_type=str(row.get("error_type") or ""),
+        transient=bool(row.get("transient")),
+        reason=str(row.get("reason") or ""),
+    )
+
+
+def failures_table(failures: list[UnitFailure]) -> pa.Table:
+    """``failures/`` as a table of :data:`FAILURE_SCHEMA` (empty when none failed)."""
+    rows = [{**asdict(f), "object_ids": list(f.object_ids)} for f in failures]
+    return pa.Table.from_pylist(rows, schema=FAILURE_SCHEMA)
+
+
+@dataclass
+class UnitSeconds:
+    """Seconds summed over the run's committed units (``track`` includes decoding, which may
+    overlap on a prefetch thread, and encoding masks to RLE)."""
+
+    total: float = 0.0
+    track: float = 0.0
+    decode: float = 0.0
+    encode: float = 0.0
+    commit: float = 0.0
+
+    @classmethod
+    def of(cls, results: list[UnitResult]) -> UnitSeconds:
+        return cls(
+            **{
+                f.name: round(sum(getattr(r, f"{f.name}_s") for r in results), 3)
+                for f in fields(cls)
+            }
+        )
+
+
+@dataclass
+class RunSummary:
+    """``summary.json``: what a run was asked, what it did, how it ended.
+
+    status: "ok", "partial" (failures or rejects), "rejected" (``--strict`` with rejects),
+    "interrupted" (Ctrl-C) or "fatal" (the run could not go on; ``error`` says why).
+    """
+
+    run_id: str
+    manifest: str
+    output: str
+    model: str
+    checkpoint: str | None
+    checkpoint_sha256: str | None
+    started_at: str
+    videos: int = 0
+    units: int = 0
+    units_done: int = 0
+    skipped: int = 0
+    failed: int = 0
+    rejected: int = 0
+    retries: int = 0
+    frames: int = 0
+    rows: int = 0
+    workers: int = 1
+    status: str = "running"
+    interrupted: bool = False
+    note: str | None = None
+    error: str | None = None
+    finished_at: str | None = None
+    wall_time_s: float = 0.0
+    frames_per_s: float = 0.0
+    unit_seconds: UnitSeconds = field(default_factory=UnitSeconds)
+    frames_per_encoder_batch: float | None = None
+
+    def to_json(self) -> bytes:
+        return json.dumps(asdict(self), indent=2, sort_keys=True).encode("utf-8")
+
+    @classmethod
+    def from_json(cls, data: bytes | str) -> RunSummary:
+        """A summary read back; unknown keys (written by a newer version) are ignored."""
+        raw = json.loads(data)
+        known = {f.name for f in fields(cls)}
+        values = {k: v for k, v in raw.items() if k in known}
+        values["unit_seconds"] = UnitSeconds(**values.get("unit_seconds") or {})
+        return cls(**values)
