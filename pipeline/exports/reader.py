@@ -14,7 +14,6 @@ from __future__ import annotations
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-import fsspec
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -22,8 +21,7 @@ import pyarrow.dataset as pads
 import pyarrow.fs as pafs
 
 from pipeline.masks import MASK_SCHEMA
-from pipeline.sink import COMMITS_DIR, OutputStore
-from pipeline.storage import is_local
+from pipeline.sink import COMMITS_DIR, OutputStore, arrow_filesystem
 
 DEFAULT_BATCH_ROWS = 4096
 
@@ -76,12 +74,11 @@ def visible(present: bool | None, area: int) -> bool:
     return present is not False and area > 0
 
 
-def arrow_filesystem(fs: fsspec.AbstractFileSystem) -> pafs.FileSystem:
-    """pyarrow filesystem for an fsspec one: pyarrow's own for the local disk, fsspec's
-    handler elsewhere (S3, memory). The one place the export reader chooses it."""
-    if is_local(fs):
-        return pafs.LocalFileSystem()
-    return pafs.PyFileSystem(pafs.FSSpecHandler(fs))
+def _arrow_filesystem(store: OutputStore) -> pafs.FileSystem:
+    """pyarrow's own filesystem where sink has one (local, S3: no Python in its I/O
+    threads), else fsspec's through PyFileSystem (memory://, other stores)."""
+    native = arrow_filesystem(store.fs, store.storage_options)
+    return native if native is not None else pafs.PyFileSystem(pafs.FSSpecHandler(store.fs))
 
 
 class RunReader:
@@ -103,7 +100,7 @@ class RunReader:
             )
         self.run_uri = run_uri
         self.batch_size = batch_size
-        self._filesystem = arrow_filesystem(store.fs)
+        self._filesystem = _arrow_filesystem(store)
         self._paths = [store.data_path(unit) for unit in units]
         self._files_of_video: dict[str, list[str]] | None = None
 
