@@ -17,6 +17,7 @@ COMMANDS = {
     "train": "Fine-tune or train a SAM 2 model on videos with ground truth.",
     "average-checkpoints": "Average the weights of several checkpoints of one model (a model soup).",
     "evaluate": "Score a mask table against ground truth (J&F).",
+    "export": "Write a run's masks as COCO, YouTube-VIS, DAVIS, SA-V, CVAT, Label Studio or YOLO.",
     "fetch-checkpoint": "Download an official checkpoint and verify its SHA-256.",
     "make-synthetic": "Write synthetic videos with ground truth and a prompt manifest.",
     "demo": "Generate sample videos, label them with the bundled model, and report.",
