@@ -4,6 +4,7 @@ one torch thread."""
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 import pytest
@@ -11,6 +12,12 @@ import torch
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared"
+
+# Independent readers of the export formats, installed apart by scripts/setup.sh because they
+# pin older versions of this stack; last on the path, so they never shadow the environment.
+TEST_READERS = REPO / ".venv" / "test-readers"
+if TEST_READERS.is_dir() and str(TEST_READERS) not in sys.path:
+    sys.path.append(str(TEST_READERS))
 
 
 def _require(path: Path) -> Path:
