@@ -39,15 +39,19 @@ def faulty_worker(*faults: Fault) -> type[LabelWorker]:
     """A LabelWorker class that injects `faults` (matched by video id and attempt)."""
 
     class FaultyWorker(LabelWorker):
+        # by attempt token: with several units at once, threads share the worker
+        armed: dict[str, Fault | None] = {}
+
         def run(self, unit, attempt=1, token=None):
-            self._fault = next(
+            token = token or f"{unit.unit_id}#{attempt}"
+            self.armed[token] = next(
                 (f for f in faults if f.video_id == unit.video_id and f.attempt == attempt), None
             )
             return super().run(unit, attempt, token)
 
         def on_frame(self, token, done, total):
             super().on_frame(token, done, total)
-            fault = getattr(self, "_fault", None)
+            fault = self.armed.get(token)
             if fault is None or fault.kind == "oserror" or done != fault.at_frame:
                 return
             if fault.kind == "exit":
@@ -59,7 +63,8 @@ def faulty_worker(*faults: Fault) -> type[LabelWorker]:
             time.sleep(fault.seconds)
 
         def commit(self, unit, table, metadata):
-            fault = getattr(self, "_fault", None)
+            token = f"{unit.unit_id}#{metadata['attempt']}"
+            fault = self.armed.get(token)
             if fault is not None and fault.kind == "oserror":
                 raise OSError(f"injected storage error committing unit {unit.unit_id}")
             return super().commit(unit, table, metadata)

@@ -354,6 +354,7 @@ def test_report_json_has_no_nan():
 
 
 def test_label_run_output_counts_only_committed_units(tmp_path):
+    from pipeline.records import RunSummary
     from pipeline.sink import OutputStore
 
     gt, pred = video_one()
@@ -362,7 +363,7 @@ def test_label_run_output_counts_only_committed_units(tmp_path):
     store.commit_unit("unit-a", table(pred), {"note": "test"})
     # A unit that crashed after writing its data file but before its commit record.
     pq.write_table(table(rows("v1", 2, {0: square()})), run / "masks" / "unit-b.parquet")
-    store.write_summary({"units": 1})
+    store.write_summary(RunSummary("r", "m.jsonl", str(run), "m@1", None, None, "t0", units=1))
     pq.write_table(table(gt), tmp_path / "gt.parquet")
 
     report = evaluate_uris(str(run), str(tmp_path / "gt.parquet"), skip="none")

@@ -9,6 +9,7 @@ import os
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pyarrow.parquet as pq
@@ -49,8 +50,30 @@ def ray_dashboard():
         dashboard_port=port,
         log_to_driver=False,
     )
-    yield f"http://127.0.0.1:{port}"
+    url = f"http://127.0.0.1:{port}"
+    _wait_for_job_agent(url)
+    yield url
     ray.shutdown()
+
+
+def _wait_for_job_agent(url: str, timeout_s: float = 120.0) -> None:
+    """Block until the cluster takes jobs: its dashboard answers at once, but its job agent
+    registers a little later ("No available agent to submit job"), longer on a busy machine."""
+    from ray.job_submission import JobStatus, JobSubmissionClient
+
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            client = JobSubmissionClient(url)
+            job = client.submit_job(entrypoint="python -c pass")
+            break
+        except Exception:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(1.0)
+    while client.get_job_status(job) not in (JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.STOPPED):
+        assert time.monotonic() < deadline, "the cluster's job agent never ran a job"
+        time.sleep(0.5)
 
 
 @pytest.fixture(scope="module")

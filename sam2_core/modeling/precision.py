@@ -52,6 +52,13 @@ def _device_type(args: tuple, kwargs: dict) -> str | None:
     return None
 
 
+def _autocast_enabled(device_type: str) -> bool:
+    try:
+        return torch.is_autocast_enabled(device_type)
+    except RuntimeError:  # a device autocast does not know (e.g. "meta"): never on
+        return False
+
+
 def float32_island(method: F) -> F:
     """Decorate a module's method so that, when autocast is on for its inputs' device and the
     module's ``keep_float32`` is True (the default), it runs with autocast off on float32 inputs.
@@ -65,7 +72,7 @@ def float32_island(method: F) -> F:
         if (
             device_type is None
             or not getattr(self, "keep_float32", True)
-            or not torch.is_autocast_enabled(device_type)
+            or not _autocast_enabled(device_type)
         ):
             return method(self, *args, **kwargs)
         with torch.autocast(device_type, enabled=False):
