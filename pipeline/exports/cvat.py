@@ -250,6 +250,7 @@ def _read_track(track, video_id: str, shape, frames: int, path: str, export) -> 
         attribute = element.find(f"attribute[@name='{OBJECT_ID_ATTRIBUTE}']")
         object_id = parse_object_id(None if attribute is None else attribute.text, where)
         start = int(element.get("frame"))
-        stop = int(elements[i + 1].get("frame")) if i + 1 < len(elements) else max(frames, start + 1)
+        following = int(elements[i + 1].get("frame")) if i + 1 < len(elements) else frames
+        stop = max(min(following, frames), start + 1)  # held within the task; a shape past it stays
         for frame in range(start, stop):
             export.add_mask(video_id, frame, object_id, label, mask, where)
