@@ -25,7 +25,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--ground-truth",
         required=True,
-        help="ground-truth mask table: a Parquet file or a folder of them",
+        help="ground-truth mask table: a Parquet file or a folder of them "
+        "(or an export folder, with --ground-truth-format)",
+    )
+    parser.add_argument(
+        "--ground-truth-format",
+        default=None,
+        help="read --ground-truth as this export format: davis, coco, youtube-vis, sav, cvat, "
+        "label-studio (e.g. a reviewed export)",
     )
     parser.add_argument(
         "--json", default=None, help="write the scores as JSON here (path or fsspec URL)"
@@ -61,6 +68,7 @@ def run(args: argparse.Namespace) -> int:
             args.predictions,
             args.ground_truth,
             args.storage_options,
+            ground_truth_format=args.ground_truth_format,
             skip=args.skip,
             bound_th=args.bound_th,
             absent_as_empty=not args.keep_absent_masks,

@@ -541,9 +541,17 @@ def evaluate_uris(
     predictions_uri: str,
     ground_truth_uri: str,
     storage_options: dict | None = None,
+    ground_truth_format: str | None = None,
     **options,
 ) -> EvalReport:
-    """:func:`evaluate_tables` on tables read with :func:`read_mask_table`."""
+    """:func:`evaluate_tables` on tables read with :func:`read_mask_table`; with
+    ``ground_truth_format`` (an export format: davis, coco, cvat, ...) the ground truth is
+    a folder in that format, read by ``pipeline.exports.read_export_table``."""
     predictions = read_mask_table(predictions_uri, storage_options)
-    ground_truth = read_mask_table(ground_truth_uri, storage_options)
+    if ground_truth_format is None:
+        ground_truth = read_mask_table(ground_truth_uri, storage_options)
+    else:
+        from pipeline.exports import read_export_table
+
+        ground_truth = read_export_table(ground_truth_uri, ground_truth_format, storage_options)
     return evaluate_tables(predictions, ground_truth, **options)

@@ -11,14 +11,22 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from pipeline.exports.coco import export_coco, export_youtube_vis
-from pipeline.exports.cvat import export_cvat
-from pipeline.exports.davis import export_davis, read_davis
+import pyarrow as pa
+
+from pipeline.exports.coco import (
+    export_coco,
+    export_youtube_vis,
+    read_coco_review,
+    read_youtube_vis_review,
+)
+from pipeline.exports.cvat import export_cvat, read_cvat_review
+from pipeline.exports.davis import export_davis, read_davis, read_davis_review
 from pipeline.exports.destination import Destination
-from pipeline.exports.label_studio import export_label_studio
+from pipeline.exports.label_studio import export_label_studio, read_label_studio_review
 from pipeline.exports.options import ExportOptions
 from pipeline.exports.reader import RunNotFoundError, RunReader
-from pipeline.exports.sav import export_sav
+from pipeline.exports.reviewed import ReviewedExport, ReviewedMask, reviewed_table
+from pipeline.exports.sav import export_sav, read_sav_review
 from pipeline.exports.yolo_seg import export_yolo_seg
 
 Exporter = Callable[[RunReader, Destination, ExportOptions], int]
@@ -31,6 +39,18 @@ FORMATS: dict[str, tuple[Exporter, str]] = {
     "cvat": (export_cvat, "mask shapes"),
     "label-studio": (export_label_studio, "brush results"),
     "yolo-seg": (export_yolo_seg, "polygons"),
+}
+
+Reader = Callable[[str, "dict | None"], ReviewedExport]
+
+# Formats read back exactly (a reviewed export, or ground truth); yolo-seg polygons are not.
+READERS: dict[str, Reader] = {
+    "coco": read_coco_review,
+    "youtube-vis": read_youtube_vis_review,
+    "davis": read_davis_review,
+    "sav": read_sav_review,
+    "cvat": read_cvat_review,
+    "label-studio": read_label_studio_review,
 }
 
 
@@ -49,6 +69,29 @@ def check_format(name: str) -> str:
     if name not in FORMATS:
         raise ValueError(f"unknown export format {name!r}; known formats: {', '.join(FORMATS)}")
     return name
+
+
+def check_readable_format(name: str) -> str:
+    if name not in READERS:
+        raise ValueError(
+            f"cannot read format {name!r} back; readable formats: {', '.join(READERS)}"
+        )
+    return name
+
+
+def read_export(
+    root: str, format: str, storage_options: dict | None = None
+) -> ReviewedExport:
+    """The masks of an export folder in ``format`` (as written by ``export_run``, perhaps
+    edited since), each with the file and entry it came from."""
+    return READERS[check_readable_format(format)](root, storage_options)
+
+
+def read_export_table(
+    root: str, format: str, storage_options: dict | None = None
+) -> pa.Table:
+    """An export folder as a mask table (MASK_SCHEMA), e.g. ground truth for evaluation."""
+    return reviewed_table(read_export(root, format, storage_options), run_id=format)
 
 
 def export_run(
@@ -83,11 +126,17 @@ def export_run(
 
 __all__ = [
     "FORMATS",
+    "READERS",
     "ExportOptions",
     "ExportResult",
+    "ReviewedExport",
+    "ReviewedMask",
     "RunNotFoundError",
     "RunReader",
     "check_format",
+    "check_readable_format",
     "export_run",
     "read_davis",
+    "read_export",
+    "read_export_table",
 ]

@@ -9,9 +9,18 @@ Masks stay in the table's own encoding: COCO compressed RLE with ``size``
 
 from __future__ import annotations
 
+import json
+import posixpath
+
+import numpy as np
+from pycocotools import mask as mask_utils
+
 from pipeline.exports.destination import Destination, JsonArrayStream, compact_json
 from pipeline.exports.options import CATEGORY_NAME, ExportOptions
 from pipeline.exports.reader import RunReader, visible
+from pipeline.exports.reviewed import ReviewedExport, parse_object_id
+from pipeline.masks import decode_mask
+from pipeline.storage import url_to_fs
 
 COCO_FILE = "instances.json"
 CATEGORY_ID = 1
@@ -134,3 +143,109 @@ def export_youtube_vis(reader: RunReader, dest: Destination, options: ExportOpti
         video_stream.close()
         out.write("}\n")
     return count
+
+
+# ------------------------------------------------------------------ readers
+
+
+def segmentation_mask(segmentation: object, height: int, width: int, where: str) -> np.ndarray:
+    """An H x W bool mask from a COCO ``segmentation``: compressed RLE (``counts`` text),
+    uncompressed RLE (``counts`` a list) or polygons (lists of x, y), as tools write them."""
+    try:
+        if isinstance(segmentation, dict):
+            size = segmentation.get("size")
+            if list(size or []) != [height, width]:
+                raise ValueError(f"size {size} is not the frame's [{height}, {width}]")
+            counts = segmentation.get("counts")
+            if isinstance(counts, str):
+                return decode_mask(counts, height, width)
+            if isinstance(counts, list):
+                rle = mask_utils.frPyObjects(segmentation, height, width)
+                return mask_utils.decode(rle).astype(bool)
+            raise ValueError("counts must be RLE text or a list of run lengths")
+        if isinstance(segmentation, list) and all(isinstance(p, list) for p in segmentation):
+            polygons = [p for p in segmentation if len(p) >= 6]
+            if not polygons:
+                return np.zeros((height, width), bool)
+            rle = mask_utils.merge(mask_utils.frPyObjects(polygons, height, width))
+            return mask_utils.decode(rle).astype(bool)
+    except (ValueError, TypeError, KeyError) as error:
+        raise ValueError(f"{where}: unreadable segmentation ({error})") from None
+    raise ValueError(f"{where}: segmentation must be an RLE object or a list of polygons")
+
+
+def _load_json(root: str, name: str, storage_options: dict | None) -> tuple[dict, str]:
+    fs, base = url_to_fs(root, storage_options)
+    path = posixpath.join(base, name)
+    try:
+        with fs.open(path, "rb") as handle:
+            data = json.loads(handle.read())
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{root}: no {name}") from None
+    except json.JSONDecodeError as error:
+        raise ValueError(f"{path}: not valid JSON ({error})") from None
+    if not isinstance(data, dict):
+        raise ValueError(f"{path}: expected a JSON object")
+    return data, path
+
+
+def read_coco_review(root: str, storage_options: dict | None = None) -> ReviewedExport:
+    """``instances.json`` as ``export_coco`` writes it: images map to video frames by their
+    ``video_id`` and ``frame_index``; an annotation's ``object_id`` names our object (one
+    without it is a new object of its own, labelled by its annotation id)."""
+    data, path = _load_json(root, COCO_FILE, storage_options)
+    export = ReviewedExport(root)
+    images = {}
+    for i, image in enumerate(data.get("images") or []):
+        where = f"{path} images[{i}]"
+        if not isinstance(image, dict) or "video_id" not in image or "frame_index" not in image:
+            raise ValueError(
+                f"{where}: an image needs video_id and frame_index (as `jobs export --format "
+                "coco` writes them) to name its video frame"
+            )
+        frame = image["frame_index"]
+        if isinstance(frame, bool) or not isinstance(frame, int):
+            raise ValueError(f"{where}: frame_index must be a whole number, got {frame!r}")
+        images[image.get("id")] = image
+        export.add_frame(str(image["video_id"]), frame, where)
+    for i, ann in enumerate(data.get("annotations") or []):
+        where = f"{path} annotations[{i}]"
+        image = images.get(ann.get("image_id")) if isinstance(ann, dict) else None
+        if image is None:
+            raise ValueError(f"{where}: image_id {ann.get('image_id')!r} names no image")
+        object_id = parse_object_id(ann.get("object_id"), where)
+        mask = segmentation_mask(ann.get("segmentation"), image["height"], image["width"], where)
+        label = f"annotation {ann.get('id', i)}"
+        export.add_mask(
+            str(image["video_id"]), image["frame_index"], object_id, label, mask, where
+        )
+    return export
+
+
+def read_youtube_vis_review(root: str, storage_options: dict | None = None) -> ReviewedExport:
+    """``instances.json`` as ``export_youtube_vis`` writes it: a video's ``name`` is our
+    video_id, a track's ``object_id`` our object (without it: a new object)."""
+    data, path = _load_json(root, COCO_FILE, storage_options)
+    export = ReviewedExport(root)
+    videos = {}
+    for i, video in enumerate(data.get("videos") or []):
+        where = f"{path} videos[{i}]"
+        if not isinstance(video, dict) or "name" not in video:
+            raise ValueError(f"{where}: a video needs its name (our video_id)")
+        videos[video.get("id")] = video
+        for frame in range(int(video.get("length") or len(video.get("file_names") or []))):
+            export.add_frame(str(video["name"]), frame, where)
+    for i, ann in enumerate(data.get("annotations") or []):
+        where = f"{path} annotations[{i}]"
+        video = videos.get(ann.get("video_id")) if isinstance(ann, dict) else None
+        if video is None:
+            raise ValueError(f"{where}: video_id {ann.get('video_id')!r} names no video")
+        object_id = parse_object_id(ann.get("object_id"), where)
+        for frame, segmentation in enumerate(ann.get("segmentations") or []):
+            if segmentation is None:
+                continue
+            at = f"{where} segmentations[{frame}]"
+            mask = segmentation_mask(segmentation, video["height"], video["width"], at)
+            label = f"track {ann.get('id', i)}"
+            export.add_mask(str(video["name"]), frame, object_id, label, mask, at)
+    return export

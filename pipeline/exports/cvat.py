@@ -14,6 +14,7 @@ The XML is written element by element with the standard library's streaming
 from __future__ import annotations
 
 import datetime as dt
+import posixpath
 from xml.sax.saxutils import XMLGenerator
 
 import numpy as np
@@ -21,7 +22,9 @@ import numpy as np
 from pipeline.exports.destination import Destination, safe_name
 from pipeline.exports.options import CATEGORY_NAME, ExportOptions
 from pipeline.exports.reader import RunReader, VideoRows, visible
+from pipeline.exports.reviewed import ReviewedExport, parse_object_id
 from pipeline.masks import decode_mask
+from pipeline.storage import url_to_fs
 
 ANNOTATIONS_FILE = "annotations.xml"
 OBJECT_ID_ATTRIBUTE = "object_id"
@@ -152,3 +155,102 @@ def export_cvat(reader: RunReader, dest: Destination, options: ExportOptions) ->
                 XMLGenerator(out, encoding="utf-8", short_empty_elements=True), video
             )
     return count
+
+
+# ------------------------------------------------------------------ reader
+
+
+def cvat_mask(runs: list[int], left: int, top: int, width: int, height: int, shape) -> np.ndarray:
+    """The inverse of :func:`cvat_mask_rle`: a bool mask of ``shape`` (H, W)."""
+    if sum(runs) != width * height or any(r < 0 for r in runs):
+        raise ValueError(f"rle covers {sum(runs)} pixels, its {width} x {height} box has {width * height}")
+    if left < 0 or top < 0 or left + width > shape[1] or top + height > shape[0]:
+        raise ValueError(f"box {left},{top} {width}x{height} leaves the {shape[1]} x {shape[0]} frame")
+    values = np.repeat(np.arange(len(runs)) % 2 == 1, runs)
+    mask = np.zeros(shape, bool)
+    mask[top : top + height, left : left + width] = values.reshape(height, width)
+    return mask
+
+
+def _polygon_mask(points: str, shape) -> np.ndarray:
+    from pycocotools import mask as mask_utils
+
+    flat = [float(v) for pair in points.split(";") for v in pair.split(",")]
+    if len(flat) < 6:
+        return np.zeros(shape, bool)
+    rle = mask_utils.frPyObjects([flat], shape[0], shape[1])
+    return mask_utils.decode(mask_utils.merge(rle)).astype(bool)
+
+
+def _shape_mask(element, shape) -> np.ndarray:
+    if element.tag == "mask":
+        runs = [int(v) for v in element.get("rle", "").split(",") if v.strip()]
+        return cvat_mask(
+            runs,
+            int(float(element.get("left"))),
+            int(float(element.get("top"))),
+            int(float(element.get("width"))),
+            int(float(element.get("height"))),
+            shape,
+        )
+    if element.tag == "polygon":
+        return _polygon_mask(element.get("points", ""), shape)
+    raise ValueError(f"a <{element.tag}> shape has no mask (masks and polygons are read)")
+
+
+def read_cvat_review(root: str, storage_options: dict | None = None) -> ReviewedExport:
+    """``<video_id>/annotations.xml`` files (CVAT for video 1.1), read under CVAT's track
+    rules: a shape holds on later frames until the track's next shape, ``outside="1"``
+    ends it. A track's ``object_id`` attribute names our object; a track without one
+    (drawn in CVAT) is a new object. Mask and polygon shapes are read."""
+    import xml.etree.ElementTree as ET
+
+    fs, base = url_to_fs(root, storage_options)
+    paths = sorted(
+        p for p in fs.glob(posixpath.join(base, "*", ANNOTATIONS_FILE)) if fs.isfile(p)
+    )
+    if not paths:
+        raise FileNotFoundError(f"{root}: no CVAT files (<video_id>/{ANNOTATIONS_FILE})")
+    export = ReviewedExport(root)
+    for path in paths:
+        video_id = posixpath.basename(posixpath.dirname(path))
+        with fs.open(path, "rb") as handle:
+            try:
+                document = ET.parse(handle).getroot()
+            except ET.ParseError as error:
+                raise ValueError(f"{path}: not valid XML ({error})") from None
+        try:
+            size = document.find("meta/task/original_size")
+            shape = (int(size.findtext("height")), int(size.findtext("width")))
+            frames = int(document.findtext("meta/task/size"))
+        except (AttributeError, TypeError, ValueError):
+            raise ValueError(
+                f"{path}: meta/task needs size and original_size (CVAT for video 1.1)"
+            ) from None
+        for frame in range(frames):
+            export.add_frame(video_id, frame, path)
+        for track in document.iter("track"):
+            _read_track(track, video_id, shape, frames, path, export)
+    return export
+
+
+def _read_track(track, video_id: str, shape, frames: int, path: str, export) -> None:
+    label = f"track {track.get('id')}"
+    elements = sorted(
+        (e for e in track if e.get("frame") is not None), key=lambda e: int(e.get("frame"))
+    )
+    for i, element in enumerate(elements):
+        where = f"{path} {label} frame {element.get('frame')}"
+        if element.get("outside") == "1":
+            continue
+        try:
+            mask = _shape_mask(element, shape)
+        except ValueError as error:
+            raise ValueError(f"{where}: {error}") from None
+        attribute = element.find(f"attribute[@name='{OBJECT_ID_ATTRIBUTE}']")
+        object_id = parse_object_id(None if attribute is None else attribute.text, where)
+        start = int(element.get("frame"))
+        following = int(elements[i + 1].get("frame")) if i + 1 < len(elements) else frames
+        stop = max(min(following, frames), start + 1)  # held within the task; a shape past it stays
+        for frame in range(start, stop):
+            export.add_mask(video_id, frame, object_id, label, mask, where)

@@ -26,7 +26,8 @@ from PIL import Image
 from pipeline.exports.destination import Destination, safe_name
 from pipeline.exports.options import ExportOptions
 from pipeline.exports.reader import RunReader, visible
-from pipeline.masks import MASK_SCHEMA, decode_mask, encode_mask
+from pipeline.exports.reviewed import ReviewedExport, parse_object_id, reviewed_table
+from pipeline.masks import decode_mask
 from pipeline.storage import url_to_fs
 
 ANNOTATIONS_DIR = "Annotations"
@@ -110,6 +111,12 @@ def read_davis(root: str, storage_options: dict | None = None, run_id: str = "da
     folders directly) into a mask table (MASK_SCHEMA): one row per (video, object,
     frame) for every object index seen in the video, empty where it is absent.
     Object ids come from ``object_ids.json`` when present, else the pixel index."""
+    return reviewed_table(read_davis_review(root, storage_options), run_id)
+
+
+def read_davis_review(root: str, storage_options: dict | None = None) -> ReviewedExport:
+    """The PNGs' masks; a pixel index that ``object_ids.json`` maps is our object,
+    another one is an object the reviewer added (label: the index)."""
     fs, base = url_to_fs(root, storage_options)
     folder = posixpath.join(base, ANNOTATIONS_DIR)
     if not fs.isdir(folder):
@@ -121,54 +128,34 @@ def read_davis(root: str, storage_options: dict | None = None, run_id: str = "da
     if fs.exists(mapping_path):
         with fs.open(mapping_path, "rb") as handle:
             mapping = json.loads(handle.read())
-    tables = []
+    export = ReviewedExport(root)
     for video_dir in sorted(fs.ls(folder, detail=False)):
         if not fs.isdir(video_dir):
             continue
         video_id = posixpath.basename(video_dir.rstrip("/"))
+        ids = mapping.get(video_id, {})
         frames = sorted(p for p in fs.ls(video_dir, detail=False) if p.lower().endswith(".png"))
-        if frames:
-            tables.append(_read_video(fs, video_id, frames, mapping.get(video_id, {}), run_id))
-    if not tables:
+        for path in frames:
+            _read_png(fs, path, video_id, ids, export)
+    if not export.videos:
         raise FileNotFoundError(f"{root}: no DAVIS video folders with PNG frames found")
-    return pa.concat_tables(tables).sort_by(
-        [("video_id", "ascending"), ("object_id", "ascending"), ("frame_index", "ascending")]
-    )
+    return export
 
 
-def _read_video(fs, video_id: str, frames: list[str], ids: dict[str, int], run_id: str) -> pa.Table:
-    indexed = []
-    for path in frames:
-        stem = posixpath.splitext(posixpath.basename(path))[0]
-        if not stem.isdigit():
-            raise ValueError(f"{path}: a DAVIS frame is named by its frame number, e.g. 00000.png")
-        with fs.open(path, "rb") as handle, Image.open(handle) as image:
-            if image.mode not in ("P", "L"):
-                raise ValueError(
-                    f"{path}: expected an indexed (palette) PNG, got mode {image.mode}"
-                )
-            indexed.append((int(stem), np.array(image)))
-    indices = sorted(set().union(*(np.unique(a).tolist() for _, a in indexed)) - {0})
-    rows = []
-    for index in indices:
-        for frame_index, array in indexed:
-            counts, area, bbox = encode_mask(array == index)
-            height, width = array.shape
-            rows.append(
-                {
-                    "video_id": video_id,
-                    "object_id": int(ids.get(str(index), index)),
-                    "frame_index": frame_index,
-                    "height": height,
-                    "width": width,
-                    "rle": counts,
-                    "area": area,
-                    "bbox": list(bbox),
-                    "score": None,
-                    "present": area > 0,
-                    "prompted": False,
-                    "run_id": run_id,
-                    "model": None,
-                }
-            )
-    return pa.Table.from_pylist(rows, schema=MASK_SCHEMA)
+def _read_png(fs, path: str, video_id: str, ids: dict, export: ReviewedExport) -> None:
+    stem = posixpath.splitext(posixpath.basename(path))[0]
+    if not stem.isdigit():
+        raise ValueError(f"{path}: a DAVIS frame is named by its frame number, e.g. 00000.png")
+    with fs.open(path, "rb") as handle, Image.open(handle) as image:
+        if image.mode not in ("P", "L"):
+            raise ValueError(f"{path}: expected an indexed (palette) PNG, got mode {image.mode}")
+        indexed = np.array(image)
+    frame_index = int(stem)
+    export.add_frame(video_id, frame_index, path)
+    for index in np.unique(indexed).tolist():
+        if index == 0:
+            continue
+        object_id = parse_object_id(ids.get(str(index)), f"{OBJECT_IDS_FILE} {video_id}.{index}")
+        export.add_mask(
+            video_id, frame_index, object_id, str(index), indexed == index, f"{path} index {index}"
+        )

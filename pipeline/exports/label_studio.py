@@ -18,12 +18,17 @@ this project runs (see pyproject's ``export`` extra).
 
 from __future__ import annotations
 
+import json
+import posixpath
+
 import numpy as np
 
 from pipeline.exports.destination import Destination, JsonArrayStream, safe_name
 from pipeline.exports.options import CATEGORY_NAME, ExportOptions
 from pipeline.exports.reader import RunReader, visible
+from pipeline.exports.reviewed import ReviewedExport, parse_object_id
 from pipeline.masks import decode_mask
+from pipeline.storage import url_to_fs
 
 FROM_NAME = "label"
 TO_NAME = "image"
@@ -120,3 +125,115 @@ def export_label_studio(reader: RunReader, dest: Destination, options: ExportOpt
                 )
             tasks.close()
     return count
+
+
+# ------------------------------------------------------------------ reader
+
+
+def decode_brush_rle(rle: list[int]) -> np.ndarray:
+    """The values (a flat uint8 array) of a Label Studio brush RLE: the inverse of
+    :func:`brush_rle`, following the format its converter's ``decode_rle`` reads."""
+    bits = "".join(f"{b:08b}" for b in bytes(rle))
+    position = 0
+
+    def read(count: int) -> int:
+        nonlocal position
+        if position + count > len(bits):
+            raise ValueError("brush RLE ends early")
+        value = int(bits[position : position + count], 2)
+        position += count
+        return value
+
+    total = read(32)
+    word = read(5) + 1
+    classes = [read(4) + 1 for _ in range(4)]
+    out = np.zeros(total, np.uint8)
+    i = 0
+    while i < total:
+        repeated = read(1)
+        end = i + 1 + read(classes[read(2)])
+        if end > total:
+            raise ValueError(f"brush RLE run ends at value {end}, past its {total} values")
+        if repeated:
+            out[i:end] = read(word)
+            i = end
+        else:
+            while i < end:
+                out[i] = read(word)
+                i += 1
+    return out
+
+
+def _task_files(root: str, storage_options: dict | None) -> tuple[object, list[str]]:
+    fs, base = url_to_fs(root, storage_options)
+    folder = posixpath.join(base, "tasks")
+    if not fs.isdir(folder):
+        folder = base
+    if not fs.isdir(folder):
+        raise FileNotFoundError(f"{root}: no such folder")
+    paths = sorted(p for p in fs.ls(folder, detail=False) if p.endswith(".json"))
+    if not paths:
+        raise FileNotFoundError(f"{root}: no Label Studio task files (tasks/*.json)")
+    return fs, paths
+
+
+def _reviewed_result(task: dict) -> list:
+    """A task's results as the reviewer left them: its last annotation that was not
+    cancelled, else (not reviewed) its first prediction."""
+    annotations = [a for a in task.get("annotations") or [] if not a.get("was_cancelled")]
+    if annotations:
+        return annotations[-1].get("result") or []
+    predictions = task.get("predictions") or []
+    return (predictions[0].get("result") or []) if predictions else []
+
+
+def read_label_studio_review(root: str, storage_options: dict | None = None) -> ReviewedExport:
+    """Task lists (``tasks/*.json`` as exported, or Label Studio's own JSON export put in
+    the folder): each task's ``data`` names its video_id and frame_index; a brush region
+    ``object-<id>`` is our object, any other region id an object drawn in Label Studio
+    (each such region is its own new object: image tasks do not link frames)."""
+    fs, paths = _task_files(root, storage_options)
+    export = ReviewedExport(root)
+    for path in paths:
+        with fs.open(path, "rb") as handle:
+            try:
+                tasks = json.loads(handle.read())
+            except json.JSONDecodeError as error:
+                raise ValueError(f"{path}: not valid JSON ({error})") from None
+        if not isinstance(tasks, list):
+            raise ValueError(f"{path}: expected a JSON list of tasks")
+        for t, task in enumerate(tasks):
+            where = f"{path} task {t}"
+            data = task.get("data") if isinstance(task, dict) else None
+            if not isinstance(data, dict) or "video_id" not in data or "frame_index" not in data:
+                raise ValueError(
+                    f"{where}: data needs video_id and frame_index (as `jobs export --format "
+                    "label-studio` writes them)"
+                )
+            video_id, frame = str(data["video_id"]), data["frame_index"]
+            if isinstance(frame, bool) or not isinstance(frame, int):
+                raise ValueError(f"{where}: frame_index must be a whole number, got {frame!r}")
+            export.add_frame(video_id, frame, where)
+            for r, result in enumerate(_reviewed_result(task)):
+                _read_result(result, f"{where} result {r}", video_id, frame, export)
+    return export
+
+
+def _read_result(result: dict, where: str, video_id: str, frame: int, export) -> None:
+    kind = result.get("type", "")
+    if not kind.endswith("labels"):
+        return  # choices, text areas ...: no region
+    value = result.get("value") or {}
+    if kind != "brushlabels" or value.get("format") != "rle":
+        raise ValueError(f"{where}: a {kind} region; only brush (RLE) regions are read")
+    height, width = result.get("original_height"), result.get("original_width")
+    try:
+        pixels = decode_brush_rle(value["rle"])
+        mask = pixels.reshape(height, width, 4)[:, :, 3] > 0
+    except (KeyError, TypeError, ValueError) as error:
+        raise ValueError(f"{where}: unreadable brush RLE ({error})") from None
+    region = str(result.get("id", ""))
+    object_id = None
+    if region.startswith("object-"):
+        object_id = parse_object_id(region.removeprefix("object-"), where)
+    export.add_mask(video_id, frame, object_id, f"region {region}", mask, where)

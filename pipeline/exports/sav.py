@@ -12,16 +12,24 @@ masks are automatic.
 
 from __future__ import annotations
 
+import json
+import posixpath
+
 import numpy as np
 
+from pipeline.exports.coco import segmentation_mask
 from pipeline.exports.destination import Destination, safe_name
 from pipeline.exports.options import ExportOptions
 from pipeline.exports.reader import RunReader, VideoRows, visible
+from pipeline.exports.reviewed import ReviewedExport, parse_object_id
 from pipeline.masks import encode_mask
+from pipeline.storage import url_to_fs
+
+SAV_SUFFIX = "_manual.json"
 
 
 def sav_file(video_id: str) -> str:
-    return f"{safe_name(video_id)}_manual.json"
+    return f"{safe_name(video_id)}{SAV_SUFFIX}"
 
 
 def sav_record(video: VideoRows) -> dict:
@@ -64,3 +72,39 @@ def export_sav(reader: RunReader, dest: Destination, options: ExportOptions) -> 
         dest.write_json(sav_file(video.video_id), sav_record(video))
         count += 1
     return count
+
+
+def read_sav_review(root: str, storage_options: dict | None = None) -> ReviewedExport:
+    """Every ``*_manual.json`` under ``root``: frame i of ``masklet`` is frame i of the
+    video (every frame annotated, as ``export_sav`` writes); ``masklet_id`` holds object
+    ids (one not in the run is a new object); an all-zero RLE is an absent object."""
+    fs, base = url_to_fs(root, storage_options)
+    if not fs.isdir(base):
+        raise FileNotFoundError(f"{root}: no such folder")
+    paths = sorted(p for p in fs.ls(base, detail=False) if p.endswith(SAV_SUFFIX))
+    if not paths:
+        raise FileNotFoundError(f"{root}: no SA-V files (*{SAV_SUFFIX})")
+    export = ReviewedExport(root)
+    for path in paths:
+        with fs.open(path, "rb") as handle:
+            try:
+                data = json.loads(handle.read())
+            except json.JSONDecodeError as error:
+                raise ValueError(f"{path}: not valid JSON ({error})") from None
+        video_id = str(data.get("video_id") or posixpath.basename(path)[: -len(SAV_SUFFIX)])
+        masklet = data.get("masklet")
+        ids = data.get("masklet_id")
+        if not isinstance(masklet, list) or not isinstance(ids, list):
+            raise ValueError(f"{path}: needs the lists masklet (frames x objects) and masklet_id")
+        height, width = data.get("video_height"), data.get("video_width")
+        object_ids = [parse_object_id(v, f"{path} masklet_id[{i}]") for i, v in enumerate(ids)]
+        for frame, objects in enumerate(masklet):
+            where = f"{path} masklet[{frame}]"
+            export.add_frame(video_id, frame, where)
+            if not isinstance(objects, list) or len(objects) != len(ids):
+                raise ValueError(f"{where}: expected {len(ids)} masks, one per masklet_id")
+            for column, (object_id, rle) in enumerate(zip(object_ids, objects)):
+                at = f"{where}[{column}]"
+                mask = segmentation_mask(rle, height, width, at)
+                export.add_mask(video_id, frame, object_id, f"masklet {ids[column]}", mask, at)
+    return export
