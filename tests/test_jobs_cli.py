@@ -267,7 +267,7 @@ def test_submit_runs_the_label_command_as_a_ray_job(ray_dashboard, clips, mini_a
         *args,
         "--address",
         ray_dashboard,
-        "--wait",
+        "--follow",
         "--python",
         sys.executable,
     ]
