@@ -12,9 +12,9 @@ import importlib
 # Each public name and the submodule it lives in. They are imported on first use (PEP 562), so
 # ``import sam2_core.hub`` or ``sam2_core.synthetic`` does not load torch and the model code.
 _EXPORTS = {
-    "OFFICIAL_MODELS": ".config",
+    "OFFICIAL_MODELS": ".config_tree",
     "CheckpointError": ".checkpoint",
-    "ConfigError": ".config",
+    "ConfigError": ".config_tree",
     "ModelConfig": ".config",
     "SAM1Model": ".sam1",
     "SAM2Model": ".modeling.sam2",
@@ -23,7 +23,7 @@ _EXPORTS = {
     "build_sam1": ".sam1",
     "build_sam1_meta": ".sam1",
     "load_checkpoint": ".checkpoint",
-    "official_config": ".config",
+    "official_config": ".config_tree",
     "resolve_config": ".build",
 }
 

@@ -16,7 +16,7 @@ import pytest
 from labeling_helpers import (
     assert_same_rows,
     make_clip,
-    mini_model,
+    mini_files,
     reference_table,
     sorted_masks,
     write_jsonl,
@@ -111,7 +111,7 @@ def _bad_manifest(folder: Path, dog: str, coffee: str, corrupt: str) -> Path:
 
 
 def _label_args(manifest, output, mini_a_dir, *extra) -> list[str]:
-    model, checkpoint = mini_model(mini_a_dir)
+    model, checkpoint = mini_files(mini_a_dir)
     return [
         "label",
         "--manifest",
