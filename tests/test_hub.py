@@ -128,9 +128,9 @@ def test_worker_refuses_a_local_checkpoint_replaced_after_the_driver_hashed_it(
 
     worker = _worker(model, str(path), digest, tmp_path, storage_options={"secret": SECRET})
     info = worker.ready()
-    assert info.get("error_type") == "CheckpointDigestError", info
-    assert info["transient"] is False
-    message = info["error"]
+    assert info.error and info.error.startswith("CheckpointDigestError: "), info
+    assert info.transient is False
+    message = info.error
     assert str(path) in message
     assert digest[:12] in message and hashlib.sha256(other_bytes).hexdigest()[:12] in message
     assert digest not in message, "digests are shown short"
@@ -142,7 +142,7 @@ def test_worker_refuses_a_local_checkpoint_replaced_after_the_driver_hashed_it(
 def test_worker_loads_a_local_checkpoint_whose_bytes_match(mini_files, tmp_path):
     model, real = mini_files
     worker = _worker(model, str(real), hashlib.sha256(real.read_bytes()).hexdigest(), tmp_path)
-    assert "error" not in worker.ready(), worker.ready()
+    assert worker.ready().error is None, worker.ready()
     assert _same_weights(worker.model, real)
 
 
@@ -158,14 +158,14 @@ def test_worker_fetches_again_over_a_planted_cache_copy(mini_files, other_bytes,
     planted.write_bytes(other_bytes)
 
     worker = _worker(model, uri, digest, tmp_path)
-    assert "error" not in worker.ready(), worker.ready()
+    assert worker.ready().error is None, worker.ready()
     assert _same_weights(worker.model, real), "the planted weights were loaded"
     assert planted.read_bytes() == real.read_bytes()
 
     # The next worker on the node reads the (now good) cached copy, not the source.
     fsspec.filesystem("memory").rm(uri)
     again = _worker(model, uri, digest, tmp_path)
-    assert "error" not in again.ready(), again.ready()
+    assert again.ready().error is None, again.ready()
     assert _same_weights(again.model, real)
 
 
@@ -178,8 +178,8 @@ def test_worker_refuses_a_url_changed_after_the_driver_hashed_it(
     fsspec.filesystem("memory").pipe(uri, other_bytes)
 
     info = _worker(model, uri, digest, tmp_path).ready()
-    assert info.get("error_type") == "CheckpointDigestError", info
-    assert uri in info["error"] and digest[:12] in info["error"]
+    assert info.error and info.error.startswith("CheckpointDigestError: "), info
+    assert uri in info.error and digest[:12] in info.error
     assert not list((tmp_path / "cache").rglob("*.pt")), "a mismatching copy must not be cached"
 
 
@@ -255,6 +255,6 @@ def test_worker_and_cli_share_the_cache_for_official_names(mirror, mini_files, t
             model_name="mini",
         )
     )
-    assert "error" not in worker.ready(), worker.ready()
+    assert worker.ready().error is None, worker.ready()
     assert len(gets) == 1, "the worker used the copy fetch-checkpoint put in the cache"
     assert _same_weights(worker.model, mini_files[1])
