@@ -27,20 +27,28 @@ COMMANDS = {
 }
 
 
-def build_parser() -> tuple[argparse.ArgumentParser, dict[str, Callable[[argparse.Namespace], int]]]:
-    """The full command-line parser and each command's runner."""
+def _command_module(name: str):
+    """The module implementing command ``name`` (imported on demand: a command's heavy imports,
+    torch or Ray, happen only when that command runs or prints its own help)."""
+    return importlib.import_module("jobs." + name.replace("-", "_"))
+
+
+def build_parser(
+    only: str | None = None,
+) -> tuple[argparse.ArgumentParser, dict[str, Callable[[argparse.Namespace], int]]]:
+    """The command-line parser and each command's runner.
+
+    Every command is listed (with its one-line help); the options and runner of a command are
+    loaded for all commands, or with ``only``, for that command alone (none for ``only=""``).
+    """
     parser = argparse.ArgumentParser(prog="python -m jobs")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     runners = {}
     for name, help_text in COMMANDS.items():
-        module_name = "jobs." + name.replace("-", "_")
-        try:
-            module = importlib.import_module(module_name)
-        except ModuleNotFoundError as err:
-            if err.name != module_name:
-                raise
-            continue
         p = sub.add_parser(name, help=help_text, description=help_text)
+        if only is not None and name != only:
+            continue
+        module = _command_module(name)
         module.add_arguments(p)
         runners[name] = module.run
     return parser, runners
@@ -48,10 +56,12 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, Callable[[argpars
 
 def main(argv: list[str] | None = None) -> int:
     """Run one command; a run that cannot proceed at all ends with one line and exit 1."""
+    argv = sys.argv[1:] if argv is None else list(argv)
+    # The top-level parser has no options of its own besides --help, so the command comes first.
+    parser, runners = build_parser(only=argv[0] if argv and argv[0] in COMMANDS else "")
+    args = parser.parse_args(argv)
     from pipeline.errors import RunFatalError
 
-    parser, runners = build_parser()
-    args = parser.parse_args(argv)
     try:
         return int(runners[args.command](args))
     except RunFatalError as err:

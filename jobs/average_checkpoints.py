@@ -12,18 +12,6 @@ import json
 import sys
 from pathlib import Path
 
-import torch
-
-from sam2_core.checkpoint import CheckpointError, load_state_dict_strict, read_state_dict
-from sam2_core.hub import read_bytes, sha256_bytes
-from sam2_core.training import (
-    CONFIG_FILE,
-    MODEL_FILE,
-    average_state_dicts,
-    build_for_training,
-    load_tree,
-)
-
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("checkpoints", nargs="+", help="checkpoints to average (official format), at least two")
@@ -37,12 +25,26 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def config_beside(checkpoint: str) -> Path:
     """The training run's config.json for RUN/model.pt or RUN/checkpoints/step_N.pt."""
+    from sam2_core.training import CONFIG_FILE
+
     path = Path(checkpoint).resolve()
     run = path.parent.parent if path.parent.name == "checkpoints" else path.parent
     return run / CONFIG_FILE
 
 
 def run(args: argparse.Namespace) -> int:
+    import torch
+
+    from sam2_core.checkpoint import CheckpointError, load_state_dict_strict, read_state_dict
+    from sam2_core.hub import read_bytes, sha256_bytes
+    from sam2_core.training import (
+        CONFIG_FILE,
+        MODEL_FILE,
+        average_state_dicts,
+        build_for_training,
+        load_tree,
+    )
+
     try:
         if len(args.checkpoints) < 2:
             raise ValueError("give at least two checkpoints to average")

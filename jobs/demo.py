@@ -13,6 +13,7 @@ import os
 import time
 
 from jobs.argtypes import non_negative_int, positive_int
+from jobs.label import add_option
 
 DEFAULT_OUTPUT = "out/demo"
 
@@ -21,9 +22,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--output", default=DEFAULT_OUTPUT, help=f"folder or URI for everything the demo writes (default {DEFAULT_OUTPUT})")
     parser.add_argument("--videos", type=positive_int, default=4, help="number of sample videos (default 4)")
     parser.add_argument("--first-seed", type=non_negative_int, default=0, help="seed of the first sample video (default 0: held-out seeds)")
-    parser.add_argument("--workers", type=positive_int, default=2, help="Ray workers (default 2)")
-    parser.add_argument("--num-cpus", type=positive_int, default=None, help="CPUs for the local Ray (default: all)")
-    parser.add_argument("--storage-options", default=None, help="JSON fsspec options when --output is remote")
+    add_option(parser, "--workers", default=2, help="Ray workers (default 2)")
+    add_option(parser, "--num-cpus")
+    add_option(parser, "--storage-options", help="JSON object of fsspec storage options when --output is remote")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -40,7 +41,7 @@ def run(args: argparse.Namespace) -> int:
     if args.videos < 1:
         print("demo: --videos must be at least 1")
         return 1
-    storage = json.loads(args.storage_options) if args.storage_options else None
+    storage = args.storage_options
     root = args.output.rstrip("/")
     if "://" not in root:
         root = os.path.abspath(root)

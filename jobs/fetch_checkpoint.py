@@ -1,6 +1,6 @@
 """``python -m jobs fetch-checkpoint NAME``: download an official checkpoint and verify its SHA-256.
 
-The file is streamed from Meta's published URL (the table in ``sam2_core.hub``)
+The file is streamed from Meta's published URL (the table in ``sam2_core.official``)
 to a temporary file while it is hashed; only a file whose SHA-256 matches the
 table is written to ``--dest`` (a local path or any fsspec URL, e.g.
 ``s3://bucket/ckpts/``; default: the checkpoint cache, ``$SAM2_LABELER_CACHE``

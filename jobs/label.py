@@ -24,7 +24,8 @@ from pipeline.storage import (
 
 EXIT_INTERRUPTED = 130  # as a shell reports a process stopped by Ctrl-C (128 + SIGINT)
 
-# (flag, argparse keyword arguments); jobs.submit rebuilds the command line from this table.
+# (flag, argparse keyword arguments): the one declaration of each option. jobs.submit takes them
+# all and rebuilds the label command line from this table; jobs.demo takes a few (add_option).
 OPTIONS: list[tuple[str, dict]] = [
     (
         "--manifest",
@@ -167,6 +168,13 @@ OPTIONS: list[tuple[str, dict]] = [
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     for flag, kwargs in OPTIONS:
         parser.add_argument(flag, **kwargs)
+
+
+def add_option(parser: argparse.ArgumentParser, flag: str, **changes) -> None:
+    """Add the label option ``flag`` to another command's parser, with ``changes`` (e.g. its
+    own default and help) applied, so its type and checks stay those declared here."""
+    (kwargs,) = [kwargs for name, kwargs in OPTIONS if name == flag]
+    parser.add_argument(flag, **{**kwargs, **changes})
 
 
 def command_line(args: argparse.Namespace) -> list[str]:

@@ -11,7 +11,6 @@ import argparse
 import sys
 
 from jobs.argtypes import int_in, json_object, non_negative_int, positive_int
-from pipeline.synthetic_io import write_synthetic_dataset
 from sam2_core.synthetic import SyntheticConfig
 
 
@@ -75,6 +74,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from pipeline.synthetic_io import write_synthetic_dataset
+
     if args.first_seed < 0:
         print(f"make-synthetic: --first-seed must be >= 0, got {args.first_seed}", file=sys.stderr)
         return 1

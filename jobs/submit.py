@@ -3,18 +3,20 @@
 Takes the same arguments as ``jobs label`` plus the cluster's dashboard
 address. The job's working directory is this project (uploaded by Ray); its
 entrypoint is the equivalent ``python -m jobs label ...``. Prints the job id
-and how to follow it; with --wait, streams its logs and exits with the
-label run's own exit status.
+and how to follow it; with --follow, streams its log (each line once, as the
+job writes it) and exits with the label run's own exit status.
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import os
 import shlex
 import sys
 import time
 from pathlib import Path
+from typing import TextIO
 
 from jobs import label
 
@@ -41,9 +43,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="the Ray cluster's dashboard (Jobs API) address (default: $RAY_ADDRESS or http://127.0.0.1:8265)",
     )
     parser.add_argument(
+        "--follow",
         "--wait",
         action="store_true",
-        help="follow the job's logs until it ends; exit with its status",
+        help="stream the job's log until it ends; exit with its status (--wait: the same)",
     )
     parser.add_argument(
         "--python", default="python", help="python executable on the cluster (default: python)"
@@ -96,27 +99,39 @@ def run(args: argparse.Namespace) -> int:
     print(f"  entrypoint: {command}")
     print(f"  follow logs: ray job logs --address {args.address} --follow {job_id}")
     print(f"  status:      ray job status --address {args.address} {job_id}")
-    if not args.wait:
+    if not args.follow:
         return 0
     return follow(client, job_id)
 
 
-def follow(client, job_id: str, poll_s: float = 1.0) -> int:
-    """Print the job's log as it grows until the job ends; its label exit status (1 if unknown)."""
+def follow(client, job_id: str, out: TextIO | None = None, poll_s: float = 1.0) -> int:
+    """Print the job's log as it is written until the job ends; its label exit status (1 if unknown).
+
+    The log comes through Ray's log tail (``tail_job_logs``: each chunk once, pushed by the
+    dashboard), never by downloading the whole log again. Should that stream break off, the
+    job goes on: this says so and waits for the job's end by its status alone.
+    """
     from ray.job_submission import JobStatus
 
-    shown = 0
-    while True:
-        info = client.get_job_info(job_id)
-        logs = client.get_job_logs(job_id)
-        if len(logs) > shown:
-            sys.stdout.write(logs[shown:])
-            sys.stdout.flush()
-            shown = len(logs)
-        if info.status in (JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.STOPPED):
-            break
+    out = out or sys.stdout
+
+    async def tail() -> None:
+        async for chunk in client.tail_job_logs(job_id):
+            out.write(chunk)
+            out.flush()
+
+    try:
+        asyncio.run(tail())
+    except Exception as err:
+        print(
+            f"the log stream of job {job_id} broke off ({type(err).__name__}: {err}); waiting for "
+            f"the job to end (its whole log: ray job logs {job_id})",
+            file=sys.stderr,
+        )
+    # The stream closes when the job ends; its status can trail that by a moment.
+    while not (info := client.get_job_info(job_id)).status.is_terminal():
         time.sleep(poll_s)
-    print(f"job {job_id} {info.status.value}")
+    print(f"job {job_id} {info.status.value}", file=out)
     if info.status == JobStatus.SUCCEEDED:
         return 0
     code = getattr(info, "driver_exit_code", None)

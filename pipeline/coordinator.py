@@ -33,7 +33,7 @@ from pipeline.retry import RetryPolicy
 from pipeline.scheduler import Limits, Scheduler, default_queue_depth
 from pipeline.sink import OutputStore
 from pipeline.storage import has_protocol
-from pipeline.video import video_identities
+from pipeline.video_identity import video_identities
 from pipeline.worker import LabelWorker, WorkerConfig
 from sam2_core import hub
 

@@ -21,15 +21,14 @@ manifest with no entries at all raises :class:`EmptyManifestError`.
 Coordinates must be finite and within float32 range here; whether a
 prompt's frame and coordinates lie inside the video is only known after
 decoding, so the worker checks that with :func:`fit_prompt_to_frame`.
-File syntax (lines, documents, rows) is read by :mod:`pipeline.manifest_parse`.
+File syntax (lines, documents, rows) is read by :mod:`pipeline.manifest_parse`, single
+field values are checked by :mod:`pipeline.manifest_fields`.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import hashlib
-import json
-import math
 import posixpath
 import re
 from collections.abc import Iterable
@@ -39,6 +38,16 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from pipeline.manifest_fields import (
+    bad_text,
+    check_box,
+    check_labels,
+    check_mask,
+    check_points,
+    is_int,
+    json_type,
+    short,
+)
 from pipeline.manifest_parse import (
     NO_VALUE,
     Entry,
@@ -49,7 +58,6 @@ from pipeline.manifest_parse import (
     parquet_rows,
 )
 from pipeline.manifest_parse import Invalid as _Invalid
-from pipeline.masks import validate_rle
 from pipeline.storage import has_protocol, url_to_fs
 
 
@@ -104,9 +112,7 @@ JSONL_SUFFIXES = (".jsonl", ".ndjson", ".json")
 PARQUET_SUFFIXES = (".parquet", ".pq")
 CSV_SUFFIXES = (".csv",)
 MAX_ID = 2**63 - 1
-FLOAT32_MAX = 3.4028234663852886e38  # coordinates go to the model as float32
 _ID_UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
-_CONTROL = re.compile(r"[\x00-\x1f]")
 
 
 class EmptyManifestError(ValueError):
@@ -251,7 +257,7 @@ def _validate_video(
             None,
             None,
             None,
-            [_Invalid("line", f"expected a JSON object, got {_json_type(value)}")],
+            [_Invalid("line", f"expected a JSON object, got {json_type(value)}")],
         )
     for key in value:
         if key not in VIDEO_FIELDS:
@@ -259,10 +265,10 @@ def _validate_video(
 
     video = value.get("video")
     if not isinstance(video, str) or not video.strip():
-        problems.append(_Invalid("video", f"must be a non-empty path or URL, got {_short(video)}"))
+        problems.append(_Invalid("video", f"must be a non-empty path or URL, got {short(video)}"))
         video = None
-    elif _bad_text(video):
-        problems.append(_Invalid("video", f"{_bad_text(video)}: {video!r:.80}"))
+    elif bad_text(video):
+        problems.append(_Invalid("video", f"{bad_text(video)}: {video!r:.80}"))
         video = None
     else:
         video = _resolve_video(video.strip(), base)
@@ -278,15 +284,15 @@ def _validate_video(
             )
         )
         video_id = None
-    elif _bad_text(video_id):
-        problems.append(_Invalid("video_id", f"{_bad_text(video_id)}: {video_id!r:.80}"))
+    elif bad_text(video_id):
+        problems.append(_Invalid("video_id", f"{bad_text(video_id)}: {video_id!r:.80}"))
         video_id = None
 
     objects = value.get("objects")
     specs: list[ObjectSpec] = []
     if not isinstance(objects, list) or not objects:
         if not entry.problems:  # a table video whose only rows were unusable has no objects left
-            problems.append(_Invalid("objects", f"must be a non-empty list, got {_short(objects)}"))
+            problems.append(_Invalid("objects", f"must be a non-empty list, got {short(objects)}"))
     else:
         seen_objects: set[int] = set()
         for index, obj in enumerate(objects):
@@ -315,7 +321,7 @@ def _validate_object(
     obj: Any, where: str, object_index: int, entry: Entry
 ) -> tuple[ObjectSpec | None, list[_Invalid]]:
     if not isinstance(obj, dict):
-        return None, [_Invalid(where, f"must be an object, got {_short(obj)}")]
+        return None, [_Invalid(where, f"must be an object, got {short(obj)}")]
     problems: list[_Invalid] = []
     for key in obj:
         if key not in OBJECT_FIELDS:
@@ -323,11 +329,11 @@ def _validate_object(
                 _Invalid(f"{where}.{key}", f"unknown field (allowed: {', '.join(OBJECT_FIELDS)})")
             )
     object_id = obj.get("object_id")
-    if not _is_int(object_id) or not 0 <= object_id <= MAX_ID:
+    if not is_int(object_id) or not 0 <= object_id <= MAX_ID:
         problems.append(
             _Invalid(
                 f"{where}.object_id",
-                f"must be a non-negative integer, got {_short(object_id)}",
+                f"must be a non-negative integer, got {short(object_id)}",
                 location=(entry.locations or {}).get((object_index, 0)),
             )
         )
@@ -336,7 +342,7 @@ def _validate_object(
     parsed: list[Prompt] = []
     if not isinstance(prompts, list) or not prompts:
         problems.append(
-            _Invalid(f"{where}.prompts", f"must be a non-empty list, got {_short(prompts)}")
+            _Invalid(f"{where}.prompts", f"must be a non-empty list, got {short(prompts)}")
         )
     else:
         frames: dict[int, int] = {}
@@ -367,15 +373,15 @@ def _validate_object(
 
 def _validate_prompt(raw: Any, where: str) -> Prompt:
     if not isinstance(raw, dict):
-        raise _Invalid(where, f"must be an object, got {_short(raw)}")
+        raise _Invalid(where, f"must be an object, got {short(raw)}")
     for key in raw:
         if key not in PROMPT_FIELDS:
             raise _Invalid(f"{where}.{key}", f"unknown field (allowed: {', '.join(PROMPT_FIELDS)})")
     frame = raw.get("frame")
     if frame is None:
         raise _Invalid(f"{where}.frame", "missing")
-    if not _is_int(frame) or not 0 <= frame <= MAX_ID:
-        raise _Invalid(f"{where}.frame", f"must be a non-negative integer, got {_short(frame)}")
+    if not is_int(frame) or not 0 <= frame <= MAX_ID:
+        raise _Invalid(f"{where}.frame", f"must be a non-negative integer, got {short(frame)}")
 
     points = labels = box = mask = None
     has_points = raw.get("points") is not None
@@ -384,119 +390,19 @@ def _validate_prompt(raw: Any, where: str) -> Prompt:
         missing, given = ("labels", "points") if has_points else ("points", "labels")
         raise _Invalid(f"{where}.{missing}", f"missing: {given} given without {missing}")
     if has_points:
-        points = _points(raw["points"], f"{where}.points")
-        labels = _labels(raw["labels"], f"{where}.labels", len(points))
+        points = check_points(raw["points"], f"{where}.points")
+        labels = check_labels(raw["labels"], f"{where}.labels", len(points))
     if raw.get("box") is not None:
-        box = _box(raw["box"], f"{where}.box")
+        box = check_box(raw["box"], f"{where}.box")
     if raw.get("mask") is not None:
         if box is not None or points is not None:
             raise _Invalid(
                 f"{where}.mask", "a mask prompt stands alone: give it without points or box"
             )
-        mask = _mask(raw["mask"], f"{where}.mask")
+        mask = check_mask(raw["mask"], f"{where}.mask")
     if points is None and box is None and mask is None:
         raise _Invalid(where, "needs points (with labels), a box, or a mask")
     return Prompt(frame=frame, points=points, labels=labels, box=box, mask_rle=mask)
-
-
-def _points(value: Any, where: str) -> tuple[tuple[float, float], ...]:
-    if not isinstance(value, list) or not value:
-        raise _Invalid(where, f"must be a non-empty list of [x, y] pairs, got {_short(value)}")
-    points = []
-    for index, pair in enumerate(value):
-        if not isinstance(pair, list) or len(pair) != 2 or not all(_is_number(v) for v in pair):
-            raise _Invalid(
-                f"{where}[{index}]",
-                f"must be [x, y] with two finite numbers within float32 range, got {_short(pair)}",
-            )
-        points.append((float(pair[0]), float(pair[1])))
-    return tuple(points)
-
-
-def _labels(value: Any, where: str, count: int) -> tuple[int, ...]:
-    if not isinstance(value, list):
-        raise _Invalid(where, f"must be a list of 0/1 labels, got {_short(value)}")
-    if len(value) != count:
-        raise _Invalid(where, f"has {len(value)} labels for {count} points")
-    for index, label in enumerate(value):
-        if not _is_int(label) or label not in (0, 1):
-            raise _Invalid(
-                f"{where}[{index}]",
-                f"must be 1 (foreground) or 0 (background), got {_short(label)}",
-            )
-    return tuple(int(label) for label in value)
-
-
-def _box(value: Any, where: str) -> tuple[float, float, float, float]:
-    if not isinstance(value, list) or len(value) != 4 or not all(_is_number(v) for v in value):
-        raise _Invalid(
-            where,
-            "must be [x1, y1, x2, y2] with four finite numbers within float32 range, "
-            f"got {_short(value)}",
-        )
-    x1, y1, x2, y2 = (float(v) for v in value)
-    if x2 <= x1 or y2 <= y1:
-        raise _Invalid(where, f"needs x2 > x1 and y2 > y1, got {value}")
-    return (x1, y1, x2, y2)
-
-
-def _mask(value: Any, where: str) -> dict:
-    if not isinstance(value, dict) or set(value) != {"size", "counts"}:
-        raise _Invalid(
-            where, f'must be {{"size": [h, w], "counts": "<COCO RLE>"}}, got {_short(value)}'
-        )
-    size = value["size"]
-    if not isinstance(size, list) or len(size) != 2 or not all(_is_int(v) and v > 0 for v in size):
-        raise _Invalid(
-            f"{where}.size", f"must be [height, width] with positive integers, got {_short(size)}"
-        )
-    counts = value["counts"]
-    if not isinstance(counts, str):
-        raise _Invalid(
-            f"{where}.counts",
-            "must be COCO compressed RLE text (uncompressed lists are not accepted)",
-        )
-    try:
-        validate_rle(counts, size[0], size[1])
-    except ValueError as error:
-        raise _Invalid(f"{where}.counts", str(error)) from None
-    return {"size": [int(size[0]), int(size[1])], "counts": counts}
-
-
-def _is_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _is_number(value: Any) -> bool:
-    """A finite int/float that float32 holds (|v| <= 3.4e38); huge ints are compared, not converted."""
-    if not isinstance(value, (int, float)) or isinstance(value, bool):
-        return False
-    if isinstance(value, float) and not math.isfinite(value):
-        return False
-    return abs(value) <= FLOAT32_MAX
-
-
-def _json_type(value: Any) -> str:
-    if value is None or isinstance(value, bool):
-        return json.dumps(value)
-    names = {dict: "an object", list: "an array", str: "a string", int: "a number"}
-    return next((name for kind, name in names.items() if isinstance(value, kind)), "a number")
-
-
-def _bad_text(text: str) -> str | None:
-    """Why a path or id string cannot be used (control characters, not encodable as UTF-8), or None."""
-    if _CONTROL.search(text):
-        return "contains control characters"
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        return "is not valid Unicode text (a lone surrogate escape such as \\ud800)"
-    return None
-
-
-def _short(value: Any, limit: int = 80) -> str:
-    text = json.dumps(value, default=str) if not isinstance(value, str) else repr(value)
-    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 # ---------------------------------------------------------------- against the video

@@ -3,7 +3,7 @@
 A unit is one video with all of its objects, or a group of at most
 ``max_objects_per_unit`` of them. Its ``unit_id`` hashes everything that
 decides its output -- the video URI and id, the video's identity (size plus
-ETag, version or modification time: ``pipeline.video.video_identities``,
+ETag, version or modification time: ``pipeline.video_identity.video_identities``,
 gathered once on the driver while planning), the object ids and their
 prompts, the model and the checkpoint digest -- so the same inputs always give
 the same id. That is what makes retries and resumed runs safe: a unit already
@@ -34,7 +34,7 @@ class Unit:
     unit_id: str
     job: VideoJob
     object_ids: tuple[int, ...]
-    video_identity: str = ""  # the video's identity when planned (pipeline.video.video_identities)
+    video_identity: str = ""  # the video's identity when planned (pipeline.video_identity.video_identities)
 
     @property
     def video_id(self) -> str:
@@ -93,7 +93,7 @@ def plan_units(
 
     Objects are grouped in manifest order, at most ``max_objects_per_unit`` per
     unit (None or 0: all of a video's objects in one unit). ``identities`` maps
-    every job's video URI to its identity (``pipeline.video.video_identities``).
+    every job's video URI to its identity (``pipeline.video_identity.video_identities``).
     """
     if max_objects_per_unit is not None and max_objects_per_unit < 0:
         raise ValueError(f"max_objects_per_unit must be >= 1, got {max_objects_per_unit}")

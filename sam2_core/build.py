@@ -5,10 +5,10 @@ from __future__ import annotations
 import torch
 
 from .checkpoint import load_checkpoint
-from .config import (
+from .config import ModelConfig
+from .config_tree import (
     OFFICIAL_CONFIG_FILES,
     ConfigError,
-    ModelConfig,
     config_from_document,
     official_config,
     parse_config_text,

@@ -345,7 +345,7 @@ def compare(case_dir: str | Path, out_dir: str | Path) -> list[CaseResult]:
 def model_keys(name: str) -> dict:
     """``{"config", "num_parameters", "tensors"}`` of an official model, built on the meta device."""
     from .build import build_meta
-    from .config import OFFICIAL_CONFIG_FILES
+    from .config_tree import OFFICIAL_CONFIG_FILES
 
     if name not in OFFICIAL_CONFIG_FILES:
         raise ValueError(f"unknown model {name!r}; official names: {', '.join(sorted(OFFICIAL_CONFIG_FILES))}")

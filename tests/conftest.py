@@ -1,5 +1,5 @@
-"""Shared fixtures: paths to ../shared data (missing shared data fails loudly), a local Ray,
-one torch thread."""
+"""Shared fixtures: paths to ../shared data (missing shared data fails loudly), the mini model,
+a local Ray, one torch thread."""
 
 from __future__ import annotations
 
@@ -44,6 +44,16 @@ def mini_a_dir() -> Path:
 @pytest.fixture(scope="session")
 def videos_dir() -> Path:
     return _require(SHARED / "videos")
+
+
+@pytest.fixture(scope="module")
+def mini(mini_a_dir: Path):
+    """The mini model (../shared/sam2_reference/mini_a: config and checkpoint), built once per
+    test module. Its files, for commands and workers: ``labeling_helpers.mini_files``."""
+    from sam2_core import build_model
+
+    torch.manual_seed(0)
+    return build_model(str(mini_a_dir / "config.json"), checkpoint=str(mini_a_dir / "checkpoint.pt"))
 
 
 @pytest.fixture(scope="module")

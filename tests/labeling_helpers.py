@@ -106,12 +106,13 @@ def make_clips(videos_dir: Path, folder: Path, frames: int = 24) -> dict[str, st
     }
 
 
-def mini_model(mini_a_dir: Path) -> tuple[str, str]:
+def mini_files(mini_a_dir: Path) -> tuple[str, str]:
+    """The mini model's config and checkpoint paths (the `mini` fixture is the model built)."""
     return str(mini_a_dir / "config.json"), str(mini_a_dir / "checkpoint.pt")
 
 
 def run_config(manifest, output, mini_a_dir: Path, **overrides) -> RunConfig:
-    model, checkpoint = mini_model(mini_a_dir)
+    model, checkpoint = mini_files(mini_a_dir)
     settings = dict(
         manifest=str(manifest),
         output=str(output),
@@ -137,7 +138,7 @@ def reference_table(mini_a_dir: Path, manifest, storage_options=None) -> pa.Tabl
     from sam2_core import build_model
     from sam2_core.hub import sha256_file
 
-    model_arg, checkpoint = mini_model(mini_a_dir)
+    model_arg, checkpoint = mini_files(mini_a_dir)
     jobs, _ = read_manifest(str(manifest), storage_options=storage_options)
     label, _ = describe_model(model_arg)
     name = f"{label}@{sha256_file(checkpoint)[:12]}"

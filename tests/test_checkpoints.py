@@ -21,7 +21,7 @@ from sam2_core import (
     load_checkpoint,
     resolve_config,
 )
-from sam2_core.config import OFFICIAL_CONFIG_FILES
+from sam2_core.config_tree import OFFICIAL_CONFIG_FILES
 from sam2_core.modeling.sam2 import SAM2Model
 
 REPO = Path(__file__).resolve().parents[1]
@@ -185,19 +185,14 @@ def _assert_same_weights(model, reference) -> None:
         assert torch.equal(v, ref[k]), k
 
 
-@pytest.fixture(scope="module")
-def mini_model(mini_config, mini_checkpoint: Path):
-    return build_model(mini_config, str(mini_checkpoint))
-
-
-def test_checkpoint_from_memory_url(mini_config, mini_checkpoint: Path, mini_model) -> None:
+def test_checkpoint_from_memory_url(mini_config, mini_checkpoint: Path, mini) -> None:
     url = "memory://sam2-ckpt-test/mini_a/checkpoint.pt"
     fs = fsspec.filesystem("memory")
     fs.pipe(url, mini_checkpoint.read_bytes())
     try:
         model = build_model(mini_config)
         load_checkpoint(model, url)
-        _assert_same_weights(model, mini_model)
+        _assert_same_weights(model, mini)
         with pytest.raises(FileNotFoundError, match="memory://nope/x.pt"):
             load_checkpoint(build_model(mini_config), "memory://nope/x.pt")
     finally:
@@ -212,10 +207,10 @@ def s3():
         yield server
 
 
-def test_checkpoint_from_s3(s3, mini_config, mini_checkpoint: Path, mini_model) -> None:
+def test_checkpoint_from_s3(s3, mini_config, mini_checkpoint: Path, mini) -> None:
     s3.filesystem().put(str(mini_checkpoint), "sam2-ckpts/mini_a/checkpoint.pt")
     model = build_model(mini_config, "s3://sam2-ckpts/mini_a/checkpoint.pt", storage_options=s3.storage_options)
-    _assert_same_weights(model, mini_model)
+    _assert_same_weights(model, mini)
 
 
 def test_missing_s3_checkpoint(s3, mini_config) -> None:

@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 
 import pytest
-from labeling_helpers import make_clip, mini_model, write_jsonl
+from labeling_helpers import make_clip, mini_files, write_jsonl
 
 from jobs.__main__ import main
 from pipeline.sink import COMMITS_DIR, read_masks
@@ -174,7 +174,7 @@ def test_url_whose_filesystem_package_is_missing_is_one_line(tmp_path):
 def test_text_file_as_checkpoint_is_named_and_never_advises_unsafe_loading(
     tmp_path, clip, mini_a_dir
 ):
-    model, _ = mini_model(mini_a_dir)
+    model, _ = mini_files(mini_a_dir)
     notes = tmp_path / "notes.pt"
     notes.write_text("these are my notes, not weights\n")
     manifest = write_jsonl(
@@ -190,7 +190,7 @@ def test_text_file_as_checkpoint_is_named_and_never_advises_unsafe_loading(
 
 
 def test_ctrl_c_writes_the_summary_and_exits_130_quietly(tmp_path, clip, mini_a_dir):
-    model, checkpoint = mini_model(mini_a_dir)
+    model, checkpoint = mini_files(mini_a_dir)
     entries = [
         {
             "video": str(clip),
@@ -269,7 +269,7 @@ def test_relative_paths_with_ray_address_all_land_under_the_drivers_folder(
     cluster_elsewhere, tmp_path, clip, mini_a_dir
 ):
     address, cluster_cwd = cluster_elsewhere
-    model, checkpoint = mini_model(mini_a_dir)
+    model, checkpoint = mini_files(mini_a_dir)
     work = tmp_path / "work"
     (work / "data" / "clips").mkdir(parents=True)
     (work / "weights").mkdir()

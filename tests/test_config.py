@@ -11,9 +11,9 @@ import fsspec
 import pytest
 import yaml
 
-import sam2_core.config as config_module
+import sam2_core.config_tree as config_module
 from sam2_core import ConfigError, ModelConfig, official_config, resolve_config
-from sam2_core.config import OFFICIAL_CONFIG_FILES, official_tree
+from sam2_core.config_tree import OFFICIAL_CONFIG_FILES, official_tree
 
 # Hydra class paths of the official configs, node by node (the reader must ignore them).
 _TARGETS = {

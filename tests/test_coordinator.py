@@ -17,7 +17,7 @@ from labeling_helpers import (
     assert_same_rows,
     demo_entries,
     make_clips,
-    mini_model,
+    mini_files,
     reference_table,
     run_config,
     sorted_masks,
@@ -66,7 +66,7 @@ def test_run_killed_half_way_resumes_without_redoing_committed_units(
 ):
     _, manifest = inputs
     out = tmp_path / "out"
-    model, checkpoint = mini_model(mini_a_dir)
+    model, checkpoint = mini_files(mini_a_dir)
     address = ray_local.get_runtime_context().gcs_address
     command = [
         sys.executable,

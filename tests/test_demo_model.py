@@ -15,7 +15,7 @@ import torch
 
 from jobs.train import synthetic_jf
 from sam2_core.checkpoint import read_state_dict
-from sam2_core.config import config_from_document
+from sam2_core.config_tree import config_from_document
 from sam2_core.demo_model import (
     DEMO_CHECKPOINT_PATH,
     DEMO_CONFIG_PATH,

@@ -84,7 +84,7 @@ def _leftovers(folder: Path) -> list[str]:
 
 
 def test_table_lists_the_eight_official_checkpoints_with_meta_urls_and_configs():
-    from sam2_core.config import OFFICIAL_CONFIG_FILES
+    from sam2_core.config_tree import OFFICIAL_CONFIG_FILES
 
     names = set(oc.OFFICIAL_CHECKPOINTS)
     assert names == set(OFFICIAL_CONFIG_FILES) and len(names) == 8

@@ -27,16 +27,16 @@ SECRET = "s3cr3t-never-shown"
 
 
 @pytest.fixture(scope="module")
-def mini(mini_a_dir: Path) -> tuple[str, Path]:
+def mini_files(mini_a_dir: Path) -> tuple[str, Path]:
     return str(mini_a_dir / "config.json"), mini_a_dir / "checkpoint.pt"
 
 
 @pytest.fixture(scope="module")
-def other_bytes(mini, tmp_path_factory) -> bytes:
+def other_bytes(mini_files, tmp_path_factory) -> bytes:
     """A valid checkpoint of the mini model with other (random) weights."""
     torch.manual_seed(1)
     path = tmp_path_factory.mktemp("other") / "other.pt"
-    torch.save({"model": SAM2Model(resolve_config(mini[0])).state_dict()}, path)
+    torch.save({"model": SAM2Model(resolve_config(mini_files[0])).state_dict()}, path)
     return path.read_bytes()
 
 
@@ -99,7 +99,7 @@ def test_cache_folder_honours_one_variable(tmp_path, monkeypatch):
 
 
 def test_official_names_are_written_once():
-    from sam2_core.config import OFFICIAL_CONFIG_FILES, OFFICIAL_MODELS, official_tree
+    from sam2_core.config_tree import OFFICIAL_CONFIG_FILES, OFFICIAL_MODELS, official_tree
 
     assert set(OFFICIAL_MODELS) == set(hub.OFFICIAL_CHECKPOINTS)
     for name, entry in hub.OFFICIAL_CHECKPOINTS.items():
@@ -118,9 +118,9 @@ def test_official_names_are_written_once():
 
 
 def test_worker_refuses_a_local_checkpoint_replaced_after_the_driver_hashed_it(
-    mini, other_bytes, tmp_path
+    mini_files, other_bytes, tmp_path
 ):
-    model, real = mini
+    model, real = mini_files
     path = tmp_path / "model.pt"
     path.write_bytes(real.read_bytes())
     digest = hashlib.sha256(path.read_bytes()).hexdigest()  # what the driver plans with
@@ -128,7 +128,7 @@ def test_worker_refuses_a_local_checkpoint_replaced_after_the_driver_hashed_it(
 
     worker = _worker(model, str(path), digest, tmp_path, storage_options={"secret": SECRET})
     info = worker.ready()
-    assert info.error.startswith("CheckpointDigestError"), info
+    assert info.error and info.error.startswith("CheckpointDigestError: "), info
     assert info.transient is False
     message = info.error
     assert str(path) in message
@@ -139,17 +139,17 @@ def test_worker_refuses_a_local_checkpoint_replaced_after_the_driver_hashed_it(
         worker.run(None)
 
 
-def test_worker_loads_a_local_checkpoint_whose_bytes_match(mini, tmp_path):
-    model, real = mini
+def test_worker_loads_a_local_checkpoint_whose_bytes_match(mini_files, tmp_path):
+    model, real = mini_files
     worker = _worker(model, str(real), hashlib.sha256(real.read_bytes()).hexdigest(), tmp_path)
     assert worker.ready().error is None, worker.ready()
     assert _same_weights(worker.model, real)
 
 
-def test_worker_fetches_again_over_a_planted_cache_copy(mini, other_bytes, tmp_path, memory_dir):
+def test_worker_fetches_again_over_a_planted_cache_copy(mini_files, other_bytes, tmp_path, memory_dir):
     """Choice: a cached copy whose bytes do not match is never loaded; the worker reads the
     source again, checks it, and replaces the cached copy."""
-    model, real = mini
+    model, real = mini_files
     uri = f"{memory_dir}/models/mini.pt"
     fsspec.filesystem("memory").pipe(uri, real.read_bytes())
     digest = hashlib.sha256(real.read_bytes()).hexdigest()
@@ -170,15 +170,15 @@ def test_worker_fetches_again_over_a_planted_cache_copy(mini, other_bytes, tmp_p
 
 
 def test_worker_refuses_a_url_changed_after_the_driver_hashed_it(
-    mini, other_bytes, tmp_path, memory_dir
+    mini_files, other_bytes, tmp_path, memory_dir
 ):
-    model, real = mini
+    model, real = mini_files
     uri = f"{memory_dir}/models/mini.pt"
     digest = hashlib.sha256(real.read_bytes()).hexdigest()
     fsspec.filesystem("memory").pipe(uri, other_bytes)
 
     info = _worker(model, uri, digest, tmp_path).ready()
-    assert info.error.startswith("CheckpointDigestError"), info
+    assert info.error and info.error.startswith("CheckpointDigestError: "), info
     assert uri in info.error and digest[:12] in info.error
     assert not list((tmp_path / "cache").rglob("*.pt")), "a mismatching copy must not be cached"
 
@@ -187,10 +187,10 @@ def test_worker_refuses_a_url_changed_after_the_driver_hashed_it(
 
 
 @pytest.fixture
-def mirror(mini, tmp_path, monkeypatch):
+def mirror(mini_files, tmp_path, monkeypatch):
     """An HTTP mirror on 127.0.0.1 of the official layout holding the mini checkpoint as
     sam2.1_hiera_tiny.pt, made "official" in the table; (entry, GET paths seen)."""
-    real = mini[1].read_bytes()
+    real = mini_files[1].read_bytes()
     root = tmp_path / "mirror"
     entry = dataclasses.replace(
         hub.OFFICIAL_CHECKPOINTS["sam2.1_hiera_tiny"],
@@ -238,7 +238,7 @@ def test_official_name_is_downloaded_once_into_the_cache_and_checked(mirror, oth
     assert len(gets) == 2 and (cache / entry.filename).read_bytes() == got.data
 
 
-def test_worker_and_cli_share_the_cache_for_official_names(mirror, mini, tmp_path, monkeypatch):
+def test_worker_and_cli_share_the_cache_for_official_names(mirror, mini_files, tmp_path, monkeypatch):
     from jobs.__main__ import main
 
     entry, gets = mirror
@@ -247,7 +247,7 @@ def test_worker_and_cli_share_the_cache_for_official_names(mirror, mini, tmp_pat
     assert len(gets) == 1
     worker = LabelWorker(
         WorkerConfig(
-            model=mini[0],
+            model=mini_files[0],
             checkpoint=entry.name,
             checkpoint_digest=hub.checkpoint_sha256(entry.name),
             output=str(tmp_path / "out"),
@@ -257,4 +257,4 @@ def test_worker_and_cli_share_the_cache_for_official_names(mirror, mini, tmp_pat
     )
     assert worker.ready().error is None, worker.ready()
     assert len(gets) == 1, "the worker used the copy fetch-checkpoint put in the cache"
-    assert _same_weights(worker.model, mini[1])
+    assert _same_weights(worker.model, mini_files[1])

@@ -17,7 +17,7 @@ import pytest
 from labeling_helpers import (
     assert_same_rows,
     make_clip,
-    mini_model,
+    mini_files,
     reference_table,
     sorted_masks,
     write_jsonl,
@@ -134,7 +134,7 @@ def _bad_manifest(folder: Path, dog: str, coffee: str, corrupt: str) -> Path:
 
 
 def _label_args(manifest, output, mini_a_dir, *extra) -> list[str]:
-    model, checkpoint = mini_model(mini_a_dir)
+    model, checkpoint = mini_files(mini_a_dir)
     return [
         "label",
         "--manifest",
@@ -290,7 +290,7 @@ def test_submit_runs_the_label_command_as_a_ray_job(ray_dashboard, clips, mini_a
         *args,
         "--address",
         ray_dashboard,
-        "--wait",
+        "--follow",
         "--python",
         sys.executable,
     ]

@@ -17,7 +17,7 @@ from labeling_helpers import (
     assert_same_rows,
     demo_entries,
     make_clips,
-    mini_model,
+    mini_files,
     reference_table,
     run_config,
     sorted_masks,
@@ -97,7 +97,7 @@ def test_run_with_everything_on_s3_equals_single_process(
     from s3_server import start_s3
 
     clips = make_clips(videos_dir, tmp_path / "clips", frames=16)
-    model, checkpoint = mini_model(mini_a_dir)
+    model, checkpoint = mini_files(mini_a_dir)
     with start_s3(buckets=["labeler-in", "labeler-out"]) as s3:
         so = s3.storage_options
         fs = s3.filesystem()

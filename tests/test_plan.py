@@ -15,7 +15,7 @@ from pipeline.coordinator import RunFatalError, run_labeling
 from pipeline.manifest import ObjectSpec, Prompt, VideoJob
 from pipeline.plan import conflicting_jobs, plan_units, unit_id_for, why_other_labeling
 from pipeline.sink import OutputStore
-from pipeline.video import MISSING_VIDEO, video_identities
+from pipeline.video_identity import MISSING_VIDEO, video_identities
 
 IDENTITIES = {"s3://b/clips/a.mp4": "size=1000 ETag=0123"}  # the video of _job(), as planned
 

@@ -10,15 +10,9 @@ import numpy as np
 import pytest
 import torch
 
-from sam2_core import build_model
 from sam2_core.frames import ArrayFrames
 from sam2_core.shared_encoder import SharedEncoder
 from sam2_core.tracker import ObjectPrompt, track_video
-
-
-@pytest.fixture(scope="module")
-def mini(mini_a_dir):
-    return build_model(str(mini_a_dir / "config.json"), checkpoint=str(mini_a_dir / "checkpoint.pt"))
 
 
 def _jobs(mini_a_dir):

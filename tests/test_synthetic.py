@@ -14,14 +14,8 @@ import pytest
 from pipeline.evaluate import evaluate_uris, read_mask_table
 from pipeline.masks import MASK_SCHEMA, masks_from_table
 from pipeline.synthetic_io import encode_mp4, write_synthetic_dataset
-from sam2_core.synthetic import (
-    SyntheticConfig,
-    corrective_click,
-    distance_transform,
-    first_click,
-    generate_video,
-    prompt_frame,
-)
+from sam2_core.clicks import corrective_click, distance_transform, first_click, prompt_frame
+from sam2_core.synthetic import SyntheticConfig, generate_video
 
 SMALL = SyntheticConfig(height=64, width=96, num_frames=12)
 

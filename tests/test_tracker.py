@@ -6,7 +6,6 @@ import numpy as np
 import pytest
 import torch
 
-from sam2_core import build_model
 from sam2_core.frames import ArrayFrames
 from sam2_core.synthetic import SyntheticConfig, first_click, generate_video
 from sam2_core.tracker import (
@@ -15,12 +14,6 @@ from sam2_core.tracker import (
     VideoSession,
     track_session,
 )
-
-
-@pytest.fixture(scope="module")
-def mini(mini_a_dir):
-    torch.manual_seed(0)
-    return build_model(str(mini_a_dir / "config.json"), checkpoint=str(mini_a_dir / "checkpoint.pt"))
 
 
 @pytest.fixture(scope="module")

@@ -7,7 +7,7 @@ hidden width, memory width and memory-attention depth scaled down.
 
 from __future__ import annotations
 
-from .. import config as _config
+from ..config_tree import official_tree
 
 
 def small_tree(
@@ -34,7 +34,7 @@ def small_tree(
         raise ValueError(f"hidden_dim ({hidden_dim}) must be a multiple of 8 and of mem_dim ({mem_dim})")
     fs = image_size // 16
     blocks = sum(stages)
-    tree = _config.official_tree("sam2.1_hiera_tiny")
+    tree = official_tree("sam2.1_hiera_tiny")
     tree["image_size"] = image_size
     tree["image_encoder"]["trunk"] = {
         "embed_dim": embed_dim,

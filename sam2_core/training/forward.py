@@ -18,10 +18,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ..clicks import corrective_click, distance_transform, first_click
 from ..memory_bank import MemoryBank
 from ..modeling.prompt_encoder import PAD
 from ..modeling.sam2 import HeadsOutput, ImageFeatures, SAM2Model
-from ..synthetic import corrective_click, first_click
 from .clips import ClipBatch
 
 
@@ -61,8 +61,6 @@ class StepOutput:
 
 
 def _random_interior_click(mask: np.ndarray, rng: np.random.Generator) -> tuple[int, int]:
-    from ..synthetic import distance_transform
-
     dist = distance_transform(mask)
     ys, xs = np.nonzero(dist >= max(0.5 * float(dist.max()), 1.0))
     if len(ys) == 0:

@@ -27,7 +27,7 @@ import numpy as np
 import torch
 
 from ..checkpoint import load_checkpoint
-from ..config import OFFICIAL_CONFIG_FILES, ConfigError, config_from_tree, official_tree
+from ..config_tree import OFFICIAL_CONFIG_FILES, ConfigError, config_from_tree, official_tree
 from ..modeling.sam2 import SAM2Model
 from .clips import ClipSource, make_batch
 from .forward import ClipForward, PromptOptions

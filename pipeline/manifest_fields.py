@@ -1,0 +1,119 @@
+"""Checks of single field values in a manifest entry: points, labels, box, mask, ids, text.
+
+Each check returns the value in its typed form or raises ``Invalid`` naming the field path it
+was given (``objects[0].prompts[1].box``) and why, with the offending value shortened.
+:mod:`pipeline.manifest` assembles entries from these into jobs.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from typing import Any
+
+from pipeline.manifest_parse import Invalid
+from pipeline.masks import validate_rle
+
+FLOAT32_MAX = 3.4028234663852886e38  # coordinates go to the model as float32
+_CONTROL = re.compile(r"[\x00-\x1f]")
+
+
+def check_points(value: Any, where: str) -> tuple[tuple[float, float], ...]:
+    if not isinstance(value, list) or not value:
+        raise Invalid(where, f"must be a non-empty list of [x, y] pairs, got {short(value)}")
+    points = []
+    for index, pair in enumerate(value):
+        if not isinstance(pair, list) or len(pair) != 2 or not all(is_number(v) for v in pair):
+            raise Invalid(
+                f"{where}[{index}]",
+                f"must be [x, y] with two finite numbers within float32 range, got {short(pair)}",
+            )
+        points.append((float(pair[0]), float(pair[1])))
+    return tuple(points)
+
+
+def check_labels(value: Any, where: str, count: int) -> tuple[int, ...]:
+    if not isinstance(value, list):
+        raise Invalid(where, f"must be a list of 0/1 labels, got {short(value)}")
+    if len(value) != count:
+        raise Invalid(where, f"has {len(value)} labels for {count} points")
+    for index, label in enumerate(value):
+        if not is_int(label) or label not in (0, 1):
+            raise Invalid(
+                f"{where}[{index}]",
+                f"must be 1 (foreground) or 0 (background), got {short(label)}",
+            )
+    return tuple(int(label) for label in value)
+
+
+def check_box(value: Any, where: str) -> tuple[float, float, float, float]:
+    if not isinstance(value, list) or len(value) != 4 or not all(is_number(v) for v in value):
+        raise Invalid(
+            where,
+            "must be [x1, y1, x2, y2] with four finite numbers within float32 range, "
+            f"got {short(value)}",
+        )
+    x1, y1, x2, y2 = (float(v) for v in value)
+    if x2 <= x1 or y2 <= y1:
+        raise Invalid(where, f"needs x2 > x1 and y2 > y1, got {value}")
+    return (x1, y1, x2, y2)
+
+
+def check_mask(value: Any, where: str) -> dict:
+    if not isinstance(value, dict) or set(value) != {"size", "counts"}:
+        raise Invalid(
+            where, f'must be {{"size": [h, w], "counts": "<COCO RLE>"}}, got {short(value)}'
+        )
+    size = value["size"]
+    if not isinstance(size, list) or len(size) != 2 or not all(is_int(v) and v > 0 for v in size):
+        raise Invalid(
+            f"{where}.size", f"must be [height, width] with positive integers, got {short(size)}"
+        )
+    counts = value["counts"]
+    if not isinstance(counts, str):
+        raise Invalid(
+            f"{where}.counts",
+            "must be COCO compressed RLE text (uncompressed lists are not accepted)",
+        )
+    try:
+        validate_rle(counts, size[0], size[1])
+    except ValueError as error:
+        raise Invalid(f"{where}.counts", str(error)) from None
+    return {"size": [int(size[0]), int(size[1])], "counts": counts}
+
+
+def is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def is_number(value: Any) -> bool:
+    """A finite int/float that float32 holds (|v| <= 3.4e38); huge ints are compared, not converted."""
+    if not isinstance(value, (int, float)) or isinstance(value, bool):
+        return False
+    if isinstance(value, float) and not math.isfinite(value):
+        return False
+    return abs(value) <= FLOAT32_MAX
+
+
+def json_type(value: Any) -> str:
+    if value is None or isinstance(value, bool):
+        return json.dumps(value)
+    names = {dict: "an object", list: "an array", str: "a string", int: "a number"}
+    return next((name for kind, name in names.items() if isinstance(value, kind)), "a number")
+
+
+def bad_text(text: str) -> str | None:
+    """Why a path or id string cannot be used (control characters, not encodable as UTF-8), or None."""
+    if _CONTROL.search(text):
+        return "contains control characters"
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return "is not valid Unicode text (a lone surrogate escape such as \\ud800)"
+    return None
+
+
+def short(value: Any, limit: int = 80) -> str:
+    text = json.dumps(value, default=str) if not isinstance(value, str) else repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
