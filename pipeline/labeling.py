@@ -1,8 +1,8 @@
 """Label one video (or a unit of it) in a single process: frames in, mask table out.
 
-This is the whole per-unit computation -- turn manifest prompts into tracker
-prompts, track every object over every frame, encode each mask as COCO RLE --
-with no Ray in it. Ray workers call it, and tests call it directly to get the
+This is the whole per-unit computation -- turn manifest prompts into the
+tracker's :class:`~sam2_core.prompts.ObjectPrompt`, track every object over
+every frame, encode each mask as COCO RLE -- with no Ray in it. Ray workers call it, and tests call it directly to get the
 reference table a distributed run must reproduce row for row.
 """
 
@@ -21,6 +21,7 @@ from pipeline.masks import MASK_SCHEMA, decode_mask, encode_mask
 from pipeline.storage import safe_uri
 from pipeline.video import open_video
 from sam2_core.frames import FrameSource
+from sam2_core.prompts import ObjectPrompt, PromptError
 
 SORT_KEYS = [("object_id", "ascending"), ("frame_index", "ascending")]
 
@@ -60,15 +61,14 @@ class _TimedFrames:
 
 def to_object_prompts(
     objects: Sequence[ObjectSpec], frames: FrameSource, location: str = ""
-) -> list:
-    """Manifest prompts -> sam2_core.tracker.ObjectPrompt, checked against the video.
+) -> list[ObjectPrompt]:
+    """Manifest prompts -> the tracker's ObjectPrompt, checked against the video.
 
     Raises InputError naming the manifest location, the object and the value for a
-    prompt past the video's end, points without labels, a mask of the wrong size, or a
-    point or box outside the frame (partly-outside boxes are clipped to the frame).
+    prompt past the video's end, a mask of the wrong size, or a point or box outside
+    the frame (partly-outside boxes are clipped to the frame). Everything else about a
+    prompt the manifest already checked by the same rules ObjectPrompt applies.
     """
-    from sam2_core.tracker import ObjectPrompt
-
     where = f"{location}: " if location else ""
     n, h, w = len(frames), frames.height, frames.width
     out = []
@@ -76,6 +76,7 @@ def to_object_prompts(
         if not obj.prompts:
             raise InputError(f"{where}object {obj.object_id} has no prompts")
         for index, p in enumerate(obj.prompts):
+            where_prompt = f"{where}object {obj.object_id} prompts[{index}] (frame {p.frame})"
             if not 0 <= p.frame < n:
                 raise InputError(
                     f"{where}object {obj.object_id}: prompt frame {p.frame} is past the end of "
@@ -84,19 +85,8 @@ def to_object_prompts(
             try:
                 p = fit_prompt_to_frame(p, h, w)
             except ValueError as error:
-                where_prompt = f"{where}object {obj.object_id} prompts[{index}] (frame {p.frame})"
                 raise InputError(f"{where_prompt}: {error}") from None
-            points = labels = box = mask = None
-            if p.points is not None:
-                points = np.asarray(p.points, dtype=np.float32).reshape(-1, 2)
-                if p.labels is None or len(p.labels) != len(points):
-                    raise InputError(
-                        f"{where}object {obj.object_id} frame {p.frame}: {len(points)} points need "
-                        f"as many labels, got {p.labels!r}"
-                    )
-                labels = np.asarray(p.labels, dtype=np.int32)
-            if p.box is not None:
-                box = np.asarray(p.box, dtype=np.float32).reshape(4)
+            mask = None
             if p.mask_rle is not None:
                 size = list(p.mask_rle.get("size", []))
                 if size != [h, w]:
@@ -105,16 +95,11 @@ def to_object_prompts(
                         f"match the video ({h} x {w})"
                     )
                 mask = decode_mask(p.mask_rle["counts"], h, w)
-            out.append(
-                ObjectPrompt(
-                    object_id=int(obj.object_id),
-                    frame=int(p.frame),
-                    points=points,
-                    labels=labels,
-                    box=box,
-                    mask=mask,
-                )
-            )
+            try:
+                prompt = ObjectPrompt(obj.object_id, p.frame, p.points, p.labels, p.box, mask)
+            except PromptError as error:  # a Prompt made in code, not read from a manifest
+                raise InputError(f"{where_prompt}: {error}") from None
+            out.append(prompt)
     return out
 
 

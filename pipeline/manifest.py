@@ -18,9 +18,13 @@ Every problem becomes a :class:`Reject` naming the line/row and field; a
 video with any problem yields no job (labeling it with some prompts missing
 would silently give different masks), and never stops the valid rest. A
 manifest with no entries at all raises :class:`EmptyManifestError`.
-Coordinates must be finite and within float32 range here; whether a
-prompt's frame and coordinates lie inside the video is only known after
-decoding, so the worker checks that with :func:`fit_prompt_to_frame`.
+Coordinates must be finite and within float32 range here; where a check
+is also the tracker's (coordinates, labels, which parts a prompt may
+combine) it is the rule of :mod:`sam2_core.prompts`, applied to the JSON
+values. Whether a prompt's frame and coordinates lie inside the video is
+only known after decoding, so the worker checks that with
+:func:`fit_prompt_to_frame` and maps each prompt into the tracker's
+:class:`~sam2_core.prompts.ObjectPrompt` (``pipeline.labeling``).
 File syntax (lines, documents, rows) is read by :mod:`pipeline.manifest_parse`.
 """
 
@@ -29,7 +33,6 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-import math
 import posixpath
 import re
 from collections.abc import Iterable
@@ -51,6 +54,16 @@ from pipeline.manifest_parse import (
 from pipeline.manifest_parse import Invalid as _Invalid
 from pipeline.masks import validate_rle
 from pipeline.storage import has_protocol, url_to_fs
+from sam2_core.prompts import (
+    BOX_RULE,
+    LABEL_RULE,
+    POINT_RULE,
+    PromptError,
+    check_combination,
+    check_pairing,
+    is_coordinate,
+    label_array,
+)
 
 
 @dataclass(frozen=True)
@@ -104,7 +117,6 @@ JSONL_SUFFIXES = (".jsonl", ".ndjson", ".json")
 PARQUET_SUFFIXES = (".parquet", ".pq")
 CSV_SUFFIXES = (".csv",)
 MAX_ID = 2**63 - 1
-FLOAT32_MAX = 3.4028234663852886e38  # coordinates go to the model as float32
 _ID_UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
 _CONTROL = re.compile(r"[\x00-\x1f]")
 
@@ -379,24 +391,25 @@ def _validate_prompt(raw: Any, where: str) -> Prompt:
 
     points = labels = box = mask = None
     has_points = raw.get("points") is not None
-    has_labels = raw.get("labels") is not None
-    if has_points != has_labels:
-        missing, given = ("labels", "points") if has_points else ("points", "labels")
-        raise _Invalid(f"{where}.{missing}", f"missing: {given} given without {missing}")
+    _rule(where, check_pairing, has_points, raw.get("labels") is not None)
     if has_points:
         points = _points(raw["points"], f"{where}.points")
-        labels = _labels(raw["labels"], f"{where}.labels", len(points))
+        labels = _labels(raw["labels"], where, len(points))
     if raw.get("box") is not None:
         box = _box(raw["box"], f"{where}.box")
-    if raw.get("mask") is not None:
-        if box is not None or points is not None:
-            raise _Invalid(
-                f"{where}.mask", "a mask prompt stands alone: give it without points or box"
-            )
+    has_mask = raw.get("mask") is not None
+    _rule(where, check_combination, points is not None, box is not None, has_mask)
+    if has_mask:
         mask = _mask(raw["mask"], f"{where}.mask")
-    if points is None and box is None and mask is None:
-        raise _Invalid(where, "needs points (with labels), a box, or a mask")
     return Prompt(frame=frame, points=points, labels=labels, box=box, mask_rle=mask)
+
+
+def _rule(where: str, check, *args):
+    """``check(*args)`` (a rule of :mod:`sam2_core.prompts`), its PromptError as an _Invalid at ``where``."""
+    try:
+        return check(*args)
+    except PromptError as error:
+        raise _Invalid(f"{where}.{error.part}" if error.part else where, error.reason) from None
 
 
 def _points(value: Any, where: str) -> tuple[tuple[float, float], ...]:
@@ -404,36 +417,26 @@ def _points(value: Any, where: str) -> tuple[tuple[float, float], ...]:
         raise _Invalid(where, f"must be a non-empty list of [x, y] pairs, got {_short(value)}")
     points = []
     for index, pair in enumerate(value):
-        if not isinstance(pair, list) or len(pair) != 2 or not all(_is_number(v) for v in pair):
-            raise _Invalid(
-                f"{where}[{index}]",
-                f"must be [x, y] with two finite numbers within float32 range, got {_short(pair)}",
-            )
+        if not isinstance(pair, list) or len(pair) != 2 or not all(is_coordinate(v) for v in pair):
+            raise _Invalid(f"{where}[{index}]", f"{POINT_RULE}, got {_short(pair)}")
         points.append((float(pair[0]), float(pair[1])))
     return tuple(points)
 
 
 def _labels(value: Any, where: str, count: int) -> tuple[int, ...]:
+    """``where``: the prompt's path; the rule names "labels" or "labels[i]" under it."""
     if not isinstance(value, list):
-        raise _Invalid(where, f"must be a list of 0/1 labels, got {_short(value)}")
-    if len(value) != count:
-        raise _Invalid(where, f"has {len(value)} labels for {count} points")
-    for index, label in enumerate(value):
-        if not _is_int(label) or label not in (0, 1):
-            raise _Invalid(
-                f"{where}[{index}]",
-                f"must be 1 (foreground) or 0 (background), got {_short(label)}",
-            )
-    return tuple(int(label) for label in value)
+        raise _Invalid(f"{where}.labels", f"must be a list of 0/1 labels, got {_short(value)}")
+    if len(value) == count:  # a wrong count is label_array's to report
+        for index, label in enumerate(value):
+            if not _is_int(label):  # JSON: no true/false, no 1.0
+                raise _Invalid(f"{where}.labels[{index}]", f"{LABEL_RULE}, got {_short(label)}")
+    return tuple(int(label) for label in _rule(where, label_array, value, count))
 
 
 def _box(value: Any, where: str) -> tuple[float, float, float, float]:
-    if not isinstance(value, list) or len(value) != 4 or not all(_is_number(v) for v in value):
-        raise _Invalid(
-            where,
-            "must be [x1, y1, x2, y2] with four finite numbers within float32 range, "
-            f"got {_short(value)}",
-        )
+    if not isinstance(value, list) or len(value) != 4 or not all(is_coordinate(v) for v in value):
+        raise _Invalid(where, f"{BOX_RULE}, got {_short(value)}")
     x1, y1, x2, y2 = (float(v) for v in value)
     if x2 <= x1 or y2 <= y1:
         raise _Invalid(where, f"needs x2 > x1 and y2 > y1, got {value}")
@@ -465,15 +468,6 @@ def _mask(value: Any, where: str) -> dict:
 
 def _is_int(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _is_number(value: Any) -> bool:
-    """A finite int/float that float32 holds (|v| <= 3.4e38); huge ints are compared, not converted."""
-    if not isinstance(value, (int, float)) or isinstance(value, bool):
-        return False
-    if isinstance(value, float) and not math.isfinite(value):
-        return False
-    return abs(value) <= FLOAT32_MAX
 
 
 def _json_type(value: Any) -> str:
