@@ -17,7 +17,7 @@ import pyarrow as pa
 
 from pipeline.errors import InputError
 from pipeline.manifest import ObjectSpec, VideoJob, fit_prompt_to_frame
-from pipeline.masks import MASK_SCHEMA, decode_mask, encode_mask
+from pipeline.masks import MASK_SCHEMA, MaskRow, decode_mask, mask_row, mask_table
 from pipeline.storage import safe_uri
 from pipeline.video import open_video
 from sam2_core.frames import FrameSource
@@ -131,7 +131,7 @@ def label_frames(
     frames = _TimedFrames(frames)
     prompts = to_object_prompts(objects, frames, location)
     n_frames, h, w = len(frames), frames.height, frames.width
-    cols: dict[str, list] = {name: [] for name in MASK_SCHEMA.names}
+    rows: list[MaskRow] = []
     done = 0
     encode_s = 0.0
     with torch.inference_mode():
@@ -140,28 +140,27 @@ def label_frames(
             masks = (result.mask_logits > 0).cpu().numpy()
             present = (result.object_score_logits > 0).cpu().numpy().reshape(-1)
             scores = result.ious.detach().float().cpu().numpy().reshape(-1)
-            for i, oid in enumerate(result.object_ids):
-                rle, area, bbox = encode_mask(masks[i])
-                cols["video_id"].append(video_id)
-                cols["object_id"].append(int(oid))
-                cols["frame_index"].append(int(result.frame_index))
-                cols["height"].append(h)
-                cols["width"].append(w)
-                cols["rle"].append(rle)
-                cols["area"].append(int(area))
-                cols["bbox"].append([float(v) for v in bbox])
-                cols["score"].append(np.float32(scores[i]))
-                cols["present"].append(bool(present[i]))
-                cols["prompted"].append(bool(result.prompted[i]))
-                cols["run_id"].append(run_id)
-                cols["model"].append(model_name)
+            rows.extend(
+                mask_row(
+                    video_id,
+                    oid,
+                    result.frame_index,
+                    masks[i],
+                    score=scores[i],
+                    present=present[i],
+                    prompted=result.prompted[i],
+                    run_id=run_id,
+                    model=model_name,
+                )
+                for i, oid in enumerate(result.object_ids)
+            )
             encode_s += time.perf_counter() - encode_started
             done += 1
             if on_frame is not None:
                 on_frame(done, n_frames)
-    table = pa.table(cols, schema=MASK_SCHEMA).sort_by(SORT_KEYS)
+    table = mask_table(rows).sort_by(SORT_KEYS)
     expected = n_frames * len(objects)
-    keys = set(zip(cols["object_id"], cols["frame_index"]))
+    keys = {(row.object_id, row.frame_index) for row in rows}
     if table.num_rows != expected or len(keys) != expected:
         raise RuntimeError(
             f"tracker returned {table.num_rows} rows ({len(keys)} distinct) for {len(objects)} "
