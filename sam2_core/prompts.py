@@ -37,7 +37,9 @@ class PromptError(ValueError):
 def is_coordinate(value: Any) -> bool:
     """A real number (not a bool) that is finite and within float32 range; huge ints are
     compared, never converted (a 400-digit int would overflow)."""
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.integer, np.floating)):
+    if isinstance(value, (bool, np.bool_)) or not isinstance(
+        value, (int, float, np.integer, np.floating)
+    ):
         return False
     if isinstance(value, (int, np.integer)):
         return abs(int(value)) <= FLOAT32_MAX
@@ -148,7 +150,11 @@ class ObjectPrompt:
     def __post_init__(self) -> None:
         object_id = check_object_id(self.object_id)
         frame = self.frame
-        if isinstance(frame, (bool, np.bool_)) or not isinstance(frame, (int, np.integer)) or frame < 0:
+        if (
+            isinstance(frame, (bool, np.bool_))
+            or not isinstance(frame, (int, np.integer))
+            or frame < 0
+        ):
             raise PromptError("frame", f"frame must be a non-negative integer, got {frame!r}")
         check_pairing(self.points is not None, self.labels is not None)
         points = labels = box = mask = None
