@@ -17,7 +17,6 @@ import sys
 import time
 from pathlib import Path
 
-import pyarrow as pa
 import torch
 
 from jobs.argtypes import (
@@ -27,18 +26,8 @@ from jobs.argtypes import (
     positive_int,
     probability,
 )
-from pipeline.evaluate import EvalReport, evaluate_tables
-from pipeline.masks import MASK_SCHEMA, encode_mask
-from pipeline.synthetic_io import (
-    entry_prompts,
-    ground_truth_table,
-    manifest_entry,
-    video_id_for_seed,
-)
-from sam2_core.frames import ArrayFrames
-from sam2_core.modeling.sam2 import SAM2Model
-from sam2_core.synthetic import SyntheticConfig, generate_video
-from sam2_core.tracker import track_video
+from pipeline.synthetic_eval import synthetic_jf
+from sam2_core.synthetic import SyntheticConfig
 from sam2_core.training import (
     CONFIG_FILE,
     LossWeights,
@@ -118,42 +107,6 @@ def synthetic_config(args: argparse.Namespace) -> SyntheticConfig:
         height=args.height, width=args.width, num_frames=args.frames,
         min_objects=args.min_objects, max_objects=args.max_objects, pixel_noise=args.pixel_noise,
     )
-
-
-def track_synthetic(model: SAM2Model, seed: int, config: SyntheticConfig, id_prefix: str = "synthetic") -> tuple[pa.Table, pa.Table]:
-    """Track one synthetic video from the manifest's clicks; (prediction table, ground-truth table)."""
-    video = generate_video(seed, config)
-    video_id = video_id_for_seed(seed, id_prefix)
-    entry = manifest_entry(f"{video_id}.mp4", video_id, video)
-    frames = ArrayFrames(video.frames)
-    prompts = entry_prompts(entry, frames)
-    prompted = {(p.object_id, p.frame) for p in prompts}
-    cols: dict[str, list] = {name: [] for name in MASK_SCHEMA.names}
-    height, width = video.frames.shape[1:3]
-    for result in track_video(model, frames, prompts):
-        for i, oid in enumerate(result.object_ids):
-            present = bool(result.object_score_logits[i] > 0)
-            mask = (result.mask_logits[i] > 0).numpy() & present
-            rle, area, bbox = encode_mask(mask)
-            for name, value in (
-                ("video_id", video_id), ("object_id", int(oid)), ("frame_index", result.frame_index),
-                ("height", height), ("width", width), ("rle", rle), ("area", area), ("bbox", list(bbox)),
-                ("score", float(result.ious[i])), ("present", present),
-                ("prompted", (int(oid), result.frame_index) in prompted), ("run_id", "train-eval"), ("model", "training"),
-            ):
-                cols[name].append(value)
-    return pa.table(cols, schema=MASK_SCHEMA), ground_truth_table(video_id, video)
-
-
-def synthetic_jf(model: SAM2Model, seeds, config: SyntheticConfig) -> EvalReport:
-    """J&F of ``model`` on synthetic videos of ``seeds`` (one click per object, as the manifest)."""
-    was_training = model.training
-    model.eval()
-    try:
-        preds, gts = zip(*(track_synthetic(model, int(s), config) for s in seeds))
-    finally:
-        model.train(was_training)
-    return evaluate_tables(pa.concat_tables(preds), pa.concat_tables(gts))
 
 
 def run(args: argparse.Namespace) -> int:

@@ -1,8 +1,8 @@
 """Label one video (or a unit of it) in a single process: frames in, mask table out.
 
-This is the whole per-unit computation -- turn manifest prompts into tracker
-prompts, track every object over every frame, encode each mask as COCO RLE --
-with no Ray in it. Ray workers call it, and tests call it directly to get the
+This is the whole per-unit computation -- turn manifest prompts into the
+tracker's :class:`~sam2_core.prompts.ObjectPrompt`, track every object over
+every frame, encode each mask as COCO RLE -- with no Ray in it. Ray workers call it, and tests call it directly to get the
 reference table a distributed run must reproduce row for row.
 """
 
@@ -17,10 +17,11 @@ import pyarrow as pa
 
 from pipeline.errors import InputError
 from pipeline.manifest import ObjectSpec, VideoJob, fit_prompt_to_frame
-from pipeline.masks import MASK_SCHEMA, decode_mask, encode_mask
+from pipeline.masks import MASK_SCHEMA, MaskRow, decode_mask, mask_row, mask_table
 from pipeline.storage import safe_uri
 from pipeline.video import open_video
 from sam2_core.frames import FrameSource
+from sam2_core.prompts import ObjectPrompt, PromptError
 
 SORT_KEYS = [("object_id", "ascending"), ("frame_index", "ascending")]
 
@@ -60,15 +61,14 @@ class _TimedFrames:
 
 def to_object_prompts(
     objects: Sequence[ObjectSpec], frames: FrameSource, location: str = ""
-) -> list:
-    """Manifest prompts -> sam2_core.tracker.ObjectPrompt, checked against the video.
+) -> list[ObjectPrompt]:
+    """Manifest prompts -> the tracker's ObjectPrompt, checked against the video.
 
     Raises InputError naming the manifest location, the object and the value for a
-    prompt past the video's end, points without labels, a mask of the wrong size, or a
-    point or box outside the frame (partly-outside boxes are clipped to the frame).
+    prompt past the video's end, a mask of the wrong size, or a point or box outside
+    the frame (partly-outside boxes are clipped to the frame). Everything else about a
+    prompt the manifest already checked by the same rules ObjectPrompt applies.
     """
-    from sam2_core.tracker import ObjectPrompt
-
     where = f"{location}: " if location else ""
     n, h, w = len(frames), frames.height, frames.width
     out = []
@@ -76,6 +76,7 @@ def to_object_prompts(
         if not obj.prompts:
             raise InputError(f"{where}object {obj.object_id} has no prompts")
         for index, p in enumerate(obj.prompts):
+            where_prompt = f"{where}object {obj.object_id} prompts[{index}] (frame {p.frame})"
             if not 0 <= p.frame < n:
                 raise InputError(
                     f"{where}object {obj.object_id}: prompt frame {p.frame} is past the end of "
@@ -84,19 +85,8 @@ def to_object_prompts(
             try:
                 p = fit_prompt_to_frame(p, h, w)
             except ValueError as error:
-                where_prompt = f"{where}object {obj.object_id} prompts[{index}] (frame {p.frame})"
                 raise InputError(f"{where_prompt}: {error}") from None
-            points = labels = box = mask = None
-            if p.points is not None:
-                points = np.asarray(p.points, dtype=np.float32).reshape(-1, 2)
-                if p.labels is None or len(p.labels) != len(points):
-                    raise InputError(
-                        f"{where}object {obj.object_id} frame {p.frame}: {len(points)} points need "
-                        f"as many labels, got {p.labels!r}"
-                    )
-                labels = np.asarray(p.labels, dtype=np.int32)
-            if p.box is not None:
-                box = np.asarray(p.box, dtype=np.float32).reshape(4)
+            mask = None
             if p.mask_rle is not None:
                 size = list(p.mask_rle.get("size", []))
                 if size != [h, w]:
@@ -105,16 +95,11 @@ def to_object_prompts(
                         f"match the video ({h} x {w})"
                     )
                 mask = decode_mask(p.mask_rle["counts"], h, w)
-            out.append(
-                ObjectPrompt(
-                    object_id=int(obj.object_id),
-                    frame=int(p.frame),
-                    points=points,
-                    labels=labels,
-                    box=box,
-                    mask=mask,
-                )
-            )
+            try:
+                prompt = ObjectPrompt(obj.object_id, p.frame, p.points, p.labels, p.box, mask)
+            except PromptError as error:  # a Prompt made in code, not read from a manifest
+                raise InputError(f"{where_prompt}: {error}") from None
+            out.append(prompt)
     return out
 
 
@@ -146,7 +131,7 @@ def label_frames(
     frames = _TimedFrames(frames)
     prompts = to_object_prompts(objects, frames, location)
     n_frames, h, w = len(frames), frames.height, frames.width
-    cols: dict[str, list] = {name: [] for name in MASK_SCHEMA.names}
+    rows: list[MaskRow] = []
     done = 0
     encode_s = 0.0
     with torch.inference_mode():
@@ -155,28 +140,27 @@ def label_frames(
             masks = (result.mask_logits > 0).cpu().numpy()
             present = (result.object_score_logits > 0).cpu().numpy().reshape(-1)
             scores = result.ious.detach().float().cpu().numpy().reshape(-1)
-            for i, oid in enumerate(result.object_ids):
-                rle, area, bbox = encode_mask(masks[i])
-                cols["video_id"].append(video_id)
-                cols["object_id"].append(int(oid))
-                cols["frame_index"].append(int(result.frame_index))
-                cols["height"].append(h)
-                cols["width"].append(w)
-                cols["rle"].append(rle)
-                cols["area"].append(int(area))
-                cols["bbox"].append([float(v) for v in bbox])
-                cols["score"].append(np.float32(scores[i]))
-                cols["present"].append(bool(present[i]))
-                cols["prompted"].append(bool(result.prompted[i]))
-                cols["run_id"].append(run_id)
-                cols["model"].append(model_name)
+            rows.extend(
+                mask_row(
+                    video_id,
+                    oid,
+                    result.frame_index,
+                    masks[i],
+                    score=scores[i],
+                    present=present[i],
+                    prompted=result.prompted[i],
+                    run_id=run_id,
+                    model=model_name,
+                )
+                for i, oid in enumerate(result.object_ids)
+            )
             encode_s += time.perf_counter() - encode_started
             done += 1
             if on_frame is not None:
                 on_frame(done, n_frames)
-    table = pa.table(cols, schema=MASK_SCHEMA).sort_by(SORT_KEYS)
+    table = mask_table(rows).sort_by(SORT_KEYS)
     expected = n_frames * len(objects)
-    keys = set(zip(cols["object_id"], cols["frame_index"]))
+    keys = {(row.object_id, row.frame_index) for row in rows}
     if table.num_rows != expected or len(keys) != expected:
         raise RuntimeError(
             f"tracker returned {table.num_rows} rows ({len(keys)} distinct) for {len(objects)} "

@@ -18,9 +18,13 @@ Every problem becomes a :class:`Reject` naming the line/row and field; a
 video with any problem yields no job (labeling it with some prompts missing
 would silently give different masks), and never stops the valid rest. A
 manifest with no entries at all raises :class:`EmptyManifestError`.
-Coordinates must be finite and within float32 range here; whether a
-prompt's frame and coordinates lie inside the video is only known after
-decoding, so the worker checks that with :func:`fit_prompt_to_frame`.
+Coordinates must be finite and within float32 range here; where a check
+is also the tracker's (coordinates, labels, which parts a prompt may
+combine) it is the rule of :mod:`sam2_core.prompts`, applied to the JSON
+values. Whether a prompt's frame and coordinates lie inside the video is
+only known after decoding, so the worker checks that with
+:func:`fit_prompt_to_frame` and maps each prompt into the tracker's
+:class:`~sam2_core.prompts.ObjectPrompt` (``pipeline.labeling``).
 File syntax (lines, documents, rows) is read by :mod:`pipeline.manifest_parse`, single
 field values are checked by :mod:`pipeline.manifest_fields`.
 """
@@ -39,6 +43,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from pipeline.manifest_fields import (
+    apply_rule,
     bad_text,
     check_box,
     check_labels,
@@ -59,6 +64,7 @@ from pipeline.manifest_parse import (
 )
 from pipeline.manifest_parse import Invalid as _Invalid
 from pipeline.storage import has_protocol, url_to_fs
+from sam2_core.prompts import check_combination, check_pairing
 
 
 @dataclass(frozen=True)
@@ -385,23 +391,16 @@ def _validate_prompt(raw: Any, where: str) -> Prompt:
 
     points = labels = box = mask = None
     has_points = raw.get("points") is not None
-    has_labels = raw.get("labels") is not None
-    if has_points != has_labels:
-        missing, given = ("labels", "points") if has_points else ("points", "labels")
-        raise _Invalid(f"{where}.{missing}", f"missing: {given} given without {missing}")
+    apply_rule(where, check_pairing, has_points, raw.get("labels") is not None)
     if has_points:
         points = check_points(raw["points"], f"{where}.points")
-        labels = check_labels(raw["labels"], f"{where}.labels", len(points))
+        labels = check_labels(raw["labels"], where, len(points))
     if raw.get("box") is not None:
         box = check_box(raw["box"], f"{where}.box")
-    if raw.get("mask") is not None:
-        if box is not None or points is not None:
-            raise _Invalid(
-                f"{where}.mask", "a mask prompt stands alone: give it without points or box"
-            )
+    has_mask = raw.get("mask") is not None
+    apply_rule(where, check_combination, points is not None, box is not None, has_mask)
+    if has_mask:
         mask = check_mask(raw["mask"], f"{where}.mask")
-    if points is None and box is None and mask is None:
-        raise _Invalid(where, "needs points (with labels), a box, or a mask")
     return Prompt(frame=frame, points=points, labels=labels, box=box, mask_rle=mask)
 
 

@@ -8,15 +8,30 @@ was given (``objects[0].prompts[1].box``) and why, with the offending value shor
 from __future__ import annotations
 
 import json
-import math
 import re
 from typing import Any
 
 from pipeline.manifest_parse import Invalid
 from pipeline.masks import validate_rle
+from sam2_core.prompts import (
+    BOX_RULE,
+    LABEL_RULE,
+    POINT_RULE,
+    PromptError,
+    is_coordinate,
+    label_array,
+)
 
-FLOAT32_MAX = 3.4028234663852886e38  # coordinates go to the model as float32
 _CONTROL = re.compile(r"[\x00-\x1f]")
+
+
+def apply_rule(where: str, check, *args):
+    """``check(*args)``, a rule of :mod:`sam2_core.prompts`, its PromptError as an Invalid at
+    ``where`` (the tracker and the manifest refuse by the same rule, in the same words)."""
+    try:
+        return check(*args)
+    except PromptError as error:
+        raise Invalid(f"{where}.{error.part}" if error.part else where, error.reason) from None
 
 
 def check_points(value: Any, where: str) -> tuple[tuple[float, float], ...]:
@@ -24,36 +39,26 @@ def check_points(value: Any, where: str) -> tuple[tuple[float, float], ...]:
         raise Invalid(where, f"must be a non-empty list of [x, y] pairs, got {short(value)}")
     points = []
     for index, pair in enumerate(value):
-        if not isinstance(pair, list) or len(pair) != 2 or not all(is_number(v) for v in pair):
-            raise Invalid(
-                f"{where}[{index}]",
-                f"must be [x, y] with two finite numbers within float32 range, got {short(pair)}",
-            )
+        if not isinstance(pair, list) or len(pair) != 2 or not all(is_coordinate(v) for v in pair):
+            raise Invalid(f"{where}[{index}]", f"{POINT_RULE}, got {short(pair)}")
         points.append((float(pair[0]), float(pair[1])))
     return tuple(points)
 
 
 def check_labels(value: Any, where: str, count: int) -> tuple[int, ...]:
+    """``where``: the prompt's path; the rule names "labels" or "labels[i]" under it."""
     if not isinstance(value, list):
-        raise Invalid(where, f"must be a list of 0/1 labels, got {short(value)}")
-    if len(value) != count:
-        raise Invalid(where, f"has {len(value)} labels for {count} points")
-    for index, label in enumerate(value):
-        if not is_int(label) or label not in (0, 1):
-            raise Invalid(
-                f"{where}[{index}]",
-                f"must be 1 (foreground) or 0 (background), got {short(label)}",
-            )
-    return tuple(int(label) for label in value)
+        raise Invalid(f"{where}.labels", f"must be a list of 0/1 labels, got {short(value)}")
+    if len(value) == count:  # a wrong count is label_array's to report
+        for index, label in enumerate(value):
+            if not is_int(label):  # JSON: no true/false, no 1.0
+                raise Invalid(f"{where}.labels[{index}]", f"{LABEL_RULE}, got {short(label)}")
+    return tuple(int(label) for label in apply_rule(where, label_array, value, count))
 
 
 def check_box(value: Any, where: str) -> tuple[float, float, float, float]:
-    if not isinstance(value, list) or len(value) != 4 or not all(is_number(v) for v in value):
-        raise Invalid(
-            where,
-            "must be [x1, y1, x2, y2] with four finite numbers within float32 range, "
-            f"got {short(value)}",
-        )
+    if not isinstance(value, list) or len(value) != 4 or not all(is_coordinate(v) for v in value):
+        raise Invalid(where, f"{BOX_RULE}, got {short(value)}")
     x1, y1, x2, y2 = (float(v) for v in value)
     if x2 <= x1 or y2 <= y1:
         raise Invalid(where, f"needs x2 > x1 and y2 > y1, got {value}")
@@ -85,15 +90,6 @@ def check_mask(value: Any, where: str) -> dict:
 
 def is_int(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
-
-
-def is_number(value: Any) -> bool:
-    """A finite int/float that float32 holds (|v| <= 3.4e38); huge ints are compared, not converted."""
-    if not isinstance(value, (int, float)) or isinstance(value, bool):
-        return False
-    if isinstance(value, float) and not math.isfinite(value):
-        return False
-    return abs(value) <= FLOAT32_MAX
 
 
 def json_type(value: Any) -> str:

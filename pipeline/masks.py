@@ -9,6 +9,8 @@ here (:func:`validate_rle`) before it reaches pycocotools.
 from __future__ import annotations
 
 import warnings
+from collections.abc import Iterable
+from typing import NamedTuple
 
 import numpy as np
 import pyarrow as pa
@@ -31,6 +33,66 @@ MASK_SCHEMA = pa.schema(
         pa.field("model", pa.string()),
     ]
 )
+
+
+class MaskRow(NamedTuple):
+    """One MASK_SCHEMA row (fields in schema order): an object's encoded mask on one frame."""
+
+    video_id: str
+    object_id: int
+    frame_index: int
+    height: int
+    width: int
+    rle: str
+    area: int
+    bbox: tuple[float, float, float, float]
+    score: float
+    present: bool
+    prompted: bool
+    run_id: str
+    model: str
+
+
+def mask_row(
+    video_id: str,
+    object_id: int,
+    frame_index: int,
+    mask: np.ndarray,
+    *,
+    score: float,
+    present: bool,
+    prompted: bool,
+    run_id: str,
+    model: str,
+) -> MaskRow:
+    """Encode an H x W mask (nonzero = inside) of one object on one frame as a row; the size
+    comes from the mask. Callers encode frame by frame, so whole videos are never held decoded."""
+    rle, area, bbox = encode_mask(mask)
+    height, width = np.shape(mask)
+    return MaskRow(
+        video_id=video_id,
+        object_id=int(object_id),
+        frame_index=int(frame_index),
+        height=int(height),
+        width=int(width),
+        rle=rle,
+        area=int(area),
+        bbox=bbox,
+        score=float(score),
+        present=bool(present),
+        prompted=bool(prompted),
+        run_id=run_id,
+        model=model,
+    )
+
+
+def mask_table(rows: Iterable[MaskRow]) -> pa.Table:
+    """Rows as a MASK_SCHEMA table, in the order given."""
+    columns = list(zip(*rows)) or [()] * len(MASK_SCHEMA)
+    return pa.table(
+        {name: list(values) for name, values in zip(MASK_SCHEMA.names, columns)},
+        schema=MASK_SCHEMA,
+    )
 
 
 def encode_mask(mask: np.ndarray) -> tuple[str, int, tuple[float, float, float, float]]:

@@ -27,7 +27,7 @@ import pyarrow.parquet as pq
 
 from pipeline.labeling import to_object_prompts
 from pipeline.manifest import ObjectSpec, Prompt
-from pipeline.masks import MASK_SCHEMA, encode_mask
+from pipeline.masks import mask_row, mask_table
 from pipeline.storage import has_protocol, is_local, join, url_to_fs
 from sam2_core.frames import FrameSource
 from sam2_core.synthetic import (
@@ -87,25 +87,21 @@ def encode_mp4(frames: np.ndarray, fps: int = 24, crf: int = 14, preset: str = "
 
 def ground_truth_table(video_id: str, video: SyntheticVideo) -> pa.Table:
     """The generator's visible masks as mask-table rows (object-major, then frame order)."""
-    _, num_frames, height, width = video.masks.shape
-    columns: dict[str, list] = {name: [] for name in MASK_SCHEMA.names}
-    for row, object_id in enumerate(video.object_ids):
-        for t in range(num_frames):
-            rle, area, bbox = encode_mask(video.masks[row, t])
-            columns["video_id"].append(video_id)
-            columns["object_id"].append(int(object_id))
-            columns["frame_index"].append(t)
-            columns["height"].append(height)
-            columns["width"].append(width)
-            columns["rle"].append(rle)
-            columns["area"].append(area)
-            columns["bbox"].append(list(bbox))
-            columns["score"].append(1.0)
-            columns["present"].append(area > 0)
-            columns["prompted"].append(False)
-            columns["run_id"].append(GROUND_TRUTH_RUN_ID)
-            columns["model"].append(GROUND_TRUTH_MODEL)
-    return pa.table(columns, schema=MASK_SCHEMA)
+    return mask_table(
+        mask_row(
+            video_id,
+            object_id,
+            t,
+            track[t],
+            score=1.0,
+            present=bool(track[t].any()),
+            prompted=False,
+            run_id=GROUND_TRUTH_RUN_ID,
+            model=GROUND_TRUTH_MODEL,
+        )
+        for object_id, track in zip(video.object_ids, video.masks)
+        for t in range(len(track))
+    )
 
 
 def manifest_entry(

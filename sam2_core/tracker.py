@@ -32,6 +32,7 @@ from .frames import FramePrefetcher, FrameSource
 from .memory_bank import FrameState, MemoryBank
 from .modeling.sam2 import NO_OBJECT_SCORE, HeadsOutput, ImageFeatures, SAM2Model
 from .postprocess import fill_small_holes
+from .prompts import ObjectPrompt
 from .transforms import to_model_coords
 
 
@@ -57,28 +58,19 @@ class TrackerOptions:
 
 
 @dataclass
-class PointPrompt:
-    """Points of one frame in model-input pixels: coords 1 x N x 2, labels 1 x N."""
-
-    coords: torch.Tensor
-    labels: torch.Tensor
-
-
-@dataclass
 class ObjectTrack:
-    """One object's prompts (its memory is in the session's MemoryBank). ``pending`` holds
-    outputs of prompts added since the last propagation, as (conditioning, state) with the
-    memory not encoded yet; ``tracked`` maps each frame the object has been tracked on to the
-    direction it was tracked in (True = reverse)."""
+    """One object's prompts, one per frame (its memory is in the session's MemoryBank).
+    ``pending`` holds outputs of prompts added since the last propagation, as (conditioning,
+    state) with the memory not encoded yet; ``tracked`` maps each frame the object has been
+    tracked on to the direction it was tracked in (True = reverse)."""
 
     object_id: int
-    points: dict[int, PointPrompt] = field(default_factory=dict)
-    masks: dict[int, torch.Tensor] = field(default_factory=dict)
+    prompts: dict[int, ObjectPrompt] = field(default_factory=dict)
     pending: dict[int, tuple[bool, FrameState]] = field(default_factory=dict)
     tracked: dict[int, bool] = field(default_factory=dict)
 
     def prompted_frames(self) -> set[int]:
-        return set(self.points) | set(self.masks)
+        return set(self.prompts)
 
 
 @dataclass
@@ -140,64 +132,65 @@ class VideoSession:
         """A box (x1, y1, x2, y2 pixels), optionally with points; replaces the frame's earlier points."""
         return self.add_prompt(frame, object_id, points=points, labels=labels, box=box, clear_old=True)
 
-    @torch.inference_mode()
     def add_prompt(self, frame: int, object_id: int, points=None, labels=None, box=None, clear_old: bool = True) -> FrameResult:
         """Add points and/or a box for an object on a frame (new objects are created on demand)."""
         self._check_frame(frame)
-        object_id = self._check_object_id(object_id)
-        if (points is None) != (labels is None):
-            raise ValueError("points and labels must be given together (labels: 1 foreground, 0 background)")
-        if points is None and box is None:
-            raise ValueError("give points with labels, a box, or both")
-        if box is not None and not clear_old:
-            raise ValueError("a box must come first on a frame: add it with clear_old=True (it replaces the frame's earlier points)")
-        coords, labs = self._parse_points(points, labels)
-        if box is not None:
-            b = torch.as_tensor(np.asarray(box, dtype=np.float32)).reshape(-1)
-            if b.numel() != 4 or not bool(torch.isfinite(b).all()):
-                raise ValueError(f"box must be 4 finite numbers x1, y1, x2, y2; got {box!r}")
-            coords = torch.cat([b.reshape(1, 2, 2), coords], dim=1)
-            labs = torch.cat([torch.tensor([[2, 3]], dtype=torch.int32), labs], dim=1)
-        coords = to_model_coords(coords, (self.height, self.width), self.model.image_size).to(self.device)
-        labs = labs.to(self.device)
+        return self.add(ObjectPrompt(object_id, frame, points=points, labels=labels, box=box), clear_old=clear_old)
 
-        track = self._track(object_id)
-        if not clear_old and frame in track.points:
-            old = track.points[frame]
-            coords = torch.cat([old.coords, coords], dim=1)
-            labs = torch.cat([old.labels, labs], dim=1)
-        track.points[frame] = PointPrompt(coords, labs)
-        track.masks.pop(frame, None)
+    def add_mask(self, frame: int, object_id: int, mask) -> FrameResult:
+        """A binary mask (H x W, the video's size or any size) for an object on a frame."""
+        self._check_frame(frame)
+        return self.add(ObjectPrompt(object_id, frame, mask=mask))
+
+    @torch.inference_mode()
+    def add(self, prompt: ObjectPrompt, clear_old: bool = True) -> FrameResult:
+        """Add a checked prompt. A mask replaces the frame's earlier prompts; so do points or a
+        box unless ``clear_old`` is False, when points join the frame's earlier points (a box
+        must then come first, with clear_old=True)."""
+        frame = prompt.frame
+        self._check_frame(frame)
+        if prompt.mask is not None:
+            return self._add_mask(prompt)
+        if prompt.box is not None and not clear_old:
+            raise ValueError("a box must come first on a frame: add it with clear_old=True (it replaces the frame's earlier points)")
+        track = self._track(prompt.object_id)
+        earlier_prompt = track.prompts.get(frame)
+        if not clear_old and earlier_prompt is not None and earlier_prompt.mask is None:
+            prompt = earlier_prompt.with_points_of(prompt)
+        track.prompts[frame] = prompt
         prev = None
         earlier = self._output(track, frame)
         if earlier is not None and earlier.pred_masks is not None:
             prev = earlier.pred_masks.to(self.device).clamp(-32.0, 32.0)
-        return self._prompted_step(frame, track, points=track.points[frame], mask=None, prev_logits=prev)
+        return self._prompted_step(frame, track, points=self._model_points(prompt), mask=None, prev_logits=prev)
 
-    @torch.inference_mode()
-    def add_mask(self, frame: int, object_id: int, mask) -> FrameResult:
-        """A binary mask (H x W, the video's size or any size) for an object on a frame."""
-        self._check_frame(frame)
-        object_id = self._check_object_id(object_id)
-        m = torch.as_tensor(np.asarray(mask))
-        if m.ndim != 2:
-            raise ValueError(f"mask must be a 2-D H x W array, got shape {tuple(m.shape)}")
-        m = m.bool().float()[None, None].to(self.device)
+    def _add_mask(self, prompt: ObjectPrompt) -> FrameResult:
+        m = torch.tensor(prompt.mask).float()[None, None].to(self.device)
         size = self.model.image_size
         if tuple(m.shape[-2:]) != (size, size):
             m = F.interpolate(m, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
             m = (m >= 0.5).float()
-        track = self._track(object_id)
-        track.masks[frame] = m
-        track.points.pop(frame, None)
-        return self._prompted_step(frame, track, points=None, mask=m, prev_logits=None)
+        track = self._track(prompt.object_id)
+        track.prompts[prompt.frame] = prompt
+        return self._prompted_step(prompt.frame, track, points=None, mask=m, prev_logits=None)
+
+    def _model_points(self, prompt: ObjectPrompt) -> tuple[torch.Tensor, torch.Tensor]:
+        """A prompt's box corners (labels 2, 3) then its points, in model-input pixels: 1 x N x 2, 1 x N."""
+        if prompt.points is None:
+            coords, labels = torch.zeros(1, 0, 2), torch.zeros(1, 0, dtype=torch.int32)
+        else:
+            coords, labels = torch.tensor(prompt.points)[None], torch.tensor(prompt.labels)[None]
+        if prompt.box is not None:
+            coords = torch.cat([torch.tensor(prompt.box).reshape(1, 2, 2), coords], dim=1)
+            labels = torch.cat([torch.tensor([[2, 3]], dtype=torch.int32), labels], dim=1)
+        coords = to_model_coords(coords, (self.height, self.width), self.model.image_size)
+        return coords.to(self.device), labels.to(self.device)
 
     def clear_prompts(self, frame: int, object_id: int) -> None:
         """Remove an object's prompts on a frame; a conditioning output there becomes an ordinary one."""
         self._check_frame(frame)
         track = self._existing(object_id)
-        track.points.pop(frame, None)
-        track.masks.pop(frame, None)
+        track.prompts.pop(frame, None)
         track.pending.pop(frame, None)
         if self._bank.demote(object_id, frame):
             track.tracked.pop(frame, None)
@@ -267,12 +260,6 @@ class VideoSession:
         if not isinstance(frame, (int, np.integer)) or not 0 <= frame < self.num_frames:
             raise IndexError(f"frame index {frame!r} out of range: the video has {self.num_frames} frames (0..{self.num_frames - 1})")
 
-    @staticmethod
-    def _check_object_id(object_id) -> int:
-        if isinstance(object_id, bool) or not isinstance(object_id, (int, np.integer)):
-            raise ValueError(f"object ids must be integers, got {object_id!r}")
-        return int(object_id)
-
     def _existing(self, object_id: int) -> ObjectTrack:
         if object_id not in self._objects:
             raise KeyError(f"unknown object id {object_id!r}; known: {self.object_ids}")
@@ -282,22 +269,6 @@ class VideoSession:
         if object_id not in self._objects:
             self._objects[object_id] = ObjectTrack(object_id)
         return self._objects[object_id]
-
-    @staticmethod
-    def _parse_points(points, labels) -> tuple[torch.Tensor, torch.Tensor]:
-        if points is None:
-            return torch.zeros(1, 0, 2), torch.zeros(1, 0, dtype=torch.int32)
-        pts = np.asarray(points, dtype=np.float32)
-        labs = np.asarray(labels)
-        if pts.ndim != 2 or pts.shape[1] != 2:
-            raise ValueError(f"points must be N x 2 (x, y), got shape {pts.shape}")
-        if labs.ndim != 1 or labs.shape[0] != pts.shape[0]:
-            raise ValueError(f"labels must have one entry per point: {pts.shape[0]} points, labels shape {labs.shape}")
-        if not np.isfinite(pts).all():
-            raise ValueError("points must be finite numbers")
-        if not np.isin(labs, (0, 1)).all():
-            raise ValueError(f"labels must be 0 (background) or 1 (foreground), got {labs.tolist()}")
-        return torch.from_numpy(pts)[None], torch.from_numpy(labs.astype(np.int32))[None]
 
     def _autocast(self):
         dtype = self.options.autocast_dtype
@@ -323,7 +294,7 @@ class VideoSession:
             return track.pending[frame][1]
         return self._bank.output(track.object_id, frame)
 
-    def _prompted_step(self, frame: int, track: ObjectTrack, points: PointPrompt | None, mask, prev_logits) -> FrameResult:
+    def _prompted_step(self, frame: int, track: ObjectTrack, points: tuple[torch.Tensor, torch.Tensor] | None, mask, prev_logits) -> FrameResult:
         """One object's output on a frame from its prompts, kept pending (its memory is encoded
         when the next propagation starts)."""
         init = frame not in track.tracked  # an initial conditioning frame: decoded without memory
@@ -337,11 +308,10 @@ class VideoSession:
                     pix = self._bank.without_memory(feats)
                 else:
                     pix = self._bank.condition([track.object_id], frame, feats, reverse)
-                n_pts = 0 if points is None else points.labels.shape[1]
+                coords, labels = (None, None) if points is None else points
+                n_pts = 0 if labels is None else labels.shape[1]
                 heads = self.model.sam_heads(
-                    pix, feats.high_res,
-                    None if points is None else points.coords,
-                    None if points is None else points.labels,
+                    pix, feats.high_res, coords, labels,
                     prev_logits if mask is None else mask, multimask=self.model.use_multimask(init, n_pts),
                 )
         is_cond = init or self.cfg.add_all_frames_to_correct_as_cond
@@ -422,45 +392,27 @@ class VideoSession:
 # ---------------------------------------------------------------------- batch path
 
 
-@dataclass(frozen=True)
-class ObjectPrompt:
-    """A prompt for one object on one frame: points (N x 2 pixels) with labels, a box
-    (x1, y1, x2, y2 pixels), points and a box together, or a mask (H x W bool)."""
-
-    object_id: int
-    frame: int
-    points: np.ndarray | None = None
-    labels: np.ndarray | None = None
-    box: np.ndarray | None = None
-    mask: np.ndarray | None = None
-
-
-def _merge_prompts(prompts: Sequence[ObjectPrompt], num_frames: int) -> dict[tuple[int, int], dict]:
-    """Group prompts by (object, frame), concatenating points; validates each."""
-    merged: dict[tuple[int, int], dict] = {}
+def _merge_prompts(prompts: Sequence[ObjectPrompt], num_frames: int) -> list[ObjectPrompt]:
+    """One prompt per (object, frame), points of several prompts joined in the order given;
+    sorted by frame, then object. Checks each frame lies in the video and how prompts combine."""
+    merged: dict[tuple[int, int], ObjectPrompt] = {}
     for i, p in enumerate(prompts):
         where = f"prompt {i} (object {p.object_id}, frame {p.frame})"
-        if not 0 <= int(p.frame) < num_frames:
+        if p.frame >= num_frames:
             raise ValueError(f"{where}: frame {p.frame} is past the video's end ({num_frames} frames)")
-        if p.points is None and p.box is None and p.mask is None:
-            raise ValueError(f"{where}: needs points with labels, a box or a mask")
-        if (p.points is None) != (p.labels is None):
-            raise ValueError(f"{where}: points and labels must be given together")
-        slot = merged.setdefault((int(p.object_id), int(p.frame)), {"points": [], "labels": [], "box": None, "mask": None})
+        key = (p.object_id, p.frame)
+        earlier = merged.get(key)
+        if earlier is None:
+            merged[key] = p
+            continue
         if p.mask is not None:
-            if slot["mask"] is not None or slot["box"] is not None or slot["points"] or p.points is not None or p.box is not None:
-                raise ValueError(f"{where}: a mask prompt cannot be combined with other prompts on the same frame")
-            slot["mask"] = p.mask
-        if p.box is not None:
-            if slot["box"] is not None or slot["mask"] is not None:
-                raise ValueError(f"{where}: more than one box (or a box and a mask) on the same frame")
-            slot["box"] = p.box
-        if p.points is not None:
-            if slot["mask"] is not None:
-                raise ValueError(f"{where}: a mask prompt cannot be combined with points on the same frame")
-            slot["points"].append(np.asarray(p.points, dtype=np.float32).reshape(-1, 2))
-            slot["labels"].append(np.asarray(p.labels).reshape(-1))
-    return merged
+            raise ValueError(f"{where}: a mask prompt cannot be combined with other prompts on the same frame")
+        if p.box is not None and (earlier.box is not None or earlier.mask is not None):
+            raise ValueError(f"{where}: more than one box (or a box and a mask) on the same frame")
+        if earlier.mask is not None:
+            raise ValueError(f"{where}: a mask prompt cannot be combined with points on the same frame")
+        merged[key] = earlier.with_points_of(p)
+    return [merged[key] for key in sorted(merged, key=lambda k: (k[1], k[0]))]
 
 
 def track_video(
@@ -489,14 +441,9 @@ def track_session(session: VideoSession, prompts: Sequence[ObjectPrompt], bounde
     merged = _merge_prompts(prompts, session.num_frames)
     if not merged:
         raise ValueError("no prompts given")
-    for (oid, frame), p in sorted(merged.items(), key=lambda kv: (kv[0][1], kv[0][0])):
-        if p["mask"] is not None:
-            session.add_mask(frame, oid, p["mask"])
-        else:
-            pts = np.concatenate(p["points"]) if p["points"] else None
-            labs = np.concatenate(p["labels"]) if p["labels"] else None
-            session.add_prompt(frame, oid, points=pts, labels=labs, box=p["box"])
-    start = min(frame for _, frame in merged)
+    for prompt in merged:
+        session.add(prompt)
+    start = merged[0].frame
     reverse_from = start if start > 0 else None  # the reverse pass reads the frames just after start
     for result in session.propagate(start, reverse=False):
         yield result

@@ -13,7 +13,7 @@ from dataclasses import asdict
 import pytest
 import torch
 
-from jobs.train import synthetic_jf
+from pipeline.synthetic_eval import synthetic_jf
 from sam2_core.checkpoint import read_state_dict
 from sam2_core.config_tree import config_from_document
 from sam2_core.demo_model import (

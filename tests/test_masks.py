@@ -9,8 +9,11 @@ from pycocotools import mask as mask_utils
 
 from pipeline.masks import (
     MASK_SCHEMA,
+    MaskRow,
     decode_mask,
     encode_mask,
+    mask_row,
+    mask_table,
     masks_from_table,
     rle_counts,
     validate_rle,
@@ -101,34 +104,18 @@ def test_negative_run_is_rejected():
         validate_rle("010N", 1, 1)  # runs 0, 1, 0, 1 + (-2)
 
 
-def mask_table(rows: list[tuple[str, int, int, np.ndarray]]) -> pa.Table:
-    records = []
-    for video_id, object_id, frame_index, mask in rows:
-        counts, area, bbox = encode_mask(mask)
-        records.append(
-            {
-                "video_id": video_id,
-                "object_id": object_id,
-                "frame_index": frame_index,
-                "height": mask.shape[0],
-                "width": mask.shape[1],
-                "rle": counts,
-                "area": area,
-                "bbox": list(bbox),
-                "score": 0.9,
-                "present": bool(area),
-                "prompted": frame_index == 0,
-                "run_id": "run-1",
-                "model": "test",
-            }
-        )
-    return pa.Table.from_pylist(records, schema=MASK_SCHEMA)
+def table_of(rows: list[tuple[str, int, int, np.ndarray]]) -> pa.Table:
+    return mask_table(
+        mask_row(video_id, object_id, frame_index, mask, score=0.9, present=bool(mask.any()),
+                 prompted=frame_index == 0, run_id="run-1", model="test")
+        for video_id, object_id, frame_index, mask in rows
+    )  # fmt: skip
 
 
 def test_masks_from_table_restores_every_mask():
     masks = list(random_masks(6, seed=5))
     rows = [("cups", index % 2, index, mask) for index, mask in enumerate(masks)]
-    restored = masks_from_table(mask_table(rows))
+    restored = masks_from_table(table_of(rows))
     assert set(restored) == {(video_id, obj, frame) for video_id, obj, frame, _ in rows}
     for video_id, obj, frame, mask in rows:
         assert restored[(video_id, obj, frame)].dtype == bool
@@ -138,7 +125,7 @@ def test_masks_from_table_restores_every_mask():
 def test_masks_from_table_refuses_duplicate_rows():
     mask = np.ones((2, 2), bool)
     with pytest.raises(ValueError, match="more than one row"):
-        masks_from_table(mask_table([("v", 1, 0, mask), ("v", 1, 0, mask)]))
+        masks_from_table(table_of([("v", 1, 0, mask), ("v", 1, 0, mask)]))
 
 
 def test_schema_columns_and_types():
@@ -149,3 +136,27 @@ def test_schema_columns_and_types():
     assert MASK_SCHEMA.field("bbox").type == pa.list_(pa.float64(), 4)
     assert MASK_SCHEMA.field("score").type == pa.float32()
     assert MASK_SCHEMA.field("height").type == pa.int32()
+
+
+def test_mask_rows_become_a_schema_table_that_restores_every_mask():
+    assert MaskRow._fields == tuple(MASK_SCHEMA.names)
+    masks = list(random_masks(12, seed=3))
+    rows = [
+        mask_row("v", index % 3, index, mask, score=np.float32(0.1 * index), present=index % 2 == 0,
+                 prompted=index == 0, run_id="r", model="m")
+        for index, mask in enumerate(masks)
+    ]  # fmt: skip
+    table = mask_table(rows)
+    assert table.schema.equals(MASK_SCHEMA) and table.num_rows == len(masks)
+    first = table.slice(0, 1).to_pylist()[0]
+    rle, area, bbox = encode_mask(masks[0])
+    height, width = masks[0].shape
+    assert first == {
+        "video_id": "v", "object_id": 0, "frame_index": 0, "height": height, "width": width,
+        "rle": rle, "area": area, "bbox": list(bbox), "score": 0.0, "present": True,
+        "prompted": True, "run_id": "r", "model": "m",
+    }  # fmt: skip
+    assert table.column("score").to_pylist()[5] == float(np.float32(0.5))
+    restored = masks_from_table(table)
+    assert all(np.array_equal(restored[("v", i % 3, i)], m) for i, m in enumerate(masks))
+    assert mask_table([]).equals(MASK_SCHEMA.empty_table())

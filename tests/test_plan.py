@@ -220,3 +220,36 @@ def test_refusal_reason_names_what_changed_since_the_committed_unit():
         "another video file (https://host/a.mp4; this run: s3://b/clips/a.mp4)"
     )
     assert "earlier version" in why_other_labeling(written, [unit], "mini@0123")
+
+
+PINNED_LINE = {
+    "video": "s3://bucket/clips/cups.mp4",
+    "video_id": "cups",
+    "objects": [
+        {
+            "object_id": 1,
+            "prompts": [
+                {"frame": 0, "points": [[412.3, 300], [10.25, 7.1]], "labels": [1, 0]},
+                {"frame": 7, "box": [100, 120.5, 300, 400], "points": [[150.5, 200]], "labels": [1]},
+            ],
+        },
+        {"object_id": 2, "prompts": [{"frame": 3, "mask": {"size": [2, 3], "counts": "2120"}}]},
+    ],
+}
+
+
+def test_unit_ids_of_a_fixed_manifest_line_never_change(tmp_path):
+    """Ids computed before prompts got one shared type: a change here would make resumed runs
+    relabel (or, worse, mix) work committed under the old ids."""
+    from pipeline.manifest import read_manifest
+
+    jobs, rejects = read_manifest(str(write_jsonl(tmp_path / "m.jsonl", [PINNED_LINE])))
+    assert rejects == []
+    (job,) = jobs
+    assert (
+        unit_id_for(job, job.objects, "sam2.1_hiera_tiny", "ab" * 32, "size=1000 ETag=0123")
+        == "cups-855d862f1d5b1ca8a0e440ff"
+    )
+    assert unit_id_for(job, job.objects[1:], "sam2.1_hiera_tiny", None, "") == (
+        "cups-f43984084b97124cad40e757"
+    )
