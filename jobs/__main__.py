@@ -19,6 +19,7 @@ COMMANDS = {
     "evaluate": "Score a mask table against ground truth (J&F).",
     "export": "Write a run's masks as COCO, YouTube-VIS, DAVIS, SA-V, CVAT, Label Studio or YOLO.",
     "fetch-checkpoint": "Download an official checkpoint and verify its SHA-256.",
+    "export-onnx": "Write a SAM 2 or SAM 1 model as ONNX graphs (image encoder, decoder, video memory) for onnxruntime.",
     "make-synthetic": "Write synthetic videos with ground truth and a prompt manifest.",
     "demo": "Generate sample videos, label them with the bundled model, and report.",
 }
