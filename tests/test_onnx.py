@@ -190,6 +190,17 @@ def test_sam2_encoder_matches_torch_on_mini_a(mini, mini_export: Path, image_cas
         mini.encode_image(torch.as_tensor(image_case["input_tensor"])).embedding,
         "vision features",
     )
+    # The batch axis is dynamic: two images at once give each image's features.
+    pair = (
+        np.random.default_rng(0)
+        .normal(size=(2, 3, mini.image_size, mini.image_size))
+        .astype(np.float32)
+    )
+    with torch.inference_mode():
+        want = mini.encode_image(torch.from_numpy(pair))
+    got = runner.encode(pair)
+    _close(got["vision_features"], want.embedding, "vision features of a batch of two")
+    _close(got["high_res_feats_0"], want.high_res[0], "high-res features 0 of a batch of two")
 
 
 @pytest.mark.parametrize("query", ["point1", "points3", "box", "box_point", "refine"])
