@@ -137,3 +137,15 @@ def test_onnx_tracker_refuses_an_export_without_video_graphs(
     export_onnx(mini, tmp_path, video=False)
     with pytest.raises(ValueError, match="video graphs"):
         OnnxTracker(tmp_path, video_case[0])
+
+
+def test_onnx_tracker_refuses_bad_prompts_naming_them(video_export: Path, video_case) -> None:
+    tracker = OnnxTracker(video_export, video_case[0])
+    with pytest.raises(ValueError, match="labels must be 0"):
+        tracker.add_points(0, 1, [[10, 10]], [2])
+    with pytest.raises(ValueError, match="1 points but 2 labels"):
+        tracker.add_points(0, 1, [[10, 10]], [1, 0])
+    with pytest.raises(IndexError, match="out of range"):
+        tracker.add_points(8, 1, [[10, 10]], [1])
+    with pytest.raises(ValueError, match="no objects to track"):
+        next(tracker.propagate())

@@ -192,7 +192,9 @@ def _postprocessing(model: SAM2Model | SAM1Model) -> dict:
         ),
         "mask_threshold": 0.0,
         "low_res_clamp": conv.low_res_clamp,
-        "no_object_score": NO_OBJECT_SCORE if isinstance(model, SAM2Model) else None,
+        "no_object_score": NO_OBJECT_SCORE
+        if isinstance(model, SAM2Model) and model.cfg.decoder.pred_obj_scores
+        else None,
         "video": (
             "while tracking, an object whose object_score_logits <= 0 has every logit set to no_object_score"
             if isinstance(model, SAM2Model)

@@ -89,7 +89,7 @@ class DecoderGraph(nn.Module):
         if not self.is_sam2:
             return low_res, ious
         if dec.cfg.use_multimask_token_for_obj_ptr:
-            slot_tokens = torch.cat([tokens[:, :1], tokens[:, 1:]], dim=1)
+            slot_tokens = tokens  # each slot's own mask token (slot 0: the single-mask token)
         else:
             slot_tokens = tokens[:, :1].expand(-1, 4, -1)
         model = self.model

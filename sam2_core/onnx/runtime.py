@@ -18,6 +18,7 @@ import numpy as np
 
 from ..config import TrackingConfig
 from ..memory_rule import select_memory
+from ..modeling.sam2 import NO_OBJECT_SCORE
 from .export import MANIFEST_NAME, OnnxManifest
 
 try:
@@ -295,7 +296,6 @@ class OnnxTracker:
         self.height, self.width = int(frames[0].shape[0]), int(frames[0].shape[1])
         self.cfg = TrackingConfig(**m.tracking)
         self.apply_no_object = m.postprocessing["no_object_score"] is not None
-        self.no_object_score = m.postprocessing["no_object_score"]
         self.pointer_span = min(self.num_frames, self.cfg.max_obj_ptrs_in_encoder)
         self._objects: OrderedDict[int, _Object] = OrderedDict()
         self._features: OrderedDict[int, dict[str, np.ndarray]] = OrderedDict()
@@ -334,9 +334,18 @@ class OnnxTracker:
         labs = np.zeros(0, np.int64) if labels is None else np.asarray(labels, np.int64).reshape(-1)
         if coords.shape[0] != labs.shape[0]:
             raise ValueError(f"{coords.shape[0]} points but {labs.shape[0]} labels")
+        if not np.isin(labs, (0, 1)).all():
+            raise ValueError(
+                f"labels must be 0 (background) or 1 (foreground), got {labs.tolist()}"
+            )
         if box is not None:
-            coords = np.concatenate([np.asarray(box, np.float32).reshape(2, 2), coords])
+            box = np.asarray(box, np.float32).reshape(-1)
+            if box.size != 4:
+                raise ValueError(f"box must be 4 numbers x1, y1, x2, y2; got {box.size}")
+            coords = np.concatenate([box.reshape(2, 2), coords])
             labs = np.concatenate([np.array(BOX_LABELS, np.int64), labs])
+        if not np.isfinite(coords).all():
+            raise ValueError("points and box must be finite numbers")
         size = self.model.manifest.image_size
         coords = coords * np.array([size / self.width, size / self.height], np.float32)
         obj = self._objects.setdefault(int(object_id), _Object())
@@ -448,7 +457,7 @@ class OnnxTracker:
         score = float(out.object_score_logits[0, 0])
         low = out.low_res_logits[:, slot : slot + 1].copy()
         if self.apply_no_object and score <= 0:
-            low[:] = self.no_object_score
+            low[:] = NO_OBJECT_SCORE
         return _State(low, out.object_pointers[0, slot], score, float(ious[slot]))
 
     def _encode_memory(self, feats, state: _State, binarize: bool) -> np.ndarray:
@@ -495,8 +504,8 @@ class OnnxTracker:
     def _result(self, frame: int) -> OnnxFrameResult:
         ids = self.object_ids
         h4 = 4 * self.model.manifest.embedding_size
-        low = np.full((len(ids), 1, h4, h4), self.no_object_score, np.float32)
-        scores = np.full(len(ids), self.no_object_score, np.float32)
+        low = np.full((len(ids), 1, h4, h4), NO_OBJECT_SCORE, np.float32)
+        scores = np.full(len(ids), NO_OBJECT_SCORE, np.float32)
         ious = np.zeros(len(ids), np.float32)
         for i, oid in enumerate(ids):
             state = self._objects[oid].output(frame)
