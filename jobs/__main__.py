@@ -22,6 +22,7 @@ COMMANDS = {
     "review": "Rank a run's (video, object, frames) by doubt into review.parquet.",
     "preview": "Render a run's masks over its videos (GIF/MP4 and PNG strips, ids drawn).",
     "fetch-checkpoint": "Download an official checkpoint and verify its SHA-256.",
+    "export-onnx": "Write a SAM 2 or SAM 1 model as ONNX graphs (image encoder, decoder, video memory) for onnxruntime.",
     "make-synthetic": "Write synthetic videos with ground truth and a prompt manifest.",
     "demo": "Generate sample videos, label them with the bundled model, and report.",
 }

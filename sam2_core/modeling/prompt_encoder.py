@@ -87,11 +87,17 @@ class PromptEncoder(nn.Module):
         A padding point is appended (B x (N + 1) x C), as SAM 2 does when no box is given
         separately; without ``pad_boxed_prompts``, prompts holding box corners get none (SAM 1).
         """
-        coords = coords + 0.5  # pixel centres
         b = coords.shape[0]
         if self.pad_boxed_prompts or not self._has_box(labels):
-            coords = torch.cat([coords, coords.new_zeros(b, 1, 2)], dim=1)
+            coords = torch.cat([coords, coords.new_full((b, 1, 2), -0.5)], dim=1)
             labels = torch.cat([labels, labels.new_full((b, 1), PAD)], dim=1)
+        return self.embed_labelled_points(coords, labels)
+
+    def embed_labelled_points(self, coords: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """B x N x 2 coordinates and B x N labels -> B x N x C, as given: no padding point is
+        added (for callers that pad themselves, like the ONNX decoder whose caller follows
+        :attr:`pad_boxed_prompts`). A PAD point's coordinates do not matter."""
+        coords = coords + 0.5  # pixel centres
         emb = self.pe_layer.points(coords, self.input_image_size)
         lab = labels.unsqueeze(-1)
         emb = torch.where(lab == PAD, self.not_a_point_embed.weight.expand_as(emb), emb)

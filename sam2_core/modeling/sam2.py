@@ -257,13 +257,16 @@ class SAM2Model(nn.Module):
         embedding: torch.Tensor,
         high_res_masks: torch.Tensor,
         object_score_logits: torch.Tensor,
-        binarize: bool,
+        binarize: bool | torch.Tensor,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """A new memory from a frame's raw embedding (B x C x h x w, or 1 x C x h x w shared by
         all B objects) and its predicted masks (B x 1 x S x S logits).
+        ``binarize`` may be a bool tensor (one element) so that a traced graph (ONNX) chooses per call.
         Returns (features B x mem x h x w, pos B x mem x h x w)."""
         t = self.cfg.tracking
-        if binarize and not self.training:
+        if isinstance(binarize, torch.Tensor):
+            mask = torch.where(binarize.reshape(1, 1, 1, 1), (high_res_masks > 0).float(), torch.sigmoid(high_res_masks))
+        elif binarize and not self.training:
             mask = (high_res_masks > 0).float()
         else:
             mask = torch.sigmoid(high_res_masks)
