@@ -81,3 +81,26 @@ non_negative_int = int_in(0)
 non_negative_float = float_in(0.0)
 positive_float = float_in(0.0, low_open=True)
 probability = float_in(0.0, 1.0)
+
+
+def add_storage_options(
+    parser: argparse.ArgumentParser, second: str | None = None, second_help: str = ""
+) -> None:
+    """``--storage-options`` (fsspec options for ``--run``) and, when `second` names another
+    flag (e.g. ``--dest-storage-options``), options for the other side that default to them."""
+    parser.add_argument(
+        "--storage-options", type=json_object, default=None, help="fsspec options for --run"
+    )
+    if second is not None:
+        parser.add_argument(
+            second,
+            type=json_object,
+            default=None,
+            help=f"fsspec options for {second_help} (default: those of --run)",
+        )
+
+
+def other_storage_options(args: argparse.Namespace, name: str) -> dict | None:
+    """The second set of storage options named `name`, or the run's when it was not given."""
+    value = getattr(args, name)
+    return args.storage_options if value is None else value

@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from jobs.argtypes import json_object, positive_int
+from jobs.argtypes import add_storage_options, other_storage_options, positive_int
 from pipeline.exports import FORMATS, ExportOptions, export_run
 from pipeline.exports.options import DEFAULT_FRAME_NAME
 from pipeline.exports.reader import DEFAULT_BATCH_ROWS
@@ -29,21 +29,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--batch-size", type=positive_int, default=DEFAULT_BATCH_ROWS, help="rows per read batch"
     )
-    parser.add_argument(
-        "--storage-options", type=json_object, default=None, help="fsspec options for --run"
-    )
-    parser.add_argument(
-        "--dest-storage-options",
-        type=json_object,
-        default=None,
-        help="fsspec options for --dest (default: those of --run)",
-    )
+    add_storage_options(parser, "--dest-storage-options", "--dest")
 
 
 def run(args: argparse.Namespace) -> int:
-    dest_options = args.dest_storage_options
-    if dest_options is None:
-        dest_options = args.storage_options
+    dest_options = other_storage_options(args, "dest_storage_options")
     try:
         result = export_run(
             args.run,

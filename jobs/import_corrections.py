@@ -14,7 +14,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from jobs.argtypes import json_object
+from jobs.argtypes import add_storage_options, other_storage_options
 from pipeline.exports import READERS
 
 
@@ -30,23 +30,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=None,
         help="the run's manifest (default: the one its summary.json names)",
     )
-    parser.add_argument(
-        "--storage-options", type=json_object, default=None, help="fsspec options for --run"
-    )
-    parser.add_argument(
-        "--source-storage-options",
-        type=json_object,
-        default=None,
-        help="fsspec options for --source and --manifest-out (default: those of --run)",
-    )
+    add_storage_options(parser, "--source-storage-options", "--source and --manifest-out")
 
 
 def run(args: argparse.Namespace) -> int:
     from pipeline.corrections import import_corrections
 
-    other = args.source_storage_options
-    if other is None:
-        other = args.storage_options
+    other = other_storage_options(args, "source_storage_options")
     try:
         result = import_corrections(
             args.run,

@@ -13,7 +13,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from jobs.argtypes import json_object
+from jobs.argtypes import add_storage_options, other_storage_options
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -24,15 +24,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--manifest", default=None, help="the run's manifest (default: named by summary.json)"
     )
     parser.add_argument("--format", choices=("gif", "mp4"), default="gif", help="default gif")
-    parser.add_argument(
-        "--storage-options", type=json_object, default=None, help="fsspec options for --run"
-    )
-    parser.add_argument(
-        "--dest-storage-options",
-        type=json_object,
-        default=None,
-        help="fsspec options for --dest (default: those of --run)",
-    )
+    add_storage_options(parser, "--dest-storage-options", "--dest")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -40,9 +32,7 @@ def run(args: argparse.Namespace) -> int:
     from pipeline.review import REVIEW_FILE, rank_run, write_review
     from pipeline.storage import join
 
-    dest_options = args.dest_storage_options
-    if dest_options is None:
-        dest_options = args.storage_options
+    dest_options = other_storage_options(args, "dest_storage_options")
     try:
         result = preview_run(
             args.run,
