@@ -115,14 +115,19 @@ def stability_score(logits: torch.Tensor, threshold: float, offset: float) -> to
 
 
 def near_crop_edge(
-    boxes: torch.Tensor, crop: tuple[int, int, int, int], image_hw: tuple[int, int], tol: float = 20.0
+    boxes: torch.Tensor,
+    crop: tuple[int, int, int, int],
+    image_hw: tuple[int, int],
+    tol: float = 20.0,
 ) -> torch.Tensor:
     """N x 4 boxes in crop pixels -> N booleans: within ``tol`` pixels of an edge of the crop that
     is not also an edge of the image (such masks are likely cut by the crop)."""
     x0, y0 = crop[0], crop[1]
     shift = torch.tensor([x0, y0, x0, y0], dtype=torch.float32, device=boxes.device)
     crop_t = torch.tensor(crop, dtype=torch.float32, device=boxes.device)
-    image_t = torch.tensor([0, 0, image_hw[1], image_hw[0]], dtype=torch.float32, device=boxes.device)
+    image_t = torch.tensor(
+        [0, 0, image_hw[1], image_hw[0]], dtype=torch.float32, device=boxes.device
+    )
     placed = boxes.float() + shift
     at_crop = (placed - crop_t).abs() <= tol
     at_image = (placed - image_t).abs() <= tol
@@ -138,11 +143,11 @@ def remove_small_regions(masks: torch.Tensor, min_area: float) -> tuple[torch.Te
     if masks.shape[0] == 0 or small < 1:
         return masks, torch.zeros(masks.shape[0], dtype=torch.bool, device=masks.device)
     background = ~masks
-    _, hole_area = region_areas(background, small)
+    _, hole_area = region_areas(background)
     holes = background & (hole_area <= small)
     filled = masks | holes
 
-    labels, island_area = region_areas(filled, small)
+    labels, island_area = region_areas(filled)
     islands = filled & (island_area <= small)
     cleaned = filled & ~islands
     all_small = islands.flatten(1).any(dim=1) & ~cleaned.flatten(1).any(dim=1)

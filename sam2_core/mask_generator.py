@@ -82,17 +82,25 @@ class MaskGeneratorSettings:
                 )
             for i, grid in enumerate(self.point_grids):
                 if np.ndim(grid) != 2 or np.shape(grid)[1] != 2:
-                    raise ValueError(f"point_grids[{i}] has shape {np.shape(grid)}: expected N x 2 in [0, 1]")
+                    raise ValueError(
+                        f"point_grids[{i}] has shape {np.shape(grid)}: expected N x 2 in [0, 1]"
+                    )
         if self.points_per_batch < 1:
             raise ValueError(f"points_per_batch must be >= 1, got {self.points_per_batch}")
         if self.crop_n_layers < 0:
             raise ValueError(f"crop_n_layers must be >= 0, got {self.crop_n_layers}")
         if self.crop_n_points_downscale_factor < 1:
-            raise ValueError(f"crop_n_points_downscale_factor must be >= 1, got {self.crop_n_points_downscale_factor}")
+            raise ValueError(
+                f"crop_n_points_downscale_factor must be >= 1, got {self.crop_n_points_downscale_factor}"
+            )
         if self.output_mode not in ("binary_mask", "uncompressed_rle", "coco_rle"):
-            raise ValueError(f"unknown output_mode {self.output_mode!r}: use binary_mask, uncompressed_rle or coco_rle")
+            raise ValueError(
+                f"unknown output_mode {self.output_mode!r}: use binary_mask, uncompressed_rle or coco_rle"
+            )
         if self.cleanup not in (None, "logits", "masks"):
-            raise ValueError(f"unknown cleanup {self.cleanup!r}: use 'logits' (SAM 2) or 'masks' (SAM 1)")
+            raise ValueError(
+                f"unknown cleanup {self.cleanup!r}: use 'logits' (SAM 2) or 'masks' (SAM 1)"
+            )
         if self.min_mask_region_area < 0:
             raise ValueError(f"min_mask_region_area must be >= 0, got {self.min_mask_region_area}")
 
@@ -101,7 +109,9 @@ class MaskGeneratorSettings:
         sam1 = isinstance(model, SAM1Model)
         return replace(
             self,
-            pred_iou_thresh=(0.88 if sam1 else 0.8) if self.pred_iou_thresh is None else self.pred_iou_thresh,
+            pred_iou_thresh=(0.88 if sam1 else 0.8)
+            if self.pred_iou_thresh is None
+            else self.pred_iou_thresh,
             cleanup=("masks" if sam1 else "logits") if self.cleanup is None else self.cleanup,
         )
 
@@ -109,7 +119,9 @@ class MaskGeneratorSettings:
         """The point grid of each crop layer, normalised to [0, 1]."""
         if self.point_grids is not None:
             return [np.asarray(g, dtype=np.float64) for g in self.point_grids]
-        return amg.layer_point_grids(self.points_per_side, self.crop_n_layers, self.crop_n_points_downscale_factor)
+        return amg.layer_point_grids(
+            self.points_per_side, self.crop_n_layers, self.crop_n_points_downscale_factor
+        )
 
 
 @dataclass
@@ -192,7 +204,9 @@ class MaskGenerator:
         self.settings = replace(base, **overrides).for_model(model)
         s = self.settings
         logits_cleanup = s.min_mask_region_area if s.cleanup == "logits" else 0
-        self.predictor = ImagePredictor(model, max_hole_area=logits_cleanup, max_sprinkle_area=logits_cleanup)
+        self.predictor = ImagePredictor(
+            model, max_hole_area=logits_cleanup, max_sprinkle_area=logits_cleanup
+        )
         self._grids = s.grids()
 
     @property
@@ -218,7 +232,9 @@ class MaskGenerator:
             found, full = self._remove_small_regions(found, full)
         return self._records(found, full)
 
-    def _masks_in_crop(self, image: np.ndarray, crop: amg.Crop, image_hw: tuple[int, int]) -> _Masks:
+    def _masks_in_crop(
+        self, image: np.ndarray, crop: amg.Crop, image_hw: tuple[int, int]
+    ) -> _Masks:
         """Decode the layer's grid on one crop, filter, and deduplicate within the crop."""
         s = self.settings
         x0, y0, x1, y1 = crop.box
@@ -238,22 +254,30 @@ class MaskGenerator:
         found.crops = torch.tensor([crop.box], dtype=torch.int64).expand(len(found), 4).clone()
         return found
 
-    def _decode_batch(self, points: torch.Tensor, crop: amg.Crop, image_hw: tuple[int, int]) -> _Masks:
+    def _decode_batch(
+        self, points: torch.Tensor, crop: amg.Crop, image_hw: tuple[int, int]
+    ) -> _Masks:
         """One batch of single-point prompts (N x 2 crop pixels) -> the masks that pass the filters,
         boxes and points still in crop pixels."""
         s = self.settings
         model = self.model
         device = model.device
         crop_hw = crop.hw
-        coords = model.image_convention.to_model_coords(points.to(device), crop_hw, model.image_size)[:, None, :]
+        coords = model.image_convention.to_model_coords(
+            points.to(device), crop_hw, model.image_size
+        )[:, None, :]
         labels = torch.ones(coords.shape[0], 1, dtype=torch.int32, device=device)
-        pred = self.predictor.predict_torch(coords, labels, multimask_output=s.multimask_output, return_logits=True)
+        pred = self.predictor.predict_torch(
+            coords, labels, multimask_output=s.multimask_output, return_logits=True
+        )
         per_point = pred.masks.shape[1]
         logits = pred.masks.flatten(0, 1)
         ious = pred.ious.flatten(0, 1)
         prompt_points = points.repeat_interleave(per_point, dim=0)
         if s.use_m2m:
-            logits, ious = self._refine(coords.repeat_interleave(per_point, dim=0), pred.low_res_logits.flatten(0, 1))
+            logits, ious = self._refine(
+                coords.repeat_interleave(per_point, dim=0), pred.low_res_logits.flatten(0, 1)
+            )
 
         keep = torch.ones_like(ious, dtype=torch.bool)
         if s.pred_iou_thresh > 0:
@@ -275,7 +299,9 @@ class MaskGenerator:
             torch.zeros(len(kept), 4, dtype=torch.int64),
         )
 
-    def _refine(self, coords: torch.Tensor, low_res: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def _refine(
+        self, coords: torch.Tensor, low_res: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """Decode each prompt again with its own low-res logits as a mask prompt (one mask each)."""
         step = self.settings.points_per_batch
         labels = torch.ones(coords.shape[0], 1, dtype=torch.int32, device=coords.device)
@@ -283,7 +309,11 @@ class MaskGenerator:
         for start in range(0, coords.shape[0], step):
             part = slice(start, start + step)
             pred = self.predictor.predict_torch(
-                coords[part], labels[part], mask_input=low_res[part, None], multimask_output=False, return_logits=True
+                coords[part],
+                labels[part],
+                mask_input=low_res[part, None],
+                multimask_output=False,
+                return_logits=True,
             )
             masks.append(pred.masks[:, 0])
             ious.append(pred.ious[:, 0])
@@ -298,7 +328,9 @@ class MaskGenerator:
             full[i, y0 : y0 + mask.shape[0], x0 : x0 + mask.shape[1]] = mask
         return full
 
-    def _remove_small_regions(self, found: _Masks, full: torch.Tensor) -> tuple[_Masks, torch.Tensor]:
+    def _remove_small_regions(
+        self, found: _Masks, full: torch.Tensor
+    ) -> tuple[_Masks, torch.Tensor]:
         """SAM 1's clean-up of the final masks, then box NMS again, keeping untouched masks first."""
         s = self.settings
         cleaned, changed = amg.remove_small_regions(full, s.min_mask_region_area)

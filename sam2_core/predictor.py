@@ -208,11 +208,11 @@ class ImagePredictor:
         cleaned = low
         if self.max_hole_area > 0:
             background = low <= thr
-            _, areas = region_areas(background, self.max_hole_area)
+            _, areas = region_areas(background)
             cleaned = torch.where(background & (areas <= self.max_hole_area), thr + 10.0, cleaned)
         if self.max_sprinkle_area > 0:
             foreground = low > thr
-            _, areas = region_areas(foreground, self.max_sprinkle_area)
+            _, areas = region_areas(foreground)
             cleaned = torch.where(foreground & (areas <= self.max_sprinkle_area), thr - 10.0, cleaned)
         return cleaned
 
