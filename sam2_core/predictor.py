@@ -9,6 +9,7 @@ import numpy as np
 import torch
 
 from .modeling.sam2 import ImageFeatures, SAM2Model
+from .postprocess import region_areas
 from .sam1.model import SAM1Model
 from .transforms import as_rgb_array, box_to_points
 
@@ -34,9 +35,20 @@ class ImagePrediction:
 class ImagePredictor:
     """SAM 2 (or SAM 1) on still images. Prompts are in pixels of the original image."""
 
-    def __init__(self, model: SAM2Model | SAM1Model, mask_threshold: float = 0.0):
+    def __init__(
+        self,
+        model: SAM2Model | SAM1Model,
+        mask_threshold: float = 0.0,
+        max_hole_area: int = 0,
+        max_sprinkle_area: int = 0,
+    ):
+        """max_hole_area / max_sprinkle_area (as Meta's SAM2ImagePredictor): before upsampling,
+        fill background regions of the low-res logits (8-connected, <= mask_threshold) of at most
+        that many low-res pixels, and erase foreground regions that small; 0 turns each off."""
         self.model = model
         self.mask_threshold = mask_threshold
+        self.max_hole_area = max_hole_area
+        self.max_sprinkle_area = max_sprinkle_area
         self._features: ImageFeatures | None = None
         self._sizes: list[tuple[int, int]] = []
 
@@ -184,11 +196,25 @@ class ImagePredictor:
             repeat_image=n > 1,
         )
         low = out.masks.float()
-        masks = convention.masks_to_image(low, orig_hw, size)
+        masks = convention.masks_to_image(self._clean_low_res(low), orig_hw, size)
         low = convention.clamp_low_res(low)
         if not return_logits:
             masks = masks > self.mask_threshold
         return ImagePrediction(masks, out.iou.float(), low, out.object_score_logits.float())
+
+    def _clean_low_res(self, low: torch.Tensor) -> torch.Tensor:
+        """Fill small holes and erase small sprinkles (both found on the decoded logits)."""
+        thr = self.mask_threshold
+        cleaned = low
+        if self.max_hole_area > 0:
+            background = low <= thr
+            _, areas = region_areas(background)
+            cleaned = torch.where(background & (areas <= self.max_hole_area), thr + 10.0, cleaned)
+        if self.max_sprinkle_area > 0:
+            foreground = low > thr
+            _, areas = region_areas(foreground)
+            cleaned = torch.where(foreground & (areas <= self.max_sprinkle_area), thr - 10.0, cleaned)
+        return cleaned
 
     def _image_size(self, image_index: int) -> tuple[int, int]:
         """(H, W) of the set image ``image_index``; RuntimeError before set_image, IndexError if out of range."""
