@@ -179,6 +179,7 @@ class TrainJob:
         self.args = args
         self.out = Path(args.output)
         resume = args.resume if resume is None else resume
+        torch.manual_seed(args.seed)  # the same initial weights in every process, every time
         if resume:
             doc_path = self.out / CONFIG_FILE
             if not doc_path.is_file():
