@@ -42,8 +42,10 @@ OPTIONS: list[tuple[str, dict]] = [
         "--model",
         {
             "default": None,
-            "help": "official model name (e.g. sam2.1_hiera_tiny) or a path/URL to an official-style "
-            "config (default: the small demo model bundled in the package, synthetic scenes only)",
+            "help": "official model name (e.g. sam2.1_hiera_tiny), a path/URL to an official-style "
+            "config, or 'demo' for the small model bundled in the package (synthetic scenes only); "
+            "default: sam2.1_hiera_base_plus with its official checkpoint, fetched once (SHA-256 "
+            "checked) into the cache",
         },
     ),
     (
@@ -254,21 +256,48 @@ def run_config(args: argparse.Namespace):
     )
 
 
-def run(args: argparse.Namespace) -> int:
-    from pipeline.coordinator import run_labeling
+DEFAULT_MODEL = "sam2.1_hiera_base_plus"
+DEMO_MODEL = "demo"
 
-    if not args.model:
-        if args.checkpoint:
-            print("error: --checkpoint needs --model (the official name or config it belongs to)", file=sys.stderr)
-            return 1
+
+def resolve_model(args: argparse.Namespace) -> str | None:
+    """Fill in --model/--checkpoint: none given means the official DEFAULT_MODEL and its
+    checkpoint by name (each node fetches it once into the cache, SHA-256 checked); 'demo'
+    means the bundled model. Returns an error message, or None; says which model is used."""
+    if args.model and args.model != DEMO_MODEL:
+        return None
+    if args.checkpoint:
+        what = "--model demo brings its own weights" if args.model else "--checkpoint needs --model"
+        return f"{what} (the official name or config the checkpoint belongs to)"
+    if args.model == DEMO_MODEL:
         from sam2_core.demo_model import DEMO_CHECKPOINT_PATH, DEMO_CONFIG_PATH
 
         args.model, args.checkpoint = str(DEMO_CONFIG_PATH), str(DEMO_CHECKPOINT_PATH)
         print(
-            "no --model given: using the bundled demo model (synthetic scenes only; "
-            "for real videos pass an official model and its --checkpoint)",
+            "--model demo: using the bundled demo model (trained on synthetic scenes only; "
+            "its masks of real videos are meaningless)",
             file=sys.stderr,
         )
+        return None
+    from sam2_core import hub
+
+    args.model = args.checkpoint = DEFAULT_MODEL
+    print(
+        f"no --model given: using the official {DEFAULT_MODEL} (checkpoint fetched once per node from "
+        f"{hub.base_url_default() or 'Meta'} into {hub.cache_dir(args.checkpoint_cache)}, SHA-256 checked; "
+        "--model demo for the bundled demo model)",
+        file=sys.stderr,
+    )
+    return None
+
+
+def run(args: argparse.Namespace) -> int:
+    from pipeline.coordinator import run_labeling
+
+    problem = resolve_model(args)
+    if problem:
+        print(f"error: {problem}", file=sys.stderr)
+        return 1
     if args.ray_address or os.environ.get("RAY_ADDRESS"):
         refusal = credentials_refusal(args.storage_options)
         if refusal:

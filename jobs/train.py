@@ -1,12 +1,15 @@
 """``python -m jobs train``: fine-tune a SAM 2 model, or train a small one from scratch, on clips
-of synthetic videos with exact ground truth.
+of videos with ground truth: a label run's output, DAVIS / YouTube-VOS or SA-V folders
+(``--data``, see :mod:`pipeline.training.data`), or synthetic videos (the default).
 
 Writes ``model.pt`` (official checkpoint format), ``config.json`` ({"resolved": tree,
 "training": record}) and ``train_state.pt`` (for ``--resume``) under ``--output``; progress
 lines show the loss terms and throughput (clips/s). With ``--eval-videos N`` each checkpoint
-is also scored (J&F) on held-out synthetic videos of seeds 0..N-1 (training seeds start at
-``--first-seed``, 1000 by default), prompted with one click per object as the
-``make-synthetic`` manifest does. Exit status: 0 done; 1 bad options or inputs.
+is also scored (J&F) on N held-out videos (real data: N of its videos, chosen by ``--seed``
+and never trained on; synthetic: seeds 0..N-1, training seeds start at ``--first-seed``),
+each object prompted with one click as the ``make-synthetic`` manifest does; the best
+checkpoint is kept in ``OUTPUT/best/``. ``--workers N`` trains data-parallel on Ray Train
+(see :mod:`jobs.train_distributed`). Exit status: 0 done; 1 bad options or inputs.
 """
 
 from __future__ import annotations
@@ -20,18 +23,27 @@ from pathlib import Path
 import torch
 
 from jobs.argtypes import (
+    json_object,
     non_negative_float,
     non_negative_int,
     positive_float,
     positive_int,
     probability,
 )
-from pipeline.synthetic_eval import synthetic_jf
+from pipeline.training.data import (
+    SYNTHETIC,
+    DataSpec,
+    TrainingData,
+    load_training_data,
+    parse_data_spec,
+)
 from sam2_core.synthetic import SyntheticConfig
 from sam2_core.training import (
     CONFIG_FILE,
+    MODEL_FILE,
     LossWeights,
     PromptOptions,
+    Replicas,
     SyntheticClips,
     TrainConfig,
     Trainer,
@@ -77,6 +89,22 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--threads", type=positive_int, default=1, help="torch CPU threads (default 1: best on busy shared machines)")
     parser.add_argument("--log-every", type=positive_int, default=d.log_every)
     parser.add_argument("--checkpoint-every", type=positive_int, default=d.checkpoint_every)
+    parser.add_argument("--micro-batch", type=non_negative_int, default=d.micro_batch,
+                        help="clips per forward/backward, gradients summed over a step (default 0: each worker's whole share)")
+    parser.add_argument("--prefetch-steps", type=non_negative_int, default=d.prefetch_steps,
+                        help=f"steps of clips a background thread loads ahead (default {d.prefetch_steps}; 0: load in the loop)")
+    g = parser.add_argument_group("training data")
+    g.add_argument("--data", action="append", type=_data_spec, default=[], metavar="SPEC",
+                   help="run:URI (a `jobs label` output), davis:URI (JPEGImages/ + Annotations/), sav:URI "
+                   "(<video>.mp4 + <video>_manual.json) or synthetic (default); repeatable, URI any fsspec URL")
+    g.add_argument("--storage-options", type=json_object, default=None, help="fsspec options for --data URLs (JSON)")
+    g = parser.add_argument_group("distributed training (Ray Train)")
+    g.add_argument("--workers", type=positive_int, default=1, help="data-parallel workers (default 1: this process, no Ray)")
+    g.add_argument("--gpus-per-worker", type=non_negative_float, default=0.0, help="GPUs per worker (default 0: CPU, gloo)")
+    g.add_argument("--cpus-per-worker", type=positive_float, default=1.0)
+    g.add_argument("--ray-address", default=None, help="join this Ray cluster (default: $RAY_ADDRESS or a local one)")
+    g.add_argument("--storage", default=None, help="where Ray Train keeps checkpoints (any fsspec URI; default OUTPUT/ray)")
+    g.add_argument("--max-failures", type=non_negative_int, default=3, help="restarts from the last checkpoint after a lost worker (default 3)")
     g = parser.add_argument_group("synthetic training data")
     g.add_argument("--height", type=positive_int, default=128, help="frame height (default 128)")
     g.add_argument("--width", type=positive_int, default=128, help="frame width (default 128)")
@@ -99,7 +127,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--align-memory-attention", action="store_true",
                    help="start memory cross-attention local (rotary-aligned query/key biases; training from scratch)")
     g = parser.add_argument_group("held-out evaluation")
-    g.add_argument("--eval-videos", type=non_negative_int, default=0, help="score each checkpoint on synthetic seeds 0..N-1 (default 0: off)")
+    g.add_argument("--eval-videos", type=non_negative_int, default=0,
+                   help="score each checkpoint (J&F) on N held-out videos and keep the best in OUTPUT/best/ "
+                   "(synthetic: seeds 0..N-1; default 0: off)")
+
+
+def _data_spec(text: str) -> DataSpec:
+    try:
+        return parse_data_spec(text)
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
 
 
 def synthetic_config(args: argparse.Namespace) -> SyntheticConfig:
@@ -109,12 +146,42 @@ def synthetic_config(args: argparse.Namespace) -> SyntheticConfig:
     )
 
 
-def run(args: argparse.Namespace) -> int:
-    torch.set_num_threads(max(int(args.threads), 1))
-    out = Path(args.output)
-    try:
-        if args.resume:
-            doc_path = out / CONFIG_FILE
+def data_specs(args: argparse.Namespace) -> list[DataSpec]:
+    specs = list(args.data) or [DataSpec(SYNTHETIC)]
+    if len(specs) > 1 and any(spec.kind == SYNTHETIC for spec in specs):
+        raise ValueError("--data synthetic cannot be mixed with other --data specs")
+    return specs
+
+
+def train_config(args: argparse.Namespace) -> TrainConfig:
+    prompts = PromptOptions(
+        box_prob=args.box_prob, mask_prob=args.mask_prob,
+        max_corrections=args.max_corrections, correct_later_prob=args.correct_later_prob,
+    )
+    return TrainConfig(
+        steps=args.steps, batch_size=args.batch_size, clip_len=args.clip_len,
+        clip_len_schedule=args.clip_len_schedule, lr=args.lr, weight_decay=args.weight_decay,
+        warmup_steps=args.warmup_steps, min_lr_ratio=args.min_lr_ratio, grad_clip=args.grad_clip,
+        freeze=tuple(args.freeze), seed=args.seed, device=args.device, autocast=not args.no_autocast,
+        log_every=args.log_every, checkpoint_every=args.checkpoint_every, prompts=prompts,
+        loss=LossWeights(embedding_rms=args.embedding_penalty),
+        align_prompt_attention=bool(args.align_prompt_attention) and not args.resume,
+        align_memory_attention=bool(args.align_memory_attention) and not args.resume,
+        micro_batch=args.micro_batch, prefetch_steps=args.prefetch_steps,
+    )
+
+
+class TrainJob:
+    """Everything one training process needs, built from the command line: the model, the clip
+    source, the trainer, and the held-out scoring run at each checkpoint (main replica only)."""
+
+    def __init__(self, args: argparse.Namespace, replicas: Replicas | None = None, resume: bool | None = None):
+        self.args = args
+        self.out = Path(args.output)
+        resume = args.resume if resume is None else resume
+        torch.manual_seed(args.seed)  # the same initial weights in every process, every time
+        if resume:
+            doc_path = self.out / CONFIG_FILE
             if not doc_path.is_file():
                 raise FileNotFoundError(f"--resume: {doc_path} not found")
             model, tree = build_for_training(str(doc_path))
@@ -122,64 +189,105 @@ def run(args: argparse.Namespace) -> int:
             if not args.config:
                 raise ValueError("--config (an official name or a config file) is required unless --resume")
             model, tree = build_for_training(args.config, args.init_checkpoint)
-        synth = synthetic_config(args)
-        prompts = PromptOptions(
-            box_prob=args.box_prob, mask_prob=args.mask_prob,
-            max_corrections=args.max_corrections, correct_later_prob=args.correct_later_prob,
-        )
-        cfg = TrainConfig(
-            steps=args.steps, batch_size=args.batch_size, clip_len=args.clip_len,
-            clip_len_schedule=args.clip_len_schedule, lr=args.lr, weight_decay=args.weight_decay,
-            warmup_steps=args.warmup_steps, min_lr_ratio=args.min_lr_ratio, grad_clip=args.grad_clip,
-            freeze=tuple(args.freeze), seed=args.seed, device=args.device, autocast=not args.no_autocast,
-            log_every=args.log_every, checkpoint_every=args.checkpoint_every, prompts=prompts,
-            loss=LossWeights(embedding_rms=args.embedding_penalty),
-            align_prompt_attention=bool(args.align_prompt_attention) and not args.resume,
-            align_memory_attention=bool(args.align_memory_attention) and not args.resume,
-        )
-        source = SyntheticClips(
-            synth, first_seed=args.first_seed, num_seeds=args.num_seeds,
-            max_objects=args.max_objects, reuse=args.video_reuse,
-        )
-        if args.eval_videos and args.first_seed < args.eval_videos:
-            raise ValueError(f"--first-seed {args.first_seed} overlaps the held-out seeds 0..{args.eval_videos - 1}")
+        cfg = train_config(args)
+        specs = data_specs(args)
+        self.synth = synthetic_config(args)
+        self.data: TrainingData | None = None
         record = {
             "command": "python -m jobs train " + " ".join(sys.argv[2:]) if len(sys.argv) > 1 else "",
-            "synthetic": {k: getattr(synth, k) for k in synth.__dataclass_fields__},
-            "first_seed": args.first_seed,
-            "num_seeds": args.num_seeds,
+            "data": [str(spec) for spec in specs],
             "device": str(args.device),
             "init_checkpoint": args.init_checkpoint,
+            "workers": args.workers,
         }
-        trainer = Trainer(model, tree, source, out, cfg, extra_record=record)
-        if args.resume:
-            trainer.resume()
-            print(f"resumed at step {trainer.step}", flush=True)
+        if specs[0].kind == SYNTHETIC:
+            if args.eval_videos and args.first_seed < args.eval_videos:
+                raise ValueError(f"--first-seed {args.first_seed} overlaps the held-out seeds 0..{args.eval_videos - 1}")
+            source = SyntheticClips(
+                self.synth, first_seed=args.first_seed, num_seeds=args.num_seeds,
+                max_objects=args.max_objects, reuse=args.video_reuse,
+            )
+            record |= {
+                "synthetic": {k: getattr(self.synth, k) for k in self.synth.__dataclass_fields__},
+                "first_seed": args.first_seed,
+                "num_seeds": args.num_seeds,
+            }
+        else:
+            from pipeline.training.videos import TableClips
+
+            self.data = load_training_data(specs, args.storage_options, args.eval_videos, args.seed)
+            source = TableClips(self.data.train, args.storage_options, max_objects=args.max_objects)
+            record |= {
+                "train_videos": [v.video_id for v in self.data.train],
+                "heldout_videos": [v.video_id for v in self.data.heldout],
+            }
+        self.trainer = Trainer(model, tree, source, self.out, cfg, extra_record=record, replicas=replicas)
+        if resume:
+            self.trainer.resume()
+
+    def describe_data(self) -> str:
+        if self.data is None:
+            return "synthetic videos" + (f"; held out: seeds 0..{self.args.eval_videos - 1}" if self.args.eval_videos else "")
+        return (
+            f"{len(self.data.train)} training video(s); held out: "
+            + (", ".join(v.video_id for v in self.data.heldout) or "none")
+        )
+
+    def score(self, step: int) -> str:
+        """Held-out J&F of the current weights, appended to eval.jsonl; the best weights are
+        copied to OUTPUT/best/. Returns the line to print ("" without --eval-videos)."""
+        from pipeline.training.heldout import keep_best
+
+        if not self.args.eval_videos:
+            return ""
+        t0 = time.time()
+        model = self.trainer.model
+        if self.data is None:
+            from pipeline.synthetic_eval import synthetic_jf
+
+            report = synthetic_jf(model, range(self.args.eval_videos), self.synth)
+        else:
+            from pipeline.training.heldout import heldout_jf
+
+            report = heldout_jf(model, self.data.heldout, self.args.storage_options)
+        with open(self.out / "eval.jsonl", "a") as f:
+            f.write(json.dumps({"step": step, "J&F": report.jf, "J": report.j, "F": report.f, "videos": self.args.eval_videos}) + "\n")
+        best = keep_best(self.out, step, report.jf, (MODEL_FILE, CONFIG_FILE))
+        return (
+            f" held-out J&F={report.jf:.4f} J={report.j:.4f} F={report.f:.4f} ({time.time() - t0:.0f}s)"
+            + (" best so far: copied to best/" if best else "")
+        )
+
+
+def log_line(st, steps: int, started: float) -> str:
+    terms = " ".join(f"{k}={v:.3f}" for k, v in st.terms.items())
+    return (
+        f"step {st.step}/{steps} loss={st.loss:.3f} ({terms}) lr={st.lr:.2e} "
+        f"clip_len={st.clip_len} objects/batch={st.objects} {st.clips_per_s:.2f} clips/s "
+        f"elapsed={time.time() - started:.0f}s"
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    torch.set_num_threads(max(int(args.threads), 1))
+    if args.workers > 1 or args.ray_address:
+        from jobs.train_distributed import run_distributed
+
+        return run_distributed(args)
+    try:
+        job = TrainJob(args)
     except (ValueError, FileNotFoundError, OSError) as err:
         print(f"train: {err}", file=sys.stderr)
         return 1
-
+    trainer = job.trainer
+    if args.resume:
+        print(f"resumed at step {trainer.step}", flush=True)
+    print(f"data: {job.describe_data()}", flush=True)
     started = time.time()
 
-    def on_log(st) -> None:
-        terms = " ".join(f"{k}={v:.3f}" for k, v in st.terms.items())
-        print(
-            f"step {st.step}/{cfg.steps} loss={st.loss:.3f} ({terms}) lr={st.lr:.2e} "
-            f"clip_len={st.clip_len} objects/batch={st.objects} {st.clips_per_s:.2f} clips/s "
-            f"elapsed={time.time() - started:.0f}s",
-            flush=True,
-        )
-
     def on_checkpoint(step: int, path: Path) -> None:
-        line = f"checkpoint step {step}: {path}"
-        if args.eval_videos:
-            t0 = time.time()
-            report = synthetic_jf(trainer.model, range(args.eval_videos), synth)
-            line += f" held-out J&F={report.jf:.4f} J={report.j:.4f} F={report.f:.4f} ({time.time() - t0:.0f}s)"
-            with open(out / "eval.jsonl", "a") as f:
-                f.write(json.dumps({"step": step, "J&F": report.jf, "J": report.j, "F": report.f, "videos": args.eval_videos}) + "\n")
-        print(line, flush=True)
+        print(f"checkpoint step {step}: {path}" + job.score(step), flush=True)
 
-    trainer.train(on_log=on_log, on_checkpoint=on_checkpoint)
-    print(f"done: {trainer.step} steps, {trainer.elapsed:.0f}s training time; model {out / 'model.pt'}", flush=True)
+    trainer.train(on_log=lambda st: print(log_line(st, trainer.config.steps, started), flush=True), on_checkpoint=on_checkpoint)
+    print(f"done: {trainer.step} steps, {trainer.elapsed:.0f}s training time; model {job.out / MODEL_FILE}", flush=True)
     return 0

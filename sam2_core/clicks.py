@@ -113,8 +113,16 @@ def prompt_frame(track: np.ndarray, min_fraction: float = 0.25) -> int:
         raise ValueError(f"prompt_frame needs a T x H x W mask track, got shape {track.shape}")
     if not 0.0 <= min_fraction <= 1.0:
         raise ValueError(f"min_fraction must be in [0, 1], got {min_fraction}")
-    areas = track.reshape(track.shape[0], -1).sum(axis=1)
-    if areas.max() == 0:
+    return prompt_frame_of_areas(track.reshape(track.shape[0], -1).sum(axis=1), min_fraction)
+
+
+def prompt_frame_of_areas(areas: np.ndarray, min_fraction: float = 0.25) -> int:
+    """:func:`prompt_frame` from an object's mask area on each frame (T), for callers that
+    keep masks encoded and know their areas."""
+    if not 0.0 <= min_fraction <= 1.0:
+        raise ValueError(f"min_fraction must be in [0, 1], got {min_fraction}")
+    areas = np.asarray(areas)
+    if areas.size == 0 or areas.max() == 0:
         raise ValueError("prompt_frame: the object is never visible")
     threshold = max(min_fraction * areas.max(), 1)
     return int(np.flatnonzero(areas >= threshold)[0])

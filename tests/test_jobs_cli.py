@@ -225,7 +225,7 @@ def test_wrong_checkpoint_is_a_fatal_error(ray_dashboard, clips, mini_a_dir, tmp
     assert read_masks(str(tmp_path / "out")).num_rows == 0
 
 
-def test_without_model_the_bundled_model_labels_and_a_lone_checkpoint_is_refused(clips, tmp_path, capsys):
+def test_model_demo_labels_with_the_bundled_model_and_a_lone_checkpoint_is_refused(clips, tmp_path, capsys):
     folder, dog, _, _ = clips
     manifest = write_jsonl(
         tmp_path / "m.jsonl", [{"video": dog, "objects": [{"object_id": 1, "prompts": [_point()]}]}]
@@ -234,8 +234,11 @@ def test_without_model_the_bundled_model_labels_and_a_lone_checkpoint_is_refused
     assert main(lone) == 1
     assert "--checkpoint needs --model" in capsys.readouterr().err
     out = tmp_path / "o"
-    assert main(["label", "--manifest", str(manifest), "--output", str(out), "--num-cpus", "1", "--no-progress"]) == 0
-    assert "bundled demo model" in capsys.readouterr().err
+    demo = ["label", "--manifest", str(manifest), "--output", str(out), "--num-cpus", "1", "--no-progress", "--model", "demo"]
+    assert main([*demo, "--checkpoint", "c.pt"]) == 1
+    assert "--model demo brings its own weights" in capsys.readouterr().err
+    assert main(demo) == 0
+    assert "--model demo: using the bundled demo model" in capsys.readouterr().err
     table = read_masks(str(out))
     models = set(table.column("model").to_pylist())
     assert table.num_rows > 0 and len(models) == 1 and models.pop().startswith("assets/demo_config.json@")

@@ -108,23 +108,30 @@ def make_batch(clips: Sequence[Clip], image_size: int) -> ClipBatch:
     return ClipBatch(torch.stack(images), torch.cat(masks), torch.tensor(index, dtype=torch.long))
 
 
-def cut_clip(
-    frames: np.ndarray,
-    masks: np.ndarray,
+@dataclass(frozen=True)
+class ClipChoice:
+    """Which frames (in clip order) and which objects (rows) of a video make a clip."""
+
+    order: np.ndarray
+    objects: np.ndarray
+
+
+def choose_clip(
+    areas: np.ndarray,
     rng: np.random.Generator,
     clip_len: int,
     min_area: int = 20,
     max_objects: int = 3,
     reverse_prob: float = 0.5,
-    source: str = "",
-) -> Clip | None:
-    """A random clip of ``clip_len`` frames whose first frame shows at least one object with
-    ``min_area`` pixels; the objects kept are those (at most ``max_objects``), and with
-    ``reverse_prob`` the clip runs backwards in time. None if the video has no such clip."""
-    num_frames = len(frames)
+) -> ClipChoice | None:
+    """A random clip of ``clip_len`` frames of a video whose objects have ``areas`` (O x T
+    pixel counts), whose first frame shows at least one object with ``min_area`` pixels; the
+    objects kept are those (at most ``max_objects``), and with ``reverse_prob`` the clip runs
+    backwards in time. None if the video has no such clip. Needs only the areas, so a reader
+    can pick a clip before decoding any frame."""
+    num_frames = areas.shape[1]
     if num_frames < clip_len:
         return None
-    areas = masks.reshape(masks.shape[0], num_frames, -1).sum(-1)  # O x T
     reverse = bool(rng.random() < reverse_prob)
     first_of = np.arange(num_frames - clip_len + 1)
     firsts = first_of + (clip_len - 1 if reverse else 0)
@@ -138,7 +145,25 @@ def cut_clip(
     visible = np.flatnonzero(areas[:, order[0]] >= min_area)
     if len(visible) > max_objects:
         visible = np.sort(rng.choice(visible, size=max_objects, replace=False))
-    return Clip(frames[order], masks[visible][:, order], source=source)
+    return ClipChoice(order, visible)
+
+
+def cut_clip(
+    frames: np.ndarray,
+    masks: np.ndarray,
+    rng: np.random.Generator,
+    clip_len: int,
+    min_area: int = 20,
+    max_objects: int = 3,
+    reverse_prob: float = 0.5,
+    source: str = "",
+) -> Clip | None:
+    """A clip of a video held in memory, chosen by :func:`choose_clip`. None if it has none."""
+    areas = masks.reshape(masks.shape[0], len(frames), -1).sum(-1)  # O x T
+    choice = choose_clip(areas, rng, clip_len, min_area, max_objects, reverse_prob)
+    if choice is None:
+        return None
+    return Clip(frames[choice.order], masks[choice.objects][:, choice.order], source=source)
 
 
 @dataclass

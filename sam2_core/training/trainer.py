@@ -29,9 +29,11 @@ import torch
 from ..checkpoint import load_checkpoint
 from ..config_tree import OFFICIAL_CONFIG_FILES, ConfigError, config_from_tree, official_tree
 from ..modeling.sam2 import SAM2Model
-from .clips import ClipSource, make_batch
+from .clips import ClipBatch, ClipSource
 from .forward import ClipForward, PromptOptions
+from .loader import BackgroundBatches, BatchPlan, StepBatches, prompt_rng, step_batches
 from .losses import LossWeights, embedding_penalty, step_losses, total_loss
+from .replicas import Replicas
 
 MODEL_FILE = "model.pt"
 CONFIG_FILE = "config.json"
@@ -49,7 +51,9 @@ class TrainConfig:
     align_prompt_attention: before training, give the mask decoder's cross-attentions equal
     query and key projections (see :func:`align_prompt_attention`); align_memory_attention:
     make memory cross-attention local at the start (see :func:`align_memory_attention`);
-    both for training from scratch.
+    both for training from scratch. batch_size: clips per step over all workers; micro_batch:
+    clips per forward and backward (gradients summed; 0: each worker's whole share at once);
+    prefetch_steps: steps loaded ahead by a background thread (0: load in the loop).
     """
 
     steps: int = 1000
@@ -68,6 +72,8 @@ class TrainConfig:
     log_every: int = 10
     checkpoint_every: int = 200
     keep_checkpoints: bool = True
+    micro_batch: int = 0
+    prefetch_steps: int = 2
     align_prompt_attention: bool = False
     align_memory_attention: bool = False
     prompts: PromptOptions = field(default_factory=PromptOptions)
@@ -200,7 +206,13 @@ class Trainer:
         output: str | Path,
         config: TrainConfig,
         extra_record: dict | None = None,
+        replicas: Replicas | None = None,
     ):
+        self.replicas = replicas or Replicas()
+        per_worker = config.batch_size // self.replicas.world_size
+        self.plan = BatchPlan(
+            config.batch_size, config.micro_batch or per_worker, self.replicas.rank, self.replicas.world_size
+        )
         self.model = model.to(config.device)
         if config.align_prompt_attention:
             align_prompt_attention(self.model)
@@ -245,71 +257,104 @@ class Trainer:
 
         return contextlib.nullcontext()
 
-    def train_step(self, batch=None) -> StepStats:
-        """One optimisation step on ``batch`` (default: a fresh batch from the source)."""
+    def batches_for(self, step: int) -> StepBatches:
+        """This worker's micro-batches of step ``step`` (see :mod:`.loader`)."""
+        clip_len = self.config.clip_len_at(step)
+        return step_batches(self.source, self.plan, self.config.seed, step, clip_len, self.model.image_size)
+
+    def train_step(self, batch: ClipBatch | StepBatches | None = None) -> StepStats:
+        """One optimisation step on ``batch`` (default: this step's batches from the source).
+
+        The loss of every micro-batch is normalised by the object count of the whole global
+        batch, so summing gradients over micro-batches and workers gives the gradient of the
+        global batch's loss."""
         cfg = self.config
         start = time.perf_counter()
-        clip_len = cfg.clip_len_at(self.step)
         if batch is None:
-            clips = [self.source.sample(self.rng, clip_len) for _ in range(cfg.batch_size)]
-            batch = make_batch(clips, self.model.image_size)
+            batch = self.batches_for(self.step)
+        chunks = [(0, batch)] if isinstance(batch, ClipBatch) else batch.chunks
         self.model.train()
-        with self._autocast():
-            steps = self.forward(batch, self.rng)
-        terms = {"mask": 0.0, "dice": 0.0, "iou": 0.0, "object_score": 0.0}
-        for out in steps:
-            if not out.supervised:
-                continue
-            target = batch.masks[:, out.frame].to(out.multimasks.device)
-            part = step_losses(out.multimasks.float(), out.ious.float(), out.object_logits.float(), target, cfg.loss)
-            terms = {k: terms[k] + part[k] for k in terms}
-        n = max(batch.num_objects, 1)
-        terms = {k: v / n for k, v in terms.items()}
-        terms["embedding"] = embedding_penalty(self.forward.last_embedding)
-        loss = total_loss(terms, cfg.loss)
+        dev = torch.device(cfg.device)
+        local_objects = sum(b.num_objects for _, b in chunks)
+        objects = self.replicas.sum_(torch.tensor([float(local_objects)], device=dev))
+        n = max(float(objects.item()), 1.0)
+        names = ("mask", "dice", "iou", "object_score", "embedding")
+        logged = torch.zeros(len(names) + 1, device=dev)  # the terms, then the loss
         self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        for chunk, part_batch in chunks:
+            with self._autocast():
+                steps = self.forward(part_batch, prompt_rng(cfg.seed, self.step, chunk))
+            terms = {"mask": 0.0, "dice": 0.0, "iou": 0.0, "object_score": 0.0}
+            for out in steps:
+                if not out.supervised:
+                    continue
+                target = part_batch.masks[:, out.frame].to(out.multimasks.device)
+                part = step_losses(out.multimasks.float(), out.ious.float(), out.object_logits.float(), target, cfg.loss)
+                terms = {k: terms[k] + part[k] for k in terms}
+            terms = {k: v / n for k, v in terms.items()}
+            terms["embedding"] = embedding_penalty(self.forward.last_embedding) / self.plan.num_chunks
+            loss = total_loss(terms, cfg.loss)
+            loss.backward()
+            logged += torch.stack([torch.as_tensor(terms[k], dtype=torch.float32, device=dev).detach() for k in names] + [loss.detach().float()])
+        trainable = [p for p in self.model.parameters() if p.requires_grad]
+        self.replicas.sum_gradients(trainable)
+        self.replicas.sum_(logged)
         if cfg.grad_clip > 0:
-            torch.nn.utils.clip_grad_norm_([p for p in self.model.parameters() if p.requires_grad], cfg.grad_clip)
+            torch.nn.utils.clip_grad_norm_(trainable, cfg.grad_clip)
         self.optimizer.step()
         lr = self.optimizer.param_groups[0]["lr"]
         self.scheduler.step()
         self.step += 1
         took = time.perf_counter() - start
         self.elapsed += took
+        values = logged.tolist()
+        clips = sum(b.num_clips for _, b in chunks) * self.replicas.world_size
         return StepStats(
             step=self.step,
-            loss=float(loss.detach()),
-            terms={k: float(v.detach()) if torch.is_tensor(v) else float(v) for k, v in terms.items()},
+            loss=values[-1],
+            terms=dict(zip(names, values[:-1])),
             lr=lr,
-            clips_per_s=batch.num_clips / max(took, 1e-9),
-            clip_len=batch.num_frames,
-            objects=batch.num_objects,
-            clips=batch.num_clips,
+            clips_per_s=clips / max(took, 1e-9),
+            clip_len=chunks[0][1].num_frames,
+            objects=int(n),
+            clips=clips,
             seconds=took,
         )
 
     # ------------------------------------------------------------------ loop
 
     def train(self, on_log: Callable[[StepStats], None] | None = None, on_checkpoint: Callable[[int, Path], None] | None = None) -> None:
-        """Run until ``config.steps``, logging and checkpointing as configured."""
+        """Run until ``config.steps``, logging and checkpointing as configured. With several
+        replicas, only the main one writes files; the callbacks run on every replica."""
         cfg = self.config
-        self.output.mkdir(parents=True, exist_ok=True)
+        main = self.replicas.is_main
+        if main:
+            self.output.mkdir(parents=True, exist_ok=True)
         window: list[StepStats] = []
-        while self.step < cfg.steps:
-            stats = self.train_step()
-            window.append(stats)
-            if self.step % cfg.log_every == 0 or self.step == cfg.steps:
-                mean = _mean_stats(window)
-                window = []
-                with open(self.output / LOG_FILE, "a") as f:
-                    f.write(json.dumps(asdict(mean) | {"elapsed_s": round(self.elapsed, 1)}) + "\n")
-                if on_log:
-                    on_log(mean)
-            if self.step % cfg.checkpoint_every == 0 or self.step == cfg.steps:
-                path = self.save()
-                if on_checkpoint:
-                    on_checkpoint(self.step, path)
+        if cfg.prefetch_steps > 0:
+            loader = BackgroundBatches(self.batches_for, self.step, cfg.steps, cfg.prefetch_steps)
+        else:
+            loader = None
+        batches = iter(loader) if loader is not None else None
+        try:
+            while self.step < cfg.steps:
+                stats = self.train_step(next(batches) if batches is not None else None)
+                window.append(stats)
+                if self.step % cfg.log_every == 0 or self.step == cfg.steps:
+                    mean = _mean_stats(window)
+                    window = []
+                    if main:
+                        with open(self.output / LOG_FILE, "a") as f:
+                            f.write(json.dumps(asdict(mean) | {"elapsed_s": round(self.elapsed, 1)}) + "\n")
+                    if on_log:
+                        on_log(mean)
+                if self.step % cfg.checkpoint_every == 0 or self.step == cfg.steps:
+                    path = self.save() if main else self.output / MODEL_FILE
+                    if on_checkpoint:
+                        on_checkpoint(self.step, path)
+        finally:
+            if loader is not None:
+                loader.close()
 
     # ------------------------------------------------------------------ checkpoints
 
