@@ -163,6 +163,46 @@ OPTIONS: list[tuple[str, dict]] = [
             "encoder (for GPUs one video cannot fill; default 1)",
         },
     ),
+    (
+        "--dtype",
+        {
+            "choices": ["float32", "bfloat16"],
+            "default": "float32",
+            "help": "bfloat16: autocast (memory attention in bfloat16, the rest float32 islands) "
+            "and tracking memory stored in bfloat16; for GPUs (default float32)",
+        },
+    ),
+    (
+        "--compile",
+        {
+            "action": "store_true",
+            "help": "torch.compile the model's hot parts in each worker (slow first unit; for "
+            "long GPU runs)",
+        },
+    ),
+    (
+        "--offload-memory",
+        {
+            "action": "store_true",
+            "help": "keep tracking state (per-frame memories) in host memory, not on the GPU",
+        },
+    ),
+    (
+        "--image-size",
+        {
+            "type": positive_int,
+            "default": None,
+            "help": "model input side, a multiple of 32 (e.g. 512 or 768 instead of 1024): "
+            "faster encoder, coarser masks (default: the model's)",
+        },
+    ),
+    (
+        "--no-tf32",
+        {
+            "action": "store_true",
+            "help": "strict float32 matrix products on CUDA (default: TensorFloat-32)",
+        },
+    ),
     ("--no-progress", {"action": "store_true", "help": "no progress bar"}),
 ]
 
@@ -226,6 +266,7 @@ def credentials_refusal(options: dict | None) -> str | None:
 def run_config(args: argparse.Namespace):
     """RunConfig from parsed arguments."""
     from pipeline.coordinator import RunConfig
+    from pipeline.device import ComputeOptions
     from pipeline.retry import RetryPolicy
 
     return RunConfig(
@@ -252,6 +293,13 @@ def run_config(args: argparse.Namespace):
         torch_threads=args.torch_threads,
         max_in_flight=args.max_in_flight,
         videos_per_worker=args.videos_per_worker,
+        compute=ComputeOptions(
+            dtype=args.dtype,
+            compile=args.compile,
+            offload_memory=args.offload_memory,
+            image_size=args.image_size,
+            tf32=not args.no_tf32,
+        ),
         progress=not args.no_progress,
     )
 

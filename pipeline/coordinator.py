@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from pipeline.claims import ClaimRefused, claim_units, release_units
+from pipeline.device import ComputeOptions
 from pipeline.errors import RunFatalError
 from pipeline.manifest import Reject, read_manifest
 from pipeline.plan import Unit, conflicting_jobs, plan_units, why_other_labeling
@@ -66,6 +67,7 @@ class RunConfig:
     worker_start_timeout_s: float = 600.0
     progress: bool = True
     videos_per_worker: int = 1
+    compute: ComputeOptions = field(default_factory=ComputeOptions)
 
     def __post_init__(self) -> None:
         if self.workers < 1:
@@ -249,6 +251,8 @@ def _scheduler(
         torch_threads=config.torch_threads or max(1, math.ceil(config.cpus_per_worker)),
         cache_dir=config.checkpoint_cache,
         videos_at_once=config.videos_per_worker,
+        gpus=config.gpus_per_worker,
+        compute=config.compute,
     )
     resources = ActorResources(
         cpus=config.cpus_per_worker,
@@ -279,6 +283,7 @@ def _tally(
     summary.rows = sum(r.rows for r in results)
     summary.unit_seconds = UnitSeconds.of(results)
     summary.frames_per_encoder_batch = _frames_per_batch(results)
+    summary.worker_settings = list(dict.fromkeys(r.settings for r in results if r.settings))
 
 
 def _other_labeling(store: OutputStore, units: list[Unit], committed: set[str]) -> dict | None:

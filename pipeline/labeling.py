@@ -4,12 +4,19 @@ This is the whole per-unit computation -- turn manifest prompts into the
 tracker's :class:`~sam2_core.prompts.ObjectPrompt`, track every object over
 every frame, encode each mask as COCO RLE -- with no Ray in it. Ray workers call it, and tests call it directly to get the
 reference table a distributed run must reproduce row for row.
+
+The output path keeps the device busy: each frame's masks are thresholded where the tracker
+computed them and only booleans and per-object scalars go to the host (pinned, asynchronous
+on CUDA); RLE encoding runs on a small thread pool while the tracking thread goes on to the
+next frame, with at most a few frames waiting so host memory stays bounded.
 """
 
 from __future__ import annotations
 
 import time
+from collections import deque
 from collections.abc import Callable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
@@ -25,19 +32,93 @@ from sam2_core.prompts import ObjectPrompt, PromptError
 
 SORT_KEYS = [("object_id", "ascending"), ("frame_index", "ascending")]
 
+ENCODE_THREADS = 2
+"""Threads encoding masks to RLE beside the tracking thread; at most twice as many frames wait."""
+
 
 @dataclass(frozen=True)
 class LabelStats:
-    """What one labeling pass did, for progress and the run summary."""
+    """What one labeling pass did, for progress and the run summary (seconds per stage, as
+    :class:`pipeline.records.UnitSeconds` describes them)."""
 
     frames: int
     rows: int
     objects: int
     height: int
     width: int
-    decode_track_s: float
-    decode_s: float = 0.0  # reading and decoding frames (on the tracker's prefetch thread: overlaps compute)
-    encode_s: float = 0.0  # turning masks into RLE rows
+    wall_s: float
+    decode_s: float = 0.0
+    track_s: float = 0.0
+    transfer_s: float = 0.0
+    encode_s: float = 0.0
+    encode_wait_s: float = 0.0
+
+
+@dataclass
+class _HostFrame:
+    """One frame's outputs on their way to the host: masks N x H x W bool, present N bool,
+    scores N float32; ``ready`` is the CUDA event after which the copies are complete."""
+
+    frame_index: int
+    object_ids: list[int]
+    masks: object
+    present: object
+    scores: object
+    prompted: list[bool]
+    ready: object = None
+
+
+def _to_host(result) -> _HostFrame:
+    """Threshold a FrameResult where the tracker left it and start copying only what the rows
+    need to the host (pinned memory and non-blocking on CUDA; the encoder thread waits)."""
+    import torch
+
+    tensors = [
+        result.mask_logits > 0,
+        result.object_score_logits.reshape(-1) > 0,
+        result.ious.detach().reshape(-1).float(),
+    ]
+    ready = None
+    on_device = [t for t in tensors if t.is_cuda]
+    if on_device:
+        tensors = [
+            torch.empty(t.shape, dtype=t.dtype, pin_memory=True).copy_(t, non_blocking=True)
+            if t.is_cuda
+            else t
+            for t in tensors
+        ]
+        ready = torch.cuda.Event()
+        ready.record(torch.cuda.current_stream(on_device[0].device))
+    masks, present, scores = tensors
+    return _HostFrame(
+        result.frame_index, list(result.object_ids), masks, present, scores, list(result.prompted), ready
+    )
+
+
+def _encode_rows(
+    frame: _HostFrame, video_id: str, run_id: str, model_name: str
+) -> tuple[list[MaskRow], float]:
+    """One frame's mask rows (RLE encoded), on an encoder thread; returns them with the seconds
+    it took."""
+    started = time.perf_counter()
+    if frame.ready is not None:
+        frame.ready.synchronize()
+    masks, present, scores = frame.masks.numpy(), frame.present.numpy(), frame.scores.numpy()
+    rows = [
+        mask_row(
+            video_id,
+            oid,
+            frame.frame_index,
+            masks[i],
+            score=scores[i],
+            present=present[i],
+            prompted=frame.prompted[i],
+            run_id=run_id,
+            model=model_name,
+        )
+        for i, oid in enumerate(frame.object_ids)
+    ]
+    return rows, time.perf_counter() - started
 
 
 class _TimedFrames:
@@ -115,6 +196,7 @@ def label_frames(
     tracker_options=None,
     on_frame: Callable[[int, int], None] | None = None,
     encoder=None,
+    encode_threads: int = ENCODE_THREADS,
 ) -> tuple[pa.Table, LabelStats]:
     """Track `objects` through `frames`; one MASK_SCHEMA row per (object, frame).
 
@@ -122,6 +204,7 @@ def label_frames(
     yields frames in, so tables are comparable row for row. ``on_frame(done,
     total)`` is called after each tracked frame (progress, test fault hooks).
     ``encoder``: a SharedEncoder when several videos are labeled at once on one model.
+    ``encode_threads``: threads encoding RLE while this thread tracks (see the module docstring).
     """
     import torch
 
@@ -133,31 +216,43 @@ def label_frames(
     n_frames, h, w = len(frames), frames.height, frames.width
     rows: list[MaskRow] = []
     done = 0
-    encode_s = 0.0
-    with torch.inference_mode():
-        for result in track_video(model, frames, prompts, tracker_options, encoder=encoder):
-            encode_started = time.perf_counter()
-            masks = (result.mask_logits > 0).cpu().numpy()
-            present = (result.object_score_logits > 0).cpu().numpy().reshape(-1)
-            scores = result.ious.detach().float().cpu().numpy().reshape(-1)
-            rows.extend(
-                mask_row(
-                    video_id,
-                    oid,
-                    result.frame_index,
-                    masks[i],
-                    score=scores[i],
-                    present=present[i],
-                    prompted=result.prompted[i],
-                    run_id=run_id,
-                    model=model_name,
-                )
-                for i, oid in enumerate(result.object_ids)
-            )
-            encode_s += time.perf_counter() - encode_started
-            done += 1
-            if on_frame is not None:
-                on_frame(done, n_frames)
+    track_s = transfer_s = encode_s = wait_s = 0.0
+    pending: deque[Future] = deque()
+    max_pending = 2 * max(1, encode_threads)
+
+    def collect() -> None:
+        nonlocal encode_s, wait_s
+        waited = time.perf_counter()
+        frame_rows, seconds = pending.popleft().result()
+        wait_s += time.perf_counter() - waited
+        rows.extend(frame_rows)
+        encode_s += seconds
+
+    pool = ThreadPoolExecutor(max(1, encode_threads), thread_name_prefix="rle-encode")
+    results = None
+    try:
+        with torch.inference_mode():
+            results = track_video(model, frames, prompts, tracker_options, encoder=encoder)
+            while True:
+                step = time.perf_counter()
+                result = next(results, None)
+                track_s += time.perf_counter() - step
+                if result is None:
+                    break
+                step = time.perf_counter()
+                host = _to_host(result)
+                transfer_s += time.perf_counter() - step
+                pending.append(pool.submit(_encode_rows, host, video_id, run_id, model_name))
+                while len(pending) > max_pending:
+                    collect()
+                done += 1
+                if on_frame is not None:
+                    on_frame(done, n_frames)
+        while pending:
+            collect()
+    finally:
+        getattr(results, "close", lambda: None)()  # a generator stopped early: its reader too
+        pool.shutdown(wait=True, cancel_futures=True)
     table = mask_table(rows).sort_by(SORT_KEYS)
     expected = n_frames * len(objects)
     keys = {(row.object_id, row.frame_index) for row in rows}
@@ -172,9 +267,12 @@ def label_frames(
         objects=len(objects),
         height=h,
         width=w,
-        decode_track_s=time.perf_counter() - started,
+        wall_s=time.perf_counter() - started,
         decode_s=frames.seconds,
+        track_s=track_s,
+        transfer_s=transfer_s,
         encode_s=encode_s,
+        encode_wait_s=wait_s,
     )
     return table, stats
 

@@ -11,9 +11,37 @@ import pyarrow as pa
 
 
 @dataclass(frozen=True)
+class WorkerSettings:
+    """How a worker actually runs its model, read from the model and tracker options it built
+    (not echoed from the request): what ``summary.json`` reports under ``worker_settings``."""
+
+    devices: tuple[str, ...] = ("cpu",)
+    image_size: int = 0
+    compiled: bool = False
+    autocast_dtype: str | None = None
+    memory_dtype: str = "float32"
+    storage_device: str | None = None
+    memory_fraction: float | None = None
+    streams: bool = False
+    tf32: bool = False
+
+    @classmethod
+    def from_dict(cls, raw: dict) -> WorkerSettings:
+        known = {f.name for f in fields(cls)}
+        values = {k: v for k, v in raw.items() if k in known}
+        values["devices"] = tuple(values.get("devices") or ("cpu",))
+        return cls(**values)
+
+
+@dataclass(frozen=True)
 class UnitResult:
     """A committed unit: counts and timings (seconds) reported by the worker that wrote it.
 
+    Stages (see :class:`UnitSeconds`): ``track_s`` the tracker's own time on the unit's thread,
+    ``decode_s`` reading frames (on a prefetch thread when the tracker prefetches),
+    ``transfer_s`` thresholding masks and moving them to the host, ``encode_s`` RLE encoding on
+    the encoder threads (overlapped with tracking), ``encode_wait_s`` tracking held up by them,
+    ``write_s`` writing and committing the unit's Parquet file.
     ``encoder_images`` / ``encoder_batches`` are the worker's running totals of its shared image
     encoder (several units at once per worker), 0 when it has none.
     """
@@ -34,11 +62,14 @@ class UnitResult:
     pid: int | None = None
     track_s: float = 0.0
     decode_s: float = 0.0
+    transfer_s: float = 0.0
     encode_s: float = 0.0
-    commit_s: float = 0.0
+    encode_wait_s: float = 0.0
+    write_s: float = 0.0
     total_s: float = 0.0
     encoder_images: int = 0
     encoder_batches: int = 0
+    settings: WorkerSettings | None = None
 
     def commit_metadata(self) -> dict:
         """The part of the result stored in the unit's commit record."""
@@ -110,14 +141,24 @@ def failures_table(failures: list[UnitFailure]) -> pa.Table:
 
 @dataclass
 class UnitSeconds:
-    """Seconds summed over the run's committed units (``track`` includes decoding, which may
-    overlap on a prefetch thread, and encoding masks to RLE)."""
+    """Seconds per stage summed over the run's committed units, to show what bounds a run.
+
+    total: each unit's wall time in its worker. track: the tracker (model and memory) on the
+    unit's thread; it includes decoding of frames not prefetched. decode: reading and decoding
+    frames (overlapping tracking when prefetched). transfer: thresholding masks where they were
+    computed and copying them to the host (on CUDA the copy is asynchronous and finishes on the
+    encoder threads). encode: RLE encoding on the encoder threads, overlapped with tracking.
+    encode_wait: tracking held up waiting for those threads (their queue is bounded; large when
+    encoding bounds the run). write: writing and committing each unit's Parquet file.
+    """
 
     total: float = 0.0
     track: float = 0.0
     decode: float = 0.0
+    transfer: float = 0.0
     encode: float = 0.0
-    commit: float = 0.0
+    encode_wait: float = 0.0
+    write: float = 0.0
 
     @classmethod
     def of(cls, results: list[UnitResult]) -> UnitSeconds:
@@ -128,6 +169,15 @@ class UnitSeconds:
             }
         )
 
+    @classmethod
+    def from_dict(cls, raw: dict) -> UnitSeconds:
+        """Read back; ``commit`` (written by earlier versions) is ``write``."""
+        raw = dict(raw)
+        if "commit" in raw:
+            raw.setdefault("write", raw.pop("commit"))
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in raw.items() if k in known})
+
 
 @dataclass
 class RunSummary:
@@ -135,6 +185,7 @@ class RunSummary:
 
     status: "ok", "partial" (failures or rejects), "rejected" (``--strict`` with rejects),
     "interrupted" (Ctrl-C) or "fatal" (the run could not go on; ``error`` says why).
+    ``worker_settings``: each distinct way the run's workers ran the model, as they reported it.
     """
 
     run_id: str
@@ -163,6 +214,7 @@ class RunSummary:
     frames_per_s: float = 0.0
     unit_seconds: UnitSeconds = field(default_factory=UnitSeconds)
     frames_per_encoder_batch: float | None = None
+    worker_settings: list[WorkerSettings] = field(default_factory=list)
 
     def to_json(self) -> bytes:
         return json.dumps(asdict(self), indent=2, sort_keys=True).encode("utf-8")
@@ -173,5 +225,8 @@ class RunSummary:
         raw = json.loads(data)
         known = {f.name for f in fields(cls)}
         values = {k: v for k, v in raw.items() if k in known}
-        values["unit_seconds"] = UnitSeconds(**values.get("unit_seconds") or {})
+        values["unit_seconds"] = UnitSeconds.from_dict(values.get("unit_seconds") or {})
+        values["worker_settings"] = [
+            WorkerSettings.from_dict(s) for s in values.get("worker_settings") or []
+        ]
         return cls(**values)

@@ -12,6 +12,12 @@ has tracked, which the scheduler's stall timeout reads. With ``videos_at_once`` 
 runs that many calls at once on threads and their frames go through the image encoder
 together (sam2_core.shared_encoder), for GPUs one video cannot fill.
 
+The worker runs its model as ``config.compute`` asks (precision, compilation, offloaded
+memory, input size: :mod:`pipeline.device`) on the devices :func:`pipeline.device.device_plan`
+picks from its Ray GPU assignment: one model per assigned GPU, the allocator capped at a
+fractional GPU share, and each unit running at once on a slot with its own CUDA stream.
+``ready()`` and every result report the settings the worker actually runs with.
+
 Errors while loading the model are kept and reported by ``ready()`` instead of killing the
 actor, so the coordinator can tell a wrong checkpoint (the run cannot proceed) from a lost node
 (start another worker). Tests inject faults by subclassing and overriding :meth:`on_frame` or
@@ -22,12 +28,14 @@ from __future__ import annotations
 
 import contextlib
 import os
+import queue
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 
+from pipeline.device import ComputeOptions, DevicePlan, apply_plan, device_plan, tracker_options
 from pipeline.labeling import label_video
 from pipeline.plan import Unit
-from pipeline.records import UnitResult
+from pipeline.records import UnitResult, WorkerSettings
 from pipeline.retry import TRANSIENT, classify
 from pipeline.sink import OutputStore
 from sam2_core.hub import CheckpointDigestError, read_checkpoint  # noqa: F401 - the error a wrong checkpoint gives here
@@ -42,11 +50,15 @@ class WorkerInfo:
     load_s: float
     error: str | None = None
     transient: bool = False
+    settings: WorkerSettings | None = None
 
 
 @dataclass(frozen=True)
 class WorkerConfig:
-    """Everything a worker needs, passed explicitly (storage options included)."""
+    """Everything a worker needs, passed explicitly (storage options included).
+
+    device: "cpu" or "cuda" (the GPUs Ray assigns; ``gpus`` is the share each worker asked for).
+    """
 
     model: str
     checkpoint: str | None
@@ -59,10 +71,22 @@ class WorkerConfig:
     torch_threads: int = 1
     cache_dir: str | None = None
     videos_at_once: int = 1
+    gpus: float = 0.0
+    compute: ComputeOptions = field(default_factory=ComputeOptions)
+
+
+@dataclass
+class _Slot:
+    """Where one of the units a worker runs at once is labeled."""
+
+    device: str
+    model: object
+    encoder: object = None
+    stream: object = None
 
 
 class LabelWorker:
-    """Loads the model once; labels and commits one unit per ``run`` call."""
+    """Loads the model once (per assigned GPU); labels and commits one unit per ``run`` call."""
 
     def __init__(self, config: WorkerConfig):
         import torch
@@ -71,12 +95,14 @@ class LabelWorker:
         self.error: BaseException | None = None
         self.load_s = 0.0
         self.encoder = None
+        self.settings: WorkerSettings | None = None
         self._frames: dict[str, int] = {}
+        self._slots: queue.SimpleQueue[_Slot] = queue.SimpleQueue()
         torch.set_num_threads(max(1, int(config.torch_threads)))
         started = time.perf_counter()
         try:
-            from sam2_core import build_model
-
+            plan = self._device_plan()
+            apply_plan(plan)
             checkpoint = None
             if config.checkpoint is not None:  # the digest is checked on the very bytes loaded
                 checkpoint = read_checkpoint(
@@ -85,19 +111,71 @@ class LabelWorker:
                     config.storage_options,
                     config.cache_dir,
                 )
-            self.model = build_model(config.model, checkpoint=checkpoint, device=config.device)
+            self.tracker_options = tracker_options(config.compute)
+            models = {device: self._build(device, checkpoint) for device in plan.devices}
+            self.model = models[plan.devices[0]]
+            encoders = {}
             if config.videos_at_once > 1:
                 from sam2_core.shared_encoder import SharedEncoder
 
-                self.encoder = SharedEncoder(self.model, max_batch=config.videos_at_once)
+                encoders = {
+                    d: SharedEncoder(m, max_batch=plan.slots.count(d)) for d, m in models.items()
+                }
+                self.encoder = encoders[plan.devices[0]]
+            for device in plan.slots:
+                stream = torch.cuda.Stream(torch.device(device)) if plan.streams else None
+                self._slots.put(_Slot(device, models[device], encoders.get(device), stream))
+            self.settings = self._settings(plan)
             self.store = OutputStore(config.output, storage_options=config.storage_options)
         except Exception as err:  # reported by ready(); see the module docstring
             self.error = err
         self.load_s = time.perf_counter() - started
 
+    def _device_plan(self) -> DevicePlan:
+        import torch
+
+        cuda = self.config.device.startswith("cuda")
+        return device_plan(
+            (self.config.gpus or 1.0) if cuda else 0.0,
+            _ray_gpu_ids() if cuda else [],
+            self.config.videos_at_once,
+            cuda and torch.cuda.is_available(),
+            os.environ.get("CUDA_VISIBLE_DEVICES"),
+            tf32=self.config.compute.tf32,
+        )
+
+    def _build(self, device: str, checkpoint):
+        from sam2_core import build_model
+
+        model = build_model(
+            self.config.model,
+            checkpoint=checkpoint,
+            device=device,
+            image_size=self.config.compute.image_size,
+        )
+        if self.config.compute.compile:
+            model.compile_hot_parts()
+        return model
+
+    def _settings(self, plan: DevicePlan) -> WorkerSettings:
+        """What this worker runs with, read from its model and tracker options."""
+        model, options = self.model, self.tracker_options
+        parts = (model.image_encoder, model.memory_attention, model.memory_encoder, model.sam_mask_decoder)
+        return WorkerSettings(
+            devices=tuple(plan.devices),
+            image_size=int(model.image_size),
+            compiled=all(getattr(p, "_compiled_call_impl", None) is not None for p in parts),
+            autocast_dtype=_dtype_name(options.autocast_dtype),
+            memory_dtype=_dtype_name(options.memory_dtype),
+            storage_device=options.storage_device,
+            memory_fraction=plan.memory_fraction,
+            streams=plan.streams,
+            tf32=plan.tf32,
+        )
+
     def ready(self) -> WorkerInfo:
-        """Where this worker runs and whether its model loaded (the error, if not)."""
-        info = WorkerInfo(os.getpid(), _node_id(), self.load_s)
+        """Where this worker runs, how it runs its model, and whether it loaded (the error, if not)."""
+        info = WorkerInfo(os.getpid(), _node_id(), self.load_s, settings=self.settings)
         if self.error is None:
             return info
         return replace(
@@ -126,17 +204,19 @@ class LabelWorker:
         token = token or f"{unit.unit_id}#{attempt}"
         self._frames[token] = 0
         started = time.perf_counter()
+        slot = self._slots.get()  # as many slots as Ray lets calls run at once: never waits
         try:
-            with self.encoder.user() if self.encoder is not None else contextlib.nullcontext():
+            with _on_slot(slot):
                 table, stats = label_video(
-                    self.model,
+                    slot.model,
                     unit.job,
                     run_id=self.config.run_id,
                     model_name=self.config.model_name,
                     object_ids=unit.object_ids,
                     storage_options=self.config.storage_options,
+                    tracker_options=self.tracker_options,
                     on_frame=lambda done, total: self.on_frame(token, done, total),
-                    encoder=self.encoder,
+                    encoder=slot.encoder,
                 )
             tracked = time.perf_counter()
             result = UnitResult(
@@ -158,19 +238,49 @@ class LabelWorker:
             path = self.commit(unit, table, result.commit_metadata())
         finally:
             self._frames.pop(token, None)
+            self._slots.put(slot)
         done = time.perf_counter()
         return replace(
             result,
             path=path,
-            track_s=tracked - started,
+            track_s=stats.track_s,
             decode_s=stats.decode_s,
+            transfer_s=stats.transfer_s,
             encode_s=stats.encode_s,
-            commit_s=done - tracked,
+            encode_wait_s=stats.encode_wait_s,
+            write_s=done - tracked,
             total_s=done - started,
+            settings=self.settings,
             # this actor's totals so far (threads share the encoder)
             encoder_images=self.encoder.images if self.encoder is not None else 0,
             encoder_batches=self.encoder.batches if self.encoder is not None else 0,
         )
+
+
+@contextlib.contextmanager
+def _on_slot(slot: _Slot):
+    """Run the body on the slot's CUDA stream (if any), registered with its shared encoder."""
+    with contextlib.ExitStack() as stack:
+        if slot.stream is not None:
+            import torch
+
+            stack.enter_context(torch.cuda.stream(slot.stream))
+        if slot.encoder is not None:
+            stack.enter_context(slot.encoder.user())
+        yield
+
+
+def _dtype_name(dtype) -> str | None:
+    return None if dtype is None else str(dtype).removeprefix("torch.")
+
+
+def _ray_gpu_ids() -> list:
+    try:
+        import ray
+
+        return list(ray.get_gpu_ids()) if ray.is_initialized() else []
+    except Exception:
+        return []
 
 
 def _node_id() -> str | None:

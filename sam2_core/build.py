@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import torch
 
 from .checkpoint import load_checkpoint
@@ -36,12 +38,33 @@ def resolve_config(model: str | dict | ModelConfig, storage_options: dict | None
     return parse_config_text(text, name=model)
 
 
+def with_image_size(cfg: ModelConfig, image_size: int) -> ModelConfig:
+    """``cfg`` run at another square input side (e.g. 512 instead of 1024): no weight depends on
+    it, so the same checkpoint loads strictly. Hiera's position embedding is interpolated to the
+    new grid and memory attention's RoPE tables are made for it; the encoder's cost falls with
+    the pixel count, at some loss of mask detail (the weights were trained at ``cfg.image_size``).
+
+    The side must be a multiple of 32 (the trunk's last stage is 1/32 of it) whose 1/4 grid the
+    first window (``trunk.window_spec[0]``) tiles.
+    """
+    window = cfg.trunk.window_spec[0]
+    if image_size < 32 or image_size % 32 or (image_size // 4) % window:
+        raise ValueError(
+            f"image size {image_size} does not fit {cfg.name}: use a multiple of 32 whose quarter "
+            f"is a multiple of the first window size {window} (e.g. 512, 768 or 1024)"
+        )
+    side = image_size // cfg.backbone_stride
+    attention = replace(cfg.memory_attention, feat_sizes=(side, side))
+    return replace(cfg, image_size=image_size, memory_attention=attention)
+
+
 def build_model(
     model: str | dict | ModelConfig,
     checkpoint: str | CheckpointBytes | None = None,
     device: str | torch.device = "cpu",
     storage_options: dict | None = None,
     apply_postprocessing: bool = True,
+    image_size: int | None = None,
 ) -> SAM2Model:
     """Build a SAM 2 model in eval mode; load ``checkpoint`` strictly when given (random weights otherwise).
 
@@ -49,8 +72,11 @@ def build_model(
     :func:`sam2_core.hub.read_checkpoint` (whose digest the caller has checked).
 
     ``apply_postprocessing`` (official names only) matches Meta's ``build_sam2*`` default.
+    ``image_size``: run at this input side instead of the config's (:func:`with_image_size`).
     """
     cfg = resolve_config(model, storage_options, apply_postprocessing)
+    if image_size is not None and image_size != cfg.image_size:
+        cfg = with_image_size(cfg, image_size)
     net = SAM2Model(cfg)
     if checkpoint is not None:
         load_checkpoint(net, checkpoint, storage_options)

@@ -8,6 +8,10 @@ The batching rule: a request waits until every registered session has a frame wa
 ``max_batch`` frames wait), or until ``max_wait_s`` has passed since it arrived; then its thread
 encodes it together with the other waiting frames. A session that is busy elsewhere (reading
 its first frame, committing its output) therefore delays the others by at most ``max_wait_s``.
+
+On CUDA each session may run on a stream of its own: the encoding thread's stream waits for
+each request's upload, and each requester's stream waits for the encoding before it reads
+the features (events, so no thread blocks on the device).
 """
 
 from __future__ import annotations
@@ -30,6 +34,8 @@ class _Request:
     finished: bool = False
     result: ImageFeatures | None = None
     error: BaseException | None = None
+    uploaded: torch.cuda.Event | None = None  # on the requester's stream, when on CUDA
+    encoded: torch.cuda.Event | None = None  # on the encoding thread's stream
 
 
 class SharedEncoder:
@@ -65,6 +71,9 @@ class SharedEncoder:
         if image.shape[0] != 1:
             raise ValueError(f"SharedEncoder takes one image at a time, got a batch of {image.shape[0]}")
         request = _Request(image)
+        if image.is_cuda:
+            request.uploaded = torch.cuda.Event()
+            request.uploaded.record(torch.cuda.current_stream(image.device))
         with self._cond:
             self._pending.append(request)
             self._cond.notify_all()
@@ -77,6 +86,11 @@ class SharedEncoder:
         if request.error is not None:
             raise request.error
         assert request.result is not None
+        if request.encoded is not None:
+            stream = torch.cuda.current_stream(image.device)
+            stream.wait_event(request.encoded)
+            for x in request.result.levels + request.result.pos:
+                x.record_stream(stream)  # made on another stream, read and freed on this one
         return request.result
 
     def _wait_for_batch(self, request: _Request) -> list[_Request] | None:
@@ -98,9 +112,17 @@ class SharedEncoder:
 
     def _encode(self, batch: list[_Request]) -> None:
         try:
+            for r in batch:
+                if r.uploaded is not None:
+                    torch.cuda.current_stream(r.image.device).wait_event(r.uploaded)
             feats = self.model.encode_image(torch.cat([r.image for r in batch]))
+            encoded = None
+            if feats.embedding.is_cuda:
+                encoded = torch.cuda.Event()
+                encoded.record(torch.cuda.current_stream(feats.embedding.device))
             for k, r in enumerate(batch):
                 r.result = feats.take(k)
+                r.encoded = encoded
         except BaseException as err:  # every waiting session gets the error
             for r in batch:
                 r.error = err

@@ -66,6 +66,9 @@ def _sample_argv() -> list[str]:
         if kwargs.get("action") == "store_true":
             argv.append(flag)
             continue
+        if "choices" in kwargs:
+            argv += [flag, next(c for c in kwargs["choices"] if c != kwargs.get("default"))]
+            continue
         kind = kwargs.get("type")
         if kind is None:
             argv += [flag, f"value-of{flag}"]
