@@ -96,10 +96,11 @@ def _to_host(result) -> _HostFrame:
 
 
 def _encode_rows(
-    frame: _HostFrame, video_id: str, run_id: str, model_name: str
+    frame: _HostFrame, video_id: str, run_id: str, model_name: str, given: dict[int, np.ndarray]
 ) -> tuple[list[MaskRow], float]:
     """One frame's mask rows (RLE encoded), on an encoder thread; returns them with the seconds
-    it took."""
+    it took. ``given``: object id -> the mask a mask prompt gives it on this frame, written as
+    drawn (the model sees it through its low-resolution input, which would move edge pixels)."""
     started = time.perf_counter()
     if frame.ready is not None:
         frame.ready.synchronize()
@@ -109,9 +110,9 @@ def _encode_rows(
             video_id,
             oid,
             frame.frame_index,
-            masks[i],
+            given[oid] if oid in given else masks[i],
             score=scores[i],
-            present=present[i],
+            present=bool(given[oid].any()) if oid in given else present[i],
             prompted=frame.prompted[i],
             run_id=run_id,
             model=model_name,
@@ -213,6 +214,10 @@ def label_frames(
     started = time.perf_counter()
     frames = _TimedFrames(frames)
     prompts = to_object_prompts(objects, frames, location)
+    drawn: dict[int, dict[int, np.ndarray]] = {}  # frame -> object id -> mask prompt
+    for prompt in prompts:
+        if prompt.mask is not None:
+            drawn.setdefault(prompt.frame, {})[prompt.object_id] = prompt.mask
     n_frames, h, w = len(frames), frames.height, frames.width
     rows: list[MaskRow] = []
     done = 0
@@ -242,7 +247,10 @@ def label_frames(
                 step = time.perf_counter()
                 host = _to_host(result)
                 transfer_s += time.perf_counter() - step
-                pending.append(pool.submit(_encode_rows, host, video_id, run_id, model_name))
+                given = drawn.get(host.frame_index, {})
+                pending.append(
+                    pool.submit(_encode_rows, host, video_id, run_id, model_name, given)
+                )
                 while len(pending) > max_pending:
                     collect()
                 done += 1
