@@ -25,6 +25,7 @@ import os
 import time
 from dataclasses import dataclass, replace
 
+from pipeline.image_labeling import label_images
 from pipeline.labeling import label_video
 from pipeline.plan import Unit
 from pipeline.records import UnitResult
@@ -128,7 +129,7 @@ class LabelWorker:
         started = time.perf_counter()
         try:
             with self.encoder.user() if self.encoder is not None else contextlib.nullcontext():
-                table, stats = label_video(
+                table, stats = (label_images if unit.images else label_video)(
                     self.model,
                     unit.job,
                     run_id=self.config.run_id,

@@ -15,6 +15,7 @@ from .config_tree import (
 )
 from .hub import CheckpointBytes, read_bytes
 from .modeling.sam2 import SAM2Model
+from .sam1 import SAM1_CONFIGS, build_sam1
 
 
 def resolve_config(model: str | dict | ModelConfig, storage_options: dict | None = None, apply_postprocessing: bool = True) -> ModelConfig:
@@ -43,13 +44,16 @@ def build_model(
     storage_options: dict | None = None,
     apply_postprocessing: bool = True,
 ) -> SAM2Model:
-    """Build a SAM 2 model in eval mode; load ``checkpoint`` strictly when given (random weights otherwise).
+    """Build a SAM 2 model in eval mode (a SAM1Model for a SAM 1 name, ``sam_vit_b/l/h``: one
+    way in for the pipeline); load ``checkpoint`` strictly when given (random weights otherwise).
 
     ``checkpoint``: an official name, a path or fsspec URL, or bytes from
     :func:`sam2_core.hub.read_checkpoint` (whose digest the caller has checked).
 
     ``apply_postprocessing`` (official names only) matches Meta's ``build_sam2*`` default.
     """
+    if isinstance(model, str) and model in SAM1_CONFIGS:
+        return build_sam1(model, checkpoint, device, storage_options=storage_options)
     cfg = resolve_config(model, storage_options, apply_postprocessing)
     net = SAM2Model(cfg)
     if checkpoint is not None:
