@@ -139,6 +139,14 @@ OPTIONS: list[tuple[str, dict]] = [
         },
     ),
     (
+        "--images-per-unit",
+        {
+            "type": positive_int,
+            "default": None,
+            "help": "images of image lines labeled per worker call (default 16)",
+        },
+    ),
+    (
         "--torch-threads",
         {
             "type": positive_int,
@@ -290,6 +298,7 @@ def run_config(args: argparse.Namespace):
         storage_options=args.storage_options,
         run_id=args.run_id,
         max_objects_per_unit=args.max_objects_per_unit,
+        images_per_unit=args.images_per_unit,
         torch_threads=args.torch_threads,
         max_in_flight=args.max_in_flight,
         videos_per_worker=args.videos_per_worker,

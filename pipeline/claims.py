@@ -15,6 +15,9 @@ Claims stay while their unit is committed. A run releases the claims of its
 units that end uncommitted (failed for good, or the run stopped), so that
 corrected prompts can label those objects later; a run killed before that
 leaves its claims, and the refusal names the claim file to delete.
+
+An image is claimed whole (``Unit.claim_keys``: object ``pipeline.plan.WHOLE_IMAGE``, -1), so
+automatic masks and prompted objects of one image never mix in an output.
 """
 
 from __future__ import annotations
@@ -75,11 +78,9 @@ def claim_units(store: OutputStore, units: Sequence[Unit], run_id: str, model: s
     removing the claims this call created) when another unit owns one of them."""
     now = dt.datetime.now(dt.UTC).isoformat()
     wanted = {
-        claim_path(store, u.video_id, oid): Claim(
-            u.video_id, int(oid), u.unit_id, run_id, model, now
-        )
+        claim_path(store, video_id, oid): Claim(video_id, int(oid), u.unit_id, run_id, model, now)
         for u in units
-        for oid in u.object_ids
+        for video_id, oid in u.claim_keys
     }
     created: list[str] = []
     try:
@@ -110,7 +111,7 @@ def release_units(store: OutputStore, units: Iterable[Unit]) -> None:
     for unit in units:
         if unit.unit_id in committed:
             continue
-        for oid in unit.object_ids:
-            holder = read_claim(store, unit.video_id, oid)
+        for video_id, oid in unit.claim_keys:
+            holder = read_claim(store, video_id, oid)
             if holder is not None and holder.unit_id == unit.unit_id:
-                store.remove(claim_path(store, unit.video_id, oid))
+                store.remove(claim_path(store, video_id, oid))

@@ -61,6 +61,7 @@ class RunConfig:
     storage_options: dict | None = None
     run_id: str | None = None
     max_objects_per_unit: int | None = None
+    images_per_unit: int | None = None  # None: pipeline.plan.DEFAULT_IMAGES_PER_UNIT
     torch_threads: int | None = None
     max_in_flight: int | None = None
     checkpoint_cache: str | None = None
@@ -139,7 +140,14 @@ def run_labeling(config: RunConfig, worker_class: type = LabelWorker) -> RunResu
         identities = video_identities([j.video for j in jobs], so)
     except OSError as err:
         raise RunFatalError(f"cannot plan the run: {err}") from err
-    units = plan_units(jobs, model_id, digest, config.max_objects_per_unit, identities=identities)
+    units = plan_units(
+        jobs,
+        model_id,
+        digest,
+        config.max_objects_per_unit,
+        identities=identities,
+        images_per_unit=config.images_per_unit,
+    )
     _claim(store, config, units, run_id, model_name)
     summary = RunSummary(
         run_id=run_id,

@@ -298,6 +298,11 @@ def label_video(
     encoder=None,
 ) -> tuple[pa.Table, LabelStats]:
     """Open `job.video`, label its objects (or only `object_ids`), close it."""
+    if not hasattr(model, "memory_attention"):  # SAM 1 has no memory: it cannot track
+        raise InputError(
+            f"{job.location} ({safe_uri(job.video)}): {type(model).__name__} segments images "
+            "only; label videos with a SAM 2 model"
+        )
     objects = job.objects
     if object_ids is not None:
         wanted = set(object_ids)

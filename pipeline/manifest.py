@@ -7,7 +7,13 @@ A manifest is JSON Lines (one video per line)::
                  {"object_id": 2, "prompts": [{"frame": 0, "box": [100, 120, 300, 400]}]},
                  {"object_id": 3, "prompts": [{"frame": 10, "mask": {"size": [540, 960], "counts": "..."}}]}]}
 
-or a Parquet/CSV table with one prompt per row (columns ``video, video_id,
+or names an image instead (``{"image": "s3://bucket/img.jpg", "image_id": "cat", "objects":
+[...]}``, prompts on frame 0 or with no frame; no ``objects``: automatic masks, tuned by an
+optional ``auto`` object of :class:`~sam2_core.mask_generator.MaskGeneratorSettings` fields),
+or a folder of images (``{"image": "s3://bucket/imgs/"}``: one job per JPEG/PNG file under it,
+sorted, each with automatic masks and the id derived from its URI; listed when the manifest is
+read, so a missing or empty folder is a reject). JSON only, not tables. The same content may be
+a Parquet/CSV table with one prompt per row (columns ``video, video_id,
 object_id, frame, points, labels, box, mask_rle``; in CSV the last four are
 JSON text), grouped by video then object. Coordinates are pixels of the
 original video. A relative ``video`` path is resolved against the
@@ -42,6 +48,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from pipeline.images import is_image_file, list_images
 from pipeline.manifest_fields import (
     apply_rule,
     bad_text,
@@ -63,8 +70,8 @@ from pipeline.manifest_parse import (
     parquet_rows,
 )
 from pipeline.manifest_parse import Invalid as _Invalid
-from pipeline.storage import has_protocol, url_to_fs
-from sam2_core.prompts import check_combination, check_pairing
+from pipeline.storage import has_protocol, safe_uri, url_to_fs
+from sam2_core.prompts import check_combination, check_pairing, is_coordinate
 
 
 @dataclass(frozen=True)
@@ -98,6 +105,9 @@ class VideoJob:
     video_id: str
     objects: tuple[ObjectSpec, ...]
     location: str
+    # ``video`` is one still image, ``video_id`` its image id (a folder until read_manifest lists it)
+    image: bool = False
+    auto: tuple[tuple[str, Any], ...] = ()  # an image without objects: its automatic-mask settings
 
 
 @dataclass(frozen=True)
@@ -112,6 +122,33 @@ class Reject:
 
 
 VIDEO_FIELDS = ("video", "video_id", "objects")
+IMAGE_FIELDS = ("image", "image_id", "objects", "auto")
+# The MaskGeneratorSettings fields an image line's "auto" may set, with their JSON types.
+AUTO_FIELDS = {
+    **dict.fromkeys(
+        (
+            "points_per_side",
+            "points_per_batch",
+            "crop_n_layers",
+            "crop_n_points_downscale_factor",
+            "min_mask_region_area",
+        ),
+        "integer",
+    ),
+    **dict.fromkeys(
+        (
+            "pred_iou_thresh",
+            "stability_score_thresh",
+            "stability_score_offset",
+            "mask_threshold",
+            "box_nms_thresh",
+            "crop_nms_thresh",
+            "crop_overlap_ratio",
+        ),
+        "number",
+    ),
+    **dict.fromkeys(("use_m2m", "multimask_output"), "boolean"),
+}
 OBJECT_FIELDS = ("object_id", "prompts")
 PROMPT_FIELDS = ("frame", "points", "labels", "box", "mask")
 JSONL_SUFFIXES = (".jsonl", ".ndjson", ".json")
@@ -191,7 +228,8 @@ def read_manifest(
         raise EmptyManifestError(
             f"manifest {uri} is empty: no videos to label (only blank lines, no rows or [])"
         )
-    return _validate_entries(entries, base)
+    jobs, rejects = _validate_entries(entries, base)
+    return _expand_image_folders(jobs, rejects, storage_options)
 
 
 # ---------------------------------------------------------------- paths
@@ -231,8 +269,9 @@ def _validate_entries(entries: Iterable[Entry], base: str) -> tuple[list[VideoJo
             problems.extend(found)
             if video_id is not None:
                 if video_id in seen_ids:
+                    field = "image_id" if "image" in entry.value else "video_id"
                     problems.append(
-                        _Invalid("video_id", f"{video_id!r} already used by {seen_ids[video_id]}")
+                        _Invalid(field, f"{video_id!r} already used by {seen_ids[video_id]}")
                     )
                 else:
                     seen_ids[video_id] = entry.location
@@ -265,34 +304,14 @@ def _validate_video(
             None,
             [_Invalid("line", f"expected a JSON object, got {json_type(value)}")],
         )
+    if "image" in value:
+        return _validate_image(entry, base)
     for key in value:
         if key not in VIDEO_FIELDS:
             problems.append(_Invalid(key, f"unknown field (allowed: {', '.join(VIDEO_FIELDS)})"))
 
-    video = value.get("video")
-    if not isinstance(video, str) or not video.strip():
-        problems.append(_Invalid("video", f"must be a non-empty path or URL, got {short(video)}"))
-        video = None
-    elif bad_text(video):
-        problems.append(_Invalid("video", f"{bad_text(video)}: {video!r:.80}"))
-        video = None
-    else:
-        video = _resolve_video(video.strip(), base)
-
-    video_id = value.get("video_id")
-    if video_id is None:
-        video_id = default_video_id(video) if video else None
-    elif not isinstance(video_id, str) or not video_id.strip() or video_id != video_id.strip():
-        problems.append(
-            _Invalid(
-                "video_id",
-                f"must be a non-empty string without surrounding spaces, got {video_id!r}",
-            )
-        )
-        video_id = None
-    elif bad_text(video_id):
-        problems.append(_Invalid("video_id", f"{bad_text(video_id)}: {video_id!r:.80}"))
-        video_id = None
+    video = _location_field(value, "video", base, problems)
+    video_id = _id_field(value, "video_id", video, problems)
 
     objects = value.get("objects")
     specs: list[ObjectSpec] = []
@@ -323,8 +342,136 @@ def _validate_video(
     return video, video_id, job, problems
 
 
+def _location_field(value: dict, field: str, base: str, problems: list[_Invalid]) -> str | None:
+    """``value[field]``, a video or image path/URL, resolved against the manifest's folder."""
+    location = value.get(field)
+    if not isinstance(location, str) or not location.strip():
+        problems.append(_Invalid(field, f"must be a non-empty path or URL, got {short(location)}"))
+        return None
+    if bad_text(location):
+        problems.append(_Invalid(field, f"{bad_text(location)}: {location!r:.80}"))
+        return None
+    return _resolve_video(location.strip(), base)
+
+
+def _id_field(value: dict, field: str, location: str | None, problems: list[_Invalid]) -> str | None:
+    """``value[field]`` (a video or image id) checked, or the id derived from ``location``."""
+    given = value.get(field)
+    if given is None:
+        return default_video_id(location) if location else None
+    if not isinstance(given, str) or not given.strip() or given != given.strip():
+        problems.append(
+            _Invalid(field, f"must be a non-empty string without surrounding spaces, got {given!r}")
+        )
+        return None
+    if bad_text(given):
+        problems.append(_Invalid(field, f"{bad_text(given)}: {given!r:.80}"))
+        return None
+    return given
+
+
+def _validate_image(
+    entry: Entry, base: str
+) -> tuple[str | None, str | None, VideoJob | None, list[_Invalid]]:
+    """An image line: one image with prompted objects, one without objects (automatic
+    masks), or a folder of images (automatic masks only; listed by read_manifest)."""
+    value = entry.value
+    problems: list[_Invalid] = []
+    for key in value:
+        if key not in IMAGE_FIELDS:
+            problems.append(
+                _Invalid(key, f"unknown field for an image (allowed: {', '.join(IMAGE_FIELDS)})")
+            )
+    image = _location_field(value, "image", base, problems)
+    folder = image is not None and not is_image_file(image)
+    image_id = None
+    if folder and value.get("image_id") is not None:
+        problems.append(
+            _Invalid(
+                "image_id",
+                "a folder of images takes no image_id: each image's id is derived from its URI",
+            )
+        )
+    elif not folder:
+        image_id = _id_field(value, "image_id", image, problems)
+    objects = value.get("objects")
+    specs: list[ObjectSpec] = []
+    if objects is not None and folder:
+        problems.append(
+            _Invalid(
+                "objects",
+                "a folder of images takes no objects (its images get automatic masks); "
+                "give prompted images one line each",
+            )
+        )
+    elif objects is not None and (not isinstance(objects, list) or not objects):
+        problems.append(
+            _Invalid(
+                "objects",
+                f"must be a non-empty list (or left out for automatic masks), got {short(objects)}",
+            )
+        )
+    elif objects is not None:
+        seen_objects: set[int] = set()
+        for index, obj in enumerate(objects):
+            spec, found = _validate_object(obj, f"objects[{index}]", index, entry, image=True)
+            problems.extend(found)
+            if spec is not None and spec.object_id in seen_objects:
+                problems.append(
+                    _Invalid(
+                        f"objects[{index}].object_id",
+                        f"duplicate object id {spec.object_id} in this image",
+                    )
+                )
+            elif spec is not None:
+                seen_objects.add(spec.object_id)
+                specs.append(spec)
+    auto: tuple[tuple[str, Any], ...] = ()
+    if value.get("auto") is not None:
+        if objects is not None:
+            problems.append(
+                _Invalid("auto", "automatic-mask settings apply to an image without objects only")
+            )
+        else:
+            auto = _check_auto(value["auto"], problems)
+    job = None
+    if not problems and image is not None and (image_id is not None or folder):
+        job = VideoJob(image, image_id or "", tuple(specs), entry.location, image=True, auto=auto)
+    return image, image_id, job, problems
+
+
+def _check_auto(value: Any, problems: list[_Invalid]) -> tuple[tuple[str, Any], ...]:
+    """An image line's ``auto`` object: MaskGeneratorSettings fields and values (sorted)."""
+    if not isinstance(value, dict):
+        problems.append(_Invalid("auto", f"must be an object of settings, got {short(value)}"))
+        return ()
+    settings = {}
+    for key, item in value.items():
+        kind = AUTO_FIELDS.get(key)
+        if kind is None:
+            problems.append(
+                _Invalid(f"auto.{key}", f"unknown setting (allowed: {', '.join(AUTO_FIELDS)})")
+            )
+        elif (
+            (kind == "integer" and not is_int(item))
+            or (kind == "boolean" and not isinstance(item, bool))
+            or (kind == "number" and not (is_coordinate(item) and not isinstance(item, bool)))
+        ):
+            problems.append(_Invalid(f"auto.{key}", f"must be a finite {kind}, got {short(item)}"))
+        else:
+            settings[key] = float(item) if kind == "number" else item
+    if len(settings) == len(value):
+        from sam2_core.mask_generator import MaskGeneratorSettings
+
+        try:
+            MaskGeneratorSettings(**settings)
+        except ValueError as error:
+            problems.append(_Invalid("auto", str(error)))
+    return tuple(sorted(settings.items()))
+
+
 def _validate_object(
-    obj: Any, where: str, object_index: int, entry: Entry
+    obj: Any, where: str, object_index: int, entry: Entry, image: bool = False
 ) -> tuple[ObjectSpec | None, list[_Invalid]]:
     if not isinstance(obj, dict):
         return None, [_Invalid(where, f"must be an object, got {short(obj)}")]
@@ -356,7 +503,7 @@ def _validate_object(
             prompt_where = f"{where}.prompts[{index}]"
             row_location = (entry.locations or {}).get((object_index, index))
             try:
-                prompt = _validate_prompt(raw_prompt, prompt_where)
+                prompt = _validate_prompt(raw_prompt, prompt_where, image)
             except _Invalid as problem:
                 problem.location = problem.location or row_location
                 problems.append(problem)
@@ -377,17 +524,20 @@ def _validate_object(
     return ObjectSpec(object_id=object_id, prompts=tuple(parsed)), []
 
 
-def _validate_prompt(raw: Any, where: str) -> Prompt:
+def _validate_prompt(raw: Any, where: str, image: bool = False) -> Prompt:
+    """One prompt; on an image (``image``) the frame may be left out and must be 0."""
     if not isinstance(raw, dict):
         raise _Invalid(where, f"must be an object, got {short(raw)}")
     for key in raw:
         if key not in PROMPT_FIELDS:
             raise _Invalid(f"{where}.{key}", f"unknown field (allowed: {', '.join(PROMPT_FIELDS)})")
-    frame = raw.get("frame")
+    frame = raw.get("frame", 0 if image else None)
     if frame is None:
         raise _Invalid(f"{where}.frame", "missing")
     if not is_int(frame) or not 0 <= frame <= MAX_ID:
         raise _Invalid(f"{where}.frame", f"must be a non-negative integer, got {short(frame)}")
+    if image and frame != 0:
+        raise _Invalid(f"{where}.frame", f"an image has frame 0 only, got {frame}")
 
     points = labels = box = mask = None
     has_points = raw.get("points") is not None
@@ -402,6 +552,40 @@ def _validate_prompt(raw: Any, where: str) -> Prompt:
     if has_mask:
         mask = check_mask(raw["mask"], f"{where}.mask")
     return Prompt(frame=frame, points=points, labels=labels, box=box, mask_rle=mask)
+
+
+def _expand_image_folders(
+    jobs: list[VideoJob], rejects: list[Reject], storage_options: dict | None
+) -> tuple[list[VideoJob], list[Reject]]:
+    """Folder lines listed into one job per image (:func:`pipeline.images.list_images`); a
+    missing or empty folder, or an image id already used by an earlier job, is a reject."""
+    if not any(job.image and not is_image_file(job.video) for job in jobs):
+        return jobs, rejects
+    out: list[VideoJob] = []
+    rejects = list(rejects)
+    owners: dict[str, str] = {}
+    for job in jobs:
+        expanded = [job]
+        if job.image and not is_image_file(job.video):
+            try:
+                uris = list_images(job.video, storage_options)
+                if not uris:
+                    raise FileNotFoundError(f"no JPEG/PNG images under {safe_uri(job.video)}")
+            except FileNotFoundError as error:
+                rejects.append(Reject(job.location, "image", str(error), "", job.video))
+                continue
+            expanded = [
+                dataclasses.replace(job, video=uri, video_id=default_video_id(uri)) for uri in uris
+            ]
+        for one in expanded:
+            where = one.location if one is job else f"{one.location} ({safe_uri(one.video)})"
+            if one.video_id in owners:
+                reason = f"{one.video_id!r} already used by {owners[one.video_id]}"
+                rejects.append(Reject(where, "image_id" if one.image else "video_id", reason, "", one.video))
+                continue
+            owners[one.video_id] = where
+            out.append(one)
+    return out, rejects
 
 
 # ---------------------------------------------------------------- against the video

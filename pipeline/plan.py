@@ -10,6 +10,12 @@ the same id. That is what makes retries and resumed runs safe: a unit already
 committed under its id is skipped, and a re-run writes the same names again.
 A video replaced at the same path gets new unit ids, so its stale masks are
 never taken for finished work.
+
+Image jobs (``VideoJob.image``) are batched instead: up to ``images_per_unit`` images per
+unit, in manifest order, their job an :class:`ImageBatch`. Such a unit's id hashes each
+image's URI, id, identity, objects and prompts or automatic-mask settings, with the model and
+checkpoint digest. An image is written whole by one unit: its claim (``Unit.claim_keys``) and
+the unit's ``object_ids`` name object :data:`WHOLE_IMAGE`.
 """
 
 from __future__ import annotations
@@ -25,6 +31,35 @@ from pipeline.manifest import ObjectSpec, Reject, VideoJob
 from pipeline.storage import safe_uri
 
 _SLUG = re.compile(r"[^A-Za-z0-9_.-]+")
+DEFAULT_IMAGES_PER_UNIT = 16
+WHOLE_IMAGE = -1  # the object id under which an image unit claims each of its images
+
+
+@dataclass(frozen=True)
+class ImageBatch:
+    """The images one image unit labels in one worker call (:mod:`pipeline.image_labeling`).
+
+    Stands where a unit's VideoJob stands: ``video`` and ``video_id`` (what commit records and
+    ``failures/`` show) are its first image's, ``location`` lists its manifest lines.
+    """
+
+    images: tuple[VideoJob, ...]
+
+    @property
+    def video(self) -> str:
+        return self.images[0].video
+
+    @property
+    def video_id(self) -> str:
+        return self.images[0].video_id
+
+    @property
+    def location(self) -> str:
+        return ", ".join(dict.fromkeys(image.location for image in self.images))
+
+    @property
+    def objects(self) -> tuple[ObjectSpec, ...]:
+        return ()
 
 
 @dataclass(frozen=True)
@@ -32,7 +67,7 @@ class Unit:
     """One schedulable piece of work: a video and the objects to track in it."""
 
     unit_id: str
-    job: VideoJob
+    job: VideoJob | ImageBatch
     object_ids: tuple[int, ...]
     video_identity: str = ""  # the video's identity when planned (pipeline.video_identity.video_identities)
 
@@ -49,6 +84,18 @@ class Unit:
     @property
     def num_prompts(self) -> int:
         return sum(len(o.prompts) for o in self.objects)
+
+    @property
+    def images(self) -> tuple[VideoJob, ...]:
+        """The image jobs of an image unit; empty for a video unit."""
+        return self.job.images if isinstance(self.job, ImageBatch) else ()
+
+    @property
+    def claim_keys(self) -> tuple[tuple[str, int], ...]:
+        """The (video_id, object_id) keys this unit writes, as claimed (pipeline.claims)."""
+        if self.images:
+            return tuple((image.video_id, WHOLE_IMAGE) for image in self.images)
+        return tuple((self.video_id, int(oid)) for oid in self.object_ids)
 
 
 def _prompt_record(prompt) -> dict:
@@ -81,6 +128,37 @@ def unit_id_for(
     return f"{slug}-{digest[:24]}"
 
 
+def image_unit_id(
+    images: Sequence[VideoJob],
+    model_id: str,
+    checkpoint_digest: str | None,
+    identities: Mapping[str, str],
+) -> str:
+    """Stable id of an image unit: ``<first image slug>-<24 hex digits of a sha256>`` over each
+    image's URI, id, identity, objects and prompts (or automatic-mask settings), the model and
+    the checkpoint digest."""
+    payload = {
+        "images": [
+            {
+                "image": image.video,
+                "image_id": image.video_id,
+                "identity": identities[image.video],
+                "objects": [
+                    {"object_id": int(o.object_id), "prompts": [_prompt_record(p) for p in o.prompts]}
+                    for o in sorted(image.objects, key=lambda o: o.object_id)
+                ],
+                "auto": None if image.objects else dict(image.auto),
+            }
+            for image in images
+        ],
+        "model": model_id,
+        "checkpoint": checkpoint_digest or "",
+    }
+    digest = hashlib.sha256(json.dumps(payload, sort_keys=True).encode("utf-8")).hexdigest()
+    slug = _SLUG.sub("_", images[0].video_id).strip("._")[:48] or "image"
+    return f"{slug}-{digest[:24]}"
+
+
 def plan_units(
     jobs: Sequence[VideoJob],
     model_id: str,
@@ -88,18 +166,26 @@ def plan_units(
     max_objects_per_unit: int | None = None,
     *,
     identities: Mapping[str, str],
+    images_per_unit: int | None = None,
 ) -> list[Unit]:
-    """Split jobs into units (in manifest order); a job with no objects gives no unit.
+    """Split jobs into units (in manifest order); a video job with no objects gives no unit.
 
     Objects are grouped in manifest order, at most ``max_objects_per_unit`` per
-    unit (None or 0: all of a video's objects in one unit). ``identities`` maps
-    every job's video URI to its identity (``pipeline.video_identity.video_identities``).
+    unit (None or 0: all of a video's objects in one unit). Image jobs are grouped
+    in manifest order, ``images_per_unit`` per unit (None: DEFAULT_IMAGES_PER_UNIT),
+    after the video units. ``identities`` maps every job's video or image URI to its
+    identity (``pipeline.video_identity.video_identities``).
     """
     if max_objects_per_unit is not None and max_objects_per_unit < 0:
         raise ValueError(f"max_objects_per_unit must be >= 1, got {max_objects_per_unit}")
+    batch = DEFAULT_IMAGES_PER_UNIT if images_per_unit is None else images_per_unit
+    if batch < 1:
+        raise ValueError(f"images_per_unit must be >= 1, got {images_per_unit}")
     units: list[Unit] = []
     seen: set[str] = set()
     for job in jobs:
+        if job.image:
+            continue
         objects = list(job.objects)
         size = max_objects_per_unit or max(1, len(objects))
         for start in range(0, len(objects), size):
@@ -110,6 +196,13 @@ def plan_units(
                 continue
             seen.add(unit_id)
             units.append(Unit(unit_id, job, tuple(int(o.object_id) for o in group), identity))
+    images = [job for job in jobs if job.image]
+    for start in range(0, len(images), batch):
+        group = images[start : start + batch]
+        unit_id = image_unit_id(group, model_id, checkpoint_digest, identities)
+        listing = repr([identities[image.video] for image in group])
+        identity = f"images={len(group)} files={hashlib.sha256(listing.encode()).hexdigest()[:16]}"
+        units.append(Unit(unit_id, ImageBatch(tuple(group)), (WHOLE_IMAGE,), identity))
     return units
 
 

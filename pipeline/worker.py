@@ -33,6 +33,7 @@ import time
 from dataclasses import dataclass, field, replace
 
 from pipeline.device import ComputeOptions, DevicePlan, apply_plan, device_plan, tracker_options
+from pipeline.image_labeling import label_images
 from pipeline.labeling import label_video
 from pipeline.plan import Unit
 from pipeline.records import UnitResult, WorkerSettings
@@ -153,14 +154,15 @@ class LabelWorker:
             device=device,
             image_size=self.config.compute.image_size,
         )
-        if self.config.compute.compile:
+        if self.config.compute.compile and hasattr(model, "compile_hot_parts"):  # SAM 2 only
             model.compile_hot_parts()
         return model
 
     def _settings(self, plan: DevicePlan) -> WorkerSettings:
         """What this worker runs with, read from its model and tracker options."""
         model, options = self.model, self.tracker_options
-        parts = (model.image_encoder, model.memory_attention, model.memory_encoder, model.sam_mask_decoder)
+        names = ("image_encoder", "memory_attention", "memory_encoder", "sam_mask_decoder")
+        parts = [getattr(model, name) for name in names if hasattr(model, name)]
         return WorkerSettings(
             devices=tuple(plan.devices),
             image_size=int(model.image_size),
@@ -207,7 +209,7 @@ class LabelWorker:
         slot = self._slots.get()  # as many slots as Ray lets calls run at once: never waits
         try:
             with _on_slot(slot):
-                table, stats = label_video(
+                table, stats = (label_images if unit.images else label_video)(
                     slot.model,
                     unit.job,
                     run_id=self.config.run_id,

@@ -17,6 +17,7 @@ from .config_tree import (
 )
 from .hub import CheckpointBytes, read_bytes
 from .modeling.sam2 import SAM2Model
+from .sam1 import SAM1_CONFIGS, build_sam1
 
 
 def resolve_config(model: str | dict | ModelConfig, storage_options: dict | None = None, apply_postprocessing: bool = True) -> ModelConfig:
@@ -66,7 +67,8 @@ def build_model(
     apply_postprocessing: bool = True,
     image_size: int | None = None,
 ) -> SAM2Model:
-    """Build a SAM 2 model in eval mode; load ``checkpoint`` strictly when given (random weights otherwise).
+    """Build a SAM 2 model in eval mode (a SAM1Model for a SAM 1 name, ``sam_vit_b/l/h``: one
+    way in for the pipeline); load ``checkpoint`` strictly when given (random weights otherwise).
 
     ``checkpoint``: an official name, a path or fsspec URL, or bytes from
     :func:`sam2_core.hub.read_checkpoint` (whose digest the caller has checked).
@@ -74,6 +76,10 @@ def build_model(
     ``apply_postprocessing`` (official names only) matches Meta's ``build_sam2*`` default.
     ``image_size``: run at this input side instead of the config's (:func:`with_image_size`).
     """
+    if isinstance(model, str) and model in SAM1_CONFIGS:
+        return build_sam1(
+            model, checkpoint, device, storage_options=storage_options, image_size=image_size
+        )
     cfg = resolve_config(model, storage_options, apply_postprocessing)
     if image_size is not None and image_size != cfg.image_size:
         cfg = with_image_size(cfg, image_size)
