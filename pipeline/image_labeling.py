@@ -112,14 +112,16 @@ def label_images(
             if on_frame is not None:
                 on_frame(done, len(images))
     table = mask_table(rows).sort_by(SORT_KEYS) if rows else MASK_SCHEMA.empty_table()
+    wall = time.perf_counter() - started
     stats = LabelStats(
         frames=len(images),
         rows=table.num_rows,
         objects=len(rows),
         height=int(arrays[0].shape[0]),
         width=int(arrays[0].shape[1]),
-        decode_track_s=time.perf_counter() - started,
+        wall_s=wall,
         decode_s=decode_s,
+        track_s=max(0.0, wall - decode_s - encode_s),  # the model's share, encoding aside
         encode_s=encode_s,
     )
     return table, stats
