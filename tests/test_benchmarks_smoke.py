@@ -257,6 +257,8 @@ def test_bench_vs_official_times_both_and_checks_their_masks_agree(mini_a_dir, t
             assert len(r[v]["whole_job_s"]) == 2 and r[v]["steady"]["count"] == 2 * 2
             assert _positive(r[v]["whole_job_median_s"]) and _positive(r[v]["steady"]["frames_per_s"])
             b = r["breakdown_ms_per_frame"][v]
+            assert b["frames"] == 2 * 2 and 1 <= b["frames_kept"] <= b["frames"]
+            assert r[v]["whole_job_min_s"] <= r[v]["whole_job_median_s"]
             assert b["image_encoder_ms"] > 0 and b["memory_attention_ms"] > 0
             assert b["total_ms"] == pytest.approx(
                 b["rest_ms"] + sum(b[f"{p}_ms"] for p in bench_vs_official.PARTS)
