@@ -218,3 +218,66 @@ def test_bench_dtype_compares_bfloat16_options_with_float32(tmp_path):
         assert 0.9 < figures["mean_iou"] <= 1.0 and figures["min_iou"] <= figures["mean_iou"]
     with pytest.raises(SystemExit):
         bench_dtype.parse_args(["--seeds", "1000"])  # a training seed
+
+
+def test_bench_vs_official_times_both_and_checks_their_masks_agree(mini_a_dir, tmp_path):
+    from benchmarks import bench_vs_official
+
+    if not bench_vs_official.official_available():
+        pytest.skip("Meta's sam2 1.1.0 is not installed (the 'reference' extra; see benchmarks/README.md)")
+    out = tmp_path / "vs_official.json"
+    bench_vs_official.main(
+        [
+            "--objects",
+            "1,2",
+            "--frames",
+            "4",
+            "--warmup",
+            "1",
+            "--repeats",
+            "2",
+            "--size",
+            "64x80",
+            "--threads",
+            "1",
+            "--breakdown",
+            "--json",
+            str(out),
+        ]
+    )
+    doc = _load(out)
+    assert doc["benchmark"] == "bench_vs_official" and doc["versions"]["sam2"] == "1.1.0"
+    s = doc["settings"]
+    assert s["variants"] == ["official", "ours", "ours_prefetch0"] and s["steady_frames_per_pass"] == 2
+    assert s["ours_prefetch_frames"]["ours_prefetch0"] == 0
+    results = doc["figures"]["results"]
+    assert [r["objects"] for r in results] == [1, 2]
+    for r in results:
+        for v in s["variants"]:
+            assert len(r[v]["whole_job_s"]) == 2 and r[v]["steady"]["count"] == 2 * 2
+            assert _positive(r[v]["whole_job_median_s"]) and _positive(r[v]["steady"]["frames_per_s"])
+            b = r["breakdown_ms_per_frame"][v]
+            assert b["frames"] == 2 * 2 and 1 <= b["frames_kept"] <= b["frames"]
+            assert r[v]["whole_job_min_s"] <= r[v]["whole_job_median_s"]
+            assert b["image_encoder_ms"] > 0 and b["memory_attention_ms"] > 0
+            assert b["total_ms"] == pytest.approx(
+                b["rest_ms"] + sum(b[f"{p}_ms"] for p in bench_vs_official.PARTS)
+            )
+        for v in ("ours", "ours_prefetch0"):
+            assert r[v]["speedup_whole_job"] == pytest.approx(
+                r["official"]["whole_job_median_s"] / r[v]["whole_job_median_s"]
+            )
+            agree = r[v]["masks_vs_official"]
+            assert agree["object_frames"] == 4 * r["objects"]
+            # Same weights, frames and clicks: the masks are near-identical (parity holds; Meta
+            # stores its memory in bfloat16, ours in float32 by default).
+            assert agree["mean_iou"] > 0.97
+
+
+def test_bench_vs_official_needs_meta_and_one_of_ours():
+    from benchmarks import bench_vs_official
+
+    with pytest.raises(SystemExit):
+        bench_vs_official.parse_args(["--variants", "ours,ours_prefetch0"])
+    with pytest.raises(SystemExit):
+        bench_vs_official.parse_args(["--variants", "official"])
