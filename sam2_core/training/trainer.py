@@ -253,6 +253,7 @@ class Trainer:
         if batch is None:
             clips = [self.source.sample(self.rng, clip_len) for _ in range(cfg.batch_size)]
             batch = make_batch(clips, self.model.image_size)
+        batch = batch.to(self.model.device)  # once per step: the losses read the masks there
         self.model.train()
         with self._autocast():
             steps = self.forward(batch, self.rng)
@@ -260,7 +261,7 @@ class Trainer:
         for out in steps:
             if not out.supervised:
                 continue
-            target = batch.masks[:, out.frame].to(out.multimasks.device)
+            target = batch.masks[:, out.frame]
             part = step_losses(out.multimasks.float(), out.ious.float(), out.object_logits.float(), target, cfg.loss)
             terms = {k: terms[k] + part[k] for k in terms}
         n = max(batch.num_objects, 1)
@@ -338,6 +339,8 @@ class Trainer:
                 "scheduler": self.scheduler.state_dict(),
                 "rng": self.rng.bit_generator.state,
                 "torch_rng": torch.get_rng_state(),
+                # every CUDA device's generator too, so that a resumed run on CUDA draws the same numbers
+                "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
                 "frozen": self.frozen,
             },
             self.output / STATE_FILE,
@@ -361,6 +364,10 @@ class Trainer:
         self.elapsed = float(state.get("elapsed_s", 0.0))
         self.rng.bit_generator.state = state["rng"]
         torch.set_rng_state(state["torch_rng"])
+        cuda_rng = list(state.get("cuda_rng", []))  # absent in files written before it was saved
+        if cuda_rng and torch.cuda.is_available():
+            for device, rng_state in enumerate(cuda_rng[: torch.cuda.device_count()]):
+                torch.cuda.set_rng_state(rng_state, device)
 
 
 def read_train_state(path: Path) -> dict:
