@@ -100,7 +100,9 @@ class SharedEncoder:
         try:
             feats = self.model.encode_image(torch.cat([r.image for r in batch]))
             for k, r in enumerate(batch):
-                r.result = feats.take(k)
+                # A copy, not a view: a session caches its frames' features, and a view would
+                # keep the whole batch's features alive for as long as any one is cached.
+                r.result = feats.take(k) if len(batch) == 1 else feats.take(k).clone()
         except BaseException as err:  # every waiting session gets the error
             for r in batch:
                 r.error = err
