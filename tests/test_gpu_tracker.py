@@ -243,44 +243,76 @@ def test_stable_shapes_change_no_output(mini):
         assert torch.allclose(plain[t], stable[t], rtol=1e-5, atol=1e-5), t
 
 
-@pytest.mark.slow
-def test_compiled_parts_are_not_recompiled_to_death_over_twenty_varied_videos(mini_a_dir, caplog):
-    """20 videos, 1 to 6 objects prompted on one or two frames, 3 to 5 frames each: the compiled
-    model never hits Dynamo's recompile limit and agrees with eager to 1e-4."""
+def _compile_twenty_videos(model_dir, device: str, caplog) -> float:
+    """20 videos, 1 to 6 objects prompted on one or two frames, 3 to 5 frames each, through a
+    compiled and an eager copy of the model; asserts no recompile-limit message, returns the
+    largest logit difference."""
     from sam2_core.build import build_model
 
     torch._dynamo.reset()
-    eager = build_model(
-        str(mini_a_dir / "config.json"), checkpoint=str(mini_a_dir / "checkpoint.pt")
-    )
-    compiled = build_model(
-        str(mini_a_dir / "config.json"), checkpoint=str(mini_a_dir / "checkpoint.pt")
-    )
+    paths = (str(model_dir / "config.json"), str(model_dir / "checkpoint.pt"))
+    eager = build_model(paths[0], checkpoint=paths[1]).to(device)
+    compiled = build_model(paths[0], checkpoint=paths[1]).to(device)
     compiled.compile_hot_parts()
     rng = np.random.default_rng(3)
     worst = 0.0
     caplog.set_level(logging.WARNING, logger="torch._dynamo")
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        for v in range(20):
-            n = int(rng.integers(1, 7))
-            length = int(rng.integers(3, 6))
-            prompts = _clicks(n, (0,) if v % 2 else (0, 1))
-            options = TrackerOptions(prefetch_frames=0)
-            ref = {
-                r.frame_index: r.mask_logits
-                for r in track_session(VideoSession(eager, _video(length, v), options), prompts)
-            }
-            got = {
-                r.frame_index: r.mask_logits
-                for r in track_session(VideoSession(compiled, _video(length, v), options), prompts)
-            }
-            worst = max(worst, max(float((ref[t] - got[t]).abs().max()) for t in ref))
-    torch._dynamo.reset()
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            for v in range(20):
+                n = int(rng.integers(1, 7))
+                length = int(rng.integers(3, 6))
+                prompts = _clicks(n, (0,) if v % 2 else (0, 1))
+                options = TrackerOptions(prefetch_frames=0)
+                runs = []
+                for model in (eager, compiled):
+                    session = VideoSession(model, _video(length, v), options)
+                    runs.append(
+                        {r.frame_index: r.mask_logits for r in track_session(session, prompts)}
+                    )
+                worst = max(
+                    worst, max(float((runs[0][t] - runs[1][t]).abs().max()) for t in runs[0])
+                )
+    finally:
+        torch._dynamo.reset()
     messages = [r.getMessage() for r in caplog.records] + [str(w.message) for w in caught]
     limit_hits = [m for m in messages if "cache_size_limit" in m or "recompile_limit" in m]
     assert not limit_hits, limit_hits[:3]
-    assert worst < 1e-4
+    return worst
+
+
+@pytest.mark.slow
+def test_compiled_parts_are_not_recompiled_to_death_over_twenty_varied_videos(mini_a_dir, caplog):
+    """The compiled model never hits Dynamo's recompile limit and agrees with eager to 1e-4."""
+    assert _compile_twenty_videos(mini_a_dir, "cpu", caplog) < 1e-4
+
+
+needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+
+
+@pytest.mark.gpu
+@needs_cuda
+def test_compiled_parts_on_cuda_are_not_recompiled_to_death(mini_a_dir, caplog):
+    assert (
+        _compile_twenty_videos(mini_a_dir, "cuda", caplog) < 1e-3
+    )  # TF32 / kernel choice may differ
+
+
+@pytest.mark.gpu
+@needs_cuda
+def test_download_on_cuda_matches_the_logits(mini_a_dir):
+    from sam2_core.build import build_model
+
+    model = build_model(
+        str(mini_a_dir / "config.json"), checkpoint=str(mini_a_dir / "checkpoint.pt")
+    ).to("cuda")
+    for offload in (None, "cpu"):
+        session = VideoSession(model, _video(4), TrackerOptions(storage_device=offload))
+        for result in track_session(session, _clicks(5)):
+            out = result.download()
+            assert np.array_equal(out.masks, (result.mask_logits > 0).numpy())
+            assert np.allclose(out.ious, result.ious.cpu().numpy())
 
 
 # --- buffers that keep more alive than they show -------------------------------------------------
