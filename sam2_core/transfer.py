@@ -26,10 +26,13 @@ def to_device(
     x: torch.Tensor, device: torch.device, dtype: torch.dtype | None = None
 ) -> torch.Tensor:
     """``x`` on ``device`` (and in ``dtype``), queued without waiting; ``x`` itself when it is
-    already there."""
+    already there. The cast runs on the accelerator's side (before an offload, after an upload)."""
+    cast = dtype is not None and x.dtype != dtype
+    if cast and device.type == "cpu":
+        x, cast = x.to(dtype), False
     if x.device != device:
         x = pinned(x, device).to(device, non_blocking=True)
-    return x if dtype is None or x.dtype == dtype else x.to(dtype)
+    return x.to(dtype) if cast else x
 
 
 def host_values(
