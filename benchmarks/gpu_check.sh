@@ -5,6 +5,9 @@
 #   env.json           torch / CUDA / device description
 #   gpu_tests.xml      JUnit report of `pytest -m gpu` (fused attention kernels, memory attention)
 #   dtype_parts.json   bench_dtype --case: bf16 autocast per model part against float32
+#   gpu_tracker.xml    JUnit report of tests/test_gpu_tracker.py -m gpu: compile_hot_parts over 20
+#                      varied videos on CUDA (no recompile-limit hit, compiled == eager), and the
+#                      one-copy download of masks and scores against the logits
 #   summary.json       exit codes of each step
 # Exits 2 when no CUDA device is present, 1 when a step failed, 0 otherwise.
 #   benchmarks/gpu_check.sh /tmp/gpu_out
@@ -36,7 +39,9 @@ export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
 tests_rc=$?
 "$python" -m benchmarks.bench_dtype --case "$case_dir" --device cuda --json "$out/dtype_parts.json"
 dtype_rc=$?
+"$python" -m pytest tests/test_gpu_tracker.py -m gpu -q -rs --durations=5 --junitxml="$out/gpu_tracker.xml"
+tracker_rc=$?
 
-printf '{"gpu_tests_rc": %d, "dtype_parts_rc": %d}\n' "$tests_rc" "$dtype_rc" > "$out/summary.json"
+printf '{"gpu_tests_rc": %d, "dtype_parts_rc": %d, "gpu_tracker_rc": %d}\n' "$tests_rc" "$dtype_rc" "$tracker_rc" > "$out/summary.json"
 cat "$out/summary.json"
-[ "$tests_rc" -eq 0 ] && [ "$dtype_rc" -eq 0 ]
+[ "$tests_rc" -eq 0 ] && [ "$dtype_rc" -eq 0 ] && [ "$tracker_rc" -eq 0 ]

@@ -8,6 +8,7 @@ access by index, the frame count and the original frame size.
 
 from __future__ import annotations
 
+import itertools
 import threading
 from collections import deque
 from collections.abc import Iterable, Sequence
@@ -68,10 +69,12 @@ class FramePrefetcher:
     """Reads and preprocesses the frames a propagation will ask for next, on one thread.
 
     The frame source is only touched under ``lock``, so readers need not be thread-safe.
+    With ``pin`` the frames come in page-locked memory (for a CUDA device: the upload then
+    does not block), pinned on the reading thread.
     """
 
-    def __init__(self, frames: FrameSource, size: int, depth: int):
-        self.frames, self.size, self.depth = frames, size, depth
+    def __init__(self, frames: FrameSource, size: int, depth: int, pin: bool = False):
+        self.frames, self.size, self.depth, self.pin = frames, size, depth, pin
         self.lock = threading.Lock()
         self._plan: deque[int] = deque()
         self._pending: dict[int, Future] = {}
@@ -80,7 +83,8 @@ class FramePrefetcher:
     def load(self, frame: int) -> torch.Tensor:
         with self.lock:
             image = self.frames[frame]
-        return video_frame_to_input(image, self.size)
+        tensor = video_frame_to_input(image, self.size)
+        return tensor.pin_memory() if self.pin else tensor
 
     def upcoming(self) -> int | None:
         """The frame the running propagation will ask for next (None outside a propagation)."""
@@ -89,11 +93,17 @@ class FramePrefetcher:
     def plan(self, order: Iterable[int]) -> None:
         self._plan = deque(order)
         self._pending.clear()
+        self._top_up()
 
     def take(self, frame: int) -> torch.Tensor:
-        """The preprocessed frame (3 x S x S): prefetched when it was next in the plan."""
-        if self._plan and self._plan[0] == frame:
-            self._plan.popleft()
+        """The preprocessed frame (3 x S x S): prefetched when it was among the next in the plan
+        (planned frames before it, which the propagation passed without reading, are dropped)."""
+        head = list(itertools.islice(self._plan, self.depth + 2))
+        if frame in head:
+            for _ in range(head.index(frame) + 1):
+                passed = self._plan.popleft()
+                if passed != frame:
+                    self._pending.pop(passed, None)
         future = self._pending.pop(frame, None)
         self._top_up()
         return future.result() if future is not None else self.load(frame)

@@ -24,6 +24,7 @@ import torch
 
 from .memory_rule import Keep, retention, select_memory
 from .modeling.sam2 import HeadsOutput, ImageFeatures, SAM2Model
+from .transfer import host_values, to_device
 
 
 @dataclass
@@ -87,8 +88,12 @@ class MemoryBank:
     stored outputs live (None: the model's device; "cpu" offloads them). memory_dtype: dtype
     of stored memory features (float32 for parity; bfloat16 halves them). pointer_span: the
     video length the object pointers' temporal encoding assumes (default ``num_frames``; at
-    most ``max_obj_ptrs_in_encoder``). Stored tensors keep their autograd history, so
-    training can backpropagate through the memory path.
+    most ``max_obj_ptrs_in_encoder``). stable_shapes: pad every object's memory to a fixed
+    token count (``num_maskmem`` spatial memories and ``max_obj_ptrs_in_encoder`` pointers, or
+    the next multiple of them) and always pass the key mask, so that a compiled memory attention
+    sees the same shapes on every frame of every video. Stored tensors keep their autograd
+    history, so training can backpropagate through the memory path. Copies between storage
+    and the model's device never wait for the device (:mod:`sam2_core.transfer`).
     """
 
     def __init__(
@@ -98,6 +103,7 @@ class MemoryBank:
         storage_device: str | torch.device | None = None,
         memory_dtype: torch.dtype = torch.float32,
         pointer_span: int | None = None,
+        stable_shapes: bool = False,
     ):
         cfg = model.cfg.tracking
         if not cfg.directly_add_no_mem_embed:
@@ -106,6 +112,7 @@ class MemoryBank:
         self.device = model.device
         self.storage = torch.device(storage_device) if storage_device else self.device
         self.memory_dtype = memory_dtype
+        self.stable_shapes = stable_shapes
         self.pointer_span = min(pointer_span or num_frames, cfg.max_obj_ptrs_in_encoder)
         self._objects: dict[int, ObjectMemory] = {}
         self._memory_pos: torch.Tensor | None = None
@@ -139,10 +146,10 @@ class MemoryBank:
         sto = self.storage
         return [
             FrameState(
-                pred_masks=None if outputs is None else outputs[i : i + 1].to(sto),
-                obj_ptr=heads.obj_ptr[i : i + 1].float().to(sto),
-                object_score_logits=heads.object_score_logits[i : i + 1].float().to(sto),
-                iou=heads.iou[i : i + 1].float().to(sto),
+                pred_masks=None if outputs is None else to_device(outputs[i : i + 1], sto),
+                obj_ptr=to_device(heads.obj_ptr[i : i + 1].float(), sto),
+                object_score_logits=to_device(heads.object_score_logits[i : i + 1].float(), sto),
+                iou=to_device(heads.iou[i : i + 1].float(), sto),
                 maskmem=None if maskmem is None else self.stored_memory(maskmem[i : i + 1]),
             )
             for i in range(heads.obj_ptr.shape[0])
@@ -150,7 +157,7 @@ class MemoryBank:
 
     def stored_memory(self, maskmem: torch.Tensor) -> torch.Tensor:
         """Memory features as they are stored (storage device, memory dtype)."""
-        return maskmem.to(self.storage, self.memory_dtype)
+        return to_device(maskmem, self.storage, self.memory_dtype)
 
     def add(
         self,
@@ -228,7 +235,7 @@ class MemoryBank:
                         f"memory of frame {t} for object {oid} was dropped but is still needed"
                     )
                 feats_i.append(
-                    state.maskmem.to(self.device, torch.float32).flatten(2).transpose(1, 2)
+                    to_device(state.maskmem, self.device, torch.float32).flatten(2).transpose(1, 2)
                 )
                 pos_i.append(
                     pos + model.maskmem_tpos_enc[cfg.num_maskmem - slot - 1].reshape(1, 1, mem_dim)
@@ -237,7 +244,7 @@ class MemoryBank:
             spatial_pos.append(pos_i)
             ptrs.append(
                 [
-                    mem.referred(t, c).obj_ptr.to(self.device, torch.float32)
+                    to_device(mem.referred(t, c).obj_ptr, self.device, torch.float32)
                     for t, _, c in sel.pointers
                 ]
             )
@@ -247,6 +254,10 @@ class MemoryBank:
         n_sp = max(len(s) for s in spatial)
         n_pt = max(len(p) for p in ptrs)
         ragged = any(len(s) != n_sp for s in spatial) or any(len(p) != n_pt for p in ptrs)
+        if self.stable_shapes:
+            n_sp = _round_up(n_sp, cfg.num_maskmem)
+            n_pt = _round_up(n_pt, cfg.max_obj_ptrs_in_encoder) if cfg.use_obj_ptrs_in_encoder else n_pt
+            ragged = True
         tokens = feats.embedding.new_zeros(b, n_sp * hw + n_pt * split, mem_dim)
         tokens_pos = torch.zeros_like(tokens)
         key_mask = (
@@ -254,6 +265,9 @@ class MemoryBank:
             if ragged
             else None
         )
+        # Every object's pointer positions in one upload (B x n_pt), not one per object.
+        if n_pt:
+            rel = host_values([p + [0] * (n_pt - len(p)) for p in ptr_pos], self.device)
         for i in range(b):
             if spatial[i]:
                 k = len(spatial[i]) * hw
@@ -264,12 +278,11 @@ class MemoryBank:
             if ptrs[i]:
                 n = len(ptrs[i])
                 start = n_sp * hw
-                rel = torch.tensor(ptr_pos[i], device=self.device, dtype=torch.float32)
                 tokens[i, start : start + n * split] = torch.cat(ptrs[i], dim=0).reshape(
                     n * split, mem_dim
                 )
                 tokens_pos[i, start : start + n * split] = model.pointer_position_encoding(
-                    rel, self.pointer_span
+                    rel[i, :n], self.pointer_span
                 ).repeat_interleave(split, dim=0)
                 if key_mask is not None:
                     key_mask[i, start : start + n * split] = True
@@ -313,3 +326,9 @@ class MemoryBank:
             for m in self._objects.values()
             for s in [*m.cond.values(), *m.non_cond.values()]
         )
+
+
+def _round_up(n: int, step: int) -> int:
+    """The smallest multiple of ``step`` that is at least ``max(n, 1)``."""
+    step = max(step, 1)
+    return max(-(-n // step), 1) * step

@@ -121,7 +121,9 @@ class SharedEncoder:
                 encoded = torch.cuda.Event()
                 encoded.record(torch.cuda.current_stream(feats.embedding.device))
             for k, r in enumerate(batch):
-                r.result = feats.take(k)
+                # A copy, not a view: a session caches its frames' features, and a view would
+                # keep the whole batch's features alive for as long as any one is cached.
+                r.result = feats.take(k) if len(batch) == 1 else feats.take(k).clone()
                 r.encoded = encoded
         except BaseException as err:  # every waiting session gets the error
             for r in batch:

@@ -20,6 +20,7 @@ length.
 from __future__ import annotations
 
 import contextlib
+import functools
 from collections import OrderedDict
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -33,6 +34,7 @@ from .memory_bank import FrameState, MemoryBank
 from .modeling.sam2 import NO_OBJECT_SCORE, HeadsOutput, ImageFeatures, SAM2Model
 from .postprocess import fill_small_holes
 from .prompts import ObjectPrompt
+from .transfer import to_device, to_host
 from .transforms import to_model_coords
 
 
@@ -46,7 +48,13 @@ class TrackerOptions:
     in one batch (False: one object at a time, for comparison). feature_cache_size: frames whose
     image features are kept. autocast_dtype: e.g. torch.bfloat16 to run under autocast on CUDA.
     prefetch_frames: how many frames ahead of a propagation a background thread reads and
-    preprocesses (0: none).
+    preprocesses (0: none). object_chunk: at most this many objects go through memory
+    attention, the mask decoder and the memory encoder together (None: automatic, every object
+    on the CPU, on CUDA as many as about half the free device memory holds; see
+    :func:`automatic_object_chunk`); a frame that runs out of device memory is redone with
+    half the chunk. stable_shapes: pad each chunk's objects to a power of two (at most the
+    chunk) and every memory to a fixed token count, so that compiled parts see few shapes
+    (None: when the model's hot parts are compiled, ``SAM2Model.compile_hot_parts``).
     """
 
     storage_device: str | None = None
@@ -55,6 +63,24 @@ class TrackerOptions:
     feature_cache_size: int = 2
     autocast_dtype: torch.dtype | None = None
     prefetch_frames: int = 2
+    object_chunk: int | None = None
+    stable_shapes: bool | None = None
+
+    def __post_init__(self):
+        if self.object_chunk is not None and self.object_chunk < 1:
+            raise ValueError(f"object_chunk must be >= 1 (or None for automatic), got {self.object_chunk}")
+
+
+@dataclass
+class TrackerStats:
+    """How a session ran, for reports (summary.json): object_chunk: the chunk size in use
+    (None until the first tracked frame); max_chunks_per_frame: the most chunks one frame was
+    split into; oom_retries: frames redone with a smaller chunk after running out of device
+    memory."""
+
+    object_chunk: int | None = None
+    max_chunks_per_frame: int = 0
+    oom_retries: int = 0
 
 
 @dataclass
@@ -74,20 +100,71 @@ class ObjectTrack:
 
 
 @dataclass
-class FrameResult:
-    """All objects' outputs on one frame, at the video's resolution.
+class FrameMasks:
+    """One frame's outputs on the host, as :meth:`FrameResult.download` returns them.
 
-    mask_logits: N x H x W float32 (> 0 inside; -1024 where absent); object_score_logits: N
-    (> 0: present); ious: N predicted IoU of the returned masks; prompted: N, whether the frame
-    has prompts for that object.
+    masks: N x H x W bool at the video's resolution (logit > 0); present: N bool (object
+    score > 0); object_score_logits: N float32; ious: N float32 predicted IoU.
     """
 
     frame_index: int
     object_ids: list[int]
-    mask_logits: torch.Tensor
+    masks: np.ndarray
+    present: np.ndarray
+    object_score_logits: np.ndarray
+    ious: np.ndarray
+    prompted: list[bool]
+
+
+@dataclass
+class FrameResult:
+    """All objects' outputs on one frame, left on the model's device.
+
+    low_res: N x 1 x h4 x w4 float32 logits at the model's mask resolution;
+    object_score_logits: N (> 0: present); ious: N predicted IoU of the returned masks;
+    prompted: N, whether the frame has prompts for that object; video_size: (H, W).
+    :meth:`download` brings thresholded masks and the scores to the host in one copy (the
+    pipeline's path); :attr:`mask_logits` gives float logits at video size (for parity and
+    debugging: a large copy).
+    """
+
+    frame_index: int
+    object_ids: list[int]
+    low_res: torch.Tensor
     object_score_logits: torch.Tensor
     ious: torch.Tensor
     prompted: list[bool]
+    video_size: tuple[int, int]
+
+    def video_logits(self) -> torch.Tensor:
+        """N x H x W float32 logits at the video's resolution, on the device (> 0 inside;
+        -1024 where absent)."""
+        return F.interpolate(self.low_res, size=self.video_size, mode="bilinear", align_corners=False)[:, 0]
+
+    @functools.cached_property
+    def mask_logits(self) -> torch.Tensor:
+        """N x H x W float32 logits at the video's resolution, on the host (computed once)."""
+        return to_host(self.video_logits())
+
+    def download(self) -> FrameMasks:
+        """Thresholded masks and per-object scalars on the host, in one copy and one wait:
+        1 byte per pixel instead of 4, and no copy per object."""
+        n = len(self.object_ids)
+        h, w = self.video_size
+        masks = self.video_logits() > 0
+        scalars = torch.stack([self.object_score_logits.float(), self.ious.float()], dim=1).contiguous()
+        packed = torch.cat([scalars.reshape(-1).view(torch.uint8), masks.reshape(-1).view(torch.uint8)])
+        host = to_host(packed).numpy()
+        values = host[: n * 8].view(np.float32).reshape(n, 2)
+        return FrameMasks(
+            self.frame_index,
+            list(self.object_ids),
+            host[n * 8 :].view(np.bool_).reshape(n, h, w),
+            values[:, 0] > 0,
+            values[:, 0],
+            values[:, 1],
+            list(self.prompted),
+        )
 
 
 class VideoSession:
@@ -112,11 +189,16 @@ class VideoSession:
         self.height, self.width = int(frames.height), int(frames.width)
         self.device = model.device
         self.cfg = model.cfg.tracking
-        self._bank = MemoryBank(model, self.num_frames, self.options.storage_device, self.options.memory_dtype)
+        stable = self.options.stable_shapes
+        self.stable_shapes = bool(model.hot_parts_compiled if stable is None else stable)
+        self._bank = MemoryBank(
+            model, self.num_frames, self.options.storage_device, self.options.memory_dtype, stable_shapes=self.stable_shapes
+        )
         self._objects: OrderedDict[int, ObjectTrack] = OrderedDict()
         self._features: OrderedDict[int, ImageFeatures] = OrderedDict()
-        self._reader = FramePrefetcher(frames, model.image_size, self.options.prefetch_frames)
+        self._reader = FramePrefetcher(frames, model.image_size, self.options.prefetch_frames, pin=self.device.type == "cuda")
         self._encode = encoder or model.encode_image
+        self.stats = TrackerStats(object_chunk=self.options.object_chunk)
 
     # ------------------------------------------------------------------ public API
 
@@ -161,11 +243,11 @@ class VideoSession:
         prev = None
         earlier = self._output(track, frame)
         if earlier is not None and earlier.pred_masks is not None:
-            prev = earlier.pred_masks.to(self.device).clamp(-32.0, 32.0)
+            prev = to_device(earlier.pred_masks, self.device).clamp(-32.0, 32.0)
         return self._prompted_step(frame, track, points=self._model_points(prompt), mask=None, prev_logits=prev)
 
     def _add_mask(self, prompt: ObjectPrompt) -> FrameResult:
-        m = torch.tensor(prompt.mask).float()[None, None].to(self.device)
+        m = to_device(torch.from_numpy(prompt.mask.astype(np.float32))[None, None], self.device)
         size = self.model.image_size
         if tuple(m.shape[-2:]) != (size, size):
             m = F.interpolate(m, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
@@ -184,7 +266,7 @@ class VideoSession:
             coords = torch.cat([torch.tensor(prompt.box).reshape(1, 2, 2), coords], dim=1)
             labels = torch.cat([torch.tensor([[2, 3]], dtype=torch.int32), labels], dim=1)
         coords = to_model_coords(coords, (self.height, self.width), self.model.image_size)
-        return coords.to(self.device), labels.to(self.device)
+        return to_device(coords, self.device), to_device(labels, self.device)
 
     def clear_prompts(self, frame: int, object_id: int) -> None:
         """Remove an object's prompts on a frame; a conditioning output there becomes an ordinary one."""
@@ -280,7 +362,7 @@ class VideoSession:
         if frame in self._features:
             self._features.move_to_end(frame)
             return self._features[frame]
-        image = self._reader.take(frame).to(self.device)
+        image = to_device(self._reader.take(frame), self.device)
         with self._autocast():
             feats = self._encode(image[None])
         self._features[frame] = feats
@@ -339,9 +421,10 @@ class VideoSession:
                 is_cond, state = track.pending[frame]
                 if state.maskmem is None:
                     feats = self._frame_features(frame)
-                    high = F.interpolate(state.pred_masks.to(self.device), size=(size, size), mode="bilinear", align_corners=False)
+                    high = F.interpolate(to_device(state.pred_masks, self.device), size=(size, size), mode="bilinear", align_corners=False)
                     with self._autocast():
-                        mm, _ = self.model.encode_memory(feats.embedding, high, state.object_score_logits.to(self.device), binarize=binarize)
+                        scores = to_device(state.object_score_logits, self.device)
+                        mm, _ = self.model.encode_memory(feats.embedding, high, scores, binarize=binarize)
                     state.maskmem = self._bank.stored_memory(mm)
                 self._bank.add([track.object_id], frame, [state], conditioning=is_cond)
             track.pending.clear()
@@ -349,44 +432,109 @@ class VideoSession:
                 raise ValueError(f"object {track.object_id} has no conditioning frame: add points, a box or a mask first")
 
     def _advance(self, frame: int, reverse: bool) -> FrameResult:
-        """Track every object on one frame (reusing conditioning outputs) and record it."""
+        """Track every object on one frame (reusing conditioning outputs) and record it. A frame
+        that runs out of device memory is redone with half the object chunk (redoing is safe:
+        a chunk's outputs replace the same frame's outputs)."""
         todo = [oid for oid in self._objects if frame not in self._bank.memory(oid).cond]
-        if todo:
-            groups = [todo] if self.options.batch_objects else [[oid] for oid in todo]
-            for group in groups:
-                self._track_batch(group, frame, reverse)
+        while todo:
+            try:
+                self._track_objects(todo, frame, reverse)
+                break
+            except torch.OutOfMemoryError:
+                chunk = self._object_chunk()
+                if chunk <= 1:
+                    raise
+                self.stats.object_chunk = max(1, min(chunk, len(todo)) // 2)
+                self.stats.oom_retries += 1
+                if self.device.type == "cuda":
+                    torch.cuda.empty_cache()
         for tr in self._objects.values():
             tr.tracked[frame] = reverse
         return self._result(frame)
 
-    def _track_batch(self, object_ids: list[int], frame: int, reverse: bool) -> None:
+    def _object_chunk(self) -> int:
+        """The chunk in use: the option, else (until a frame ran out of memory) the automatic
+        one, estimated once on CUDA, and on the CPU every object of the session."""
+        automatic = self.options.object_chunk is None and not self.stats.oom_retries
+        if self.stats.object_chunk is None or (automatic and self.device.type != "cuda"):
+            self.stats.object_chunk = automatic_object_chunk(self.model, self.device, len(self._objects))
+        return self.stats.object_chunk
+
+    def _track_objects(self, object_ids: list[int], frame: int, reverse: bool) -> None:
+        chunk = self._object_chunk() if self.options.batch_objects else 1
+        groups = [object_ids[i : i + chunk] for i in range(0, len(object_ids), chunk)]
+        self.stats.max_chunks_per_frame = max(self.stats.max_chunks_per_frame, len(groups))
+        for group in groups:
+            self._track_batch(group, frame, reverse, chunk)
+
+    def _track_batch(self, object_ids: list[int], frame: int, reverse: bool, chunk: int) -> None:
         feats = self._frame_features(frame)
-        high_res = feats.expand(len(object_ids)).high_res
+        n = len(object_ids)
+        ids = object_ids
+        if self.stable_shapes:  # pad with copies of the last object; their outputs are dropped
+            ids = object_ids + object_ids[-1:] * (min(_next_power_of_two(n), max(chunk, n)) - n)
+        high_res = feats.expand(len(ids)).high_res
         with self._autocast():
-            pix = self._bank.condition(object_ids, frame, feats, reverse)
+            pix = self._bank.condition(ids, frame, feats, reverse)
             heads = self.model.sam_heads(pix, high_res, None, None, None, multimask=self.model.use_multimask(False, 0))
             # The frame's embedding is the same for every object: pass it once, it broadcasts.
             maskmem, _ = self.model.encode_memory(feats.embedding, heads.high_res, heads.object_score_logits, binarize=False)
+        if len(ids) > n:
+            heads, maskmem = heads.first(n), maskmem[:n]
         self._bank.add(object_ids, frame, self._store(heads, maskmem), conditioning=False)
 
     def _result(self, frame: int) -> FrameResult:
+        """The frame's outputs for every object, gathered on the device (no copy to the host)."""
         ids = self.object_ids
         h4 = self.model.image_size // 4
-        low = torch.full((len(ids), 1, h4, h4), NO_OBJECT_SCORE, dtype=torch.float32, device=self.device)
-        scores = torch.full((len(ids),), NO_OBJECT_SCORE, dtype=torch.float32)
-        ious = torch.zeros(len(ids), dtype=torch.float32)
-        prompted = []
-        for i, oid in enumerate(ids):
+        absent_mask = score_absent = iou_absent = None
+        lows, scores, ious, prompted = [], [], [], []
+        for oid in ids:
             track = self._objects[oid]
             state = self._output(track, frame)
             prompted.append(frame in track.prompted_frames())
             if state is None or state.pred_masks is None:
+                if absent_mask is None:
+                    absent_mask = torch.full((1, 1, h4, h4), NO_OBJECT_SCORE, dtype=torch.float32, device=self.device)
+                    score_absent = torch.full((1,), NO_OBJECT_SCORE, dtype=torch.float32, device=self.device)
+                    iou_absent = torch.zeros(1, dtype=torch.float32, device=self.device)
+                lows.append(absent_mask)
+                scores.append(score_absent)
+                ious.append(iou_absent)
                 continue
-            low[i] = state.pred_masks[0].to(self.device)
-            scores[i] = float(state.object_score_logits.reshape(-1)[0])
-            ious[i] = float(state.iou.reshape(-1)[0])
-        video = F.interpolate(low, size=(self.height, self.width), mode="bilinear", align_corners=False)
-        return FrameResult(frame, ids, video[:, 0].float().cpu(), scores, ious, prompted)
+            lows.append(to_device(state.pred_masks, self.device, torch.float32))
+            scores.append(to_device(state.object_score_logits, self.device, torch.float32).reshape(1))
+            ious.append(to_device(state.iou, self.device, torch.float32).reshape(1))
+        if not ids:
+            empty = torch.zeros(0, dtype=torch.float32, device=self.device)
+            return FrameResult(frame, ids, empty.reshape(0, 1, h4, h4), empty, empty, prompted, (self.height, self.width))
+        return FrameResult(frame, ids, torch.cat(lows), torch.cat(scores), torch.cat(ious), prompted, (self.height, self.width))
+
+
+def _next_power_of_two(n: int) -> int:
+    return 1 << max(n - 1, 0).bit_length()
+
+
+def automatic_object_chunk(model: SAM2Model, device: torch.device, num_objects: int, share: float = 0.5) -> int:
+    """How many objects to advance together: all of them on the CPU; on CUDA as many as
+    ``share`` of the free device memory holds, by an estimate of one object's working memory
+    in memory attention (its memory tokens, the attention scores if the math kernel runs, the
+    feed-forward activations) and in the decoder and memory encoder (masks at input size).
+    ``num_objects``: the session's objects (the chunk is never larger)."""
+    if device.type != "cuda":
+        return max(num_objects, 1)
+    free, _ = torch.cuda.mem_get_info(device)
+    cfg = model.cfg
+    hw = cfg.feat_size**2
+    mem_tokens = cfg.tracking.num_maskmem * hw + cfg.tracking.max_obj_ptrs_in_encoder * max(cfg.hidden_dim // cfg.mem_dim, 1)
+    att = cfg.memory_attention
+    per_object = 4 * (
+        hw * mem_tokens * att.num_heads  # attention scores (math kernel)
+        + hw * (att.dim_feedforward + 6 * att.d_model)  # activations of a layer
+        + 2 * mem_tokens * cfg.mem_dim  # tokens and their encodings
+        + 4 * model.image_size**2  # high-res masks, memory encoder input
+    )
+    return max(1, min(max(num_objects, 1), int(share * free // (2 * per_object))))
 
 
 # ---------------------------------------------------------------------- batch path

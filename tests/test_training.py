@@ -132,6 +132,53 @@ def test_checkpoint_loads_strictly_and_resume_is_exact(tmp_path):
         assert torch.allclose(v, expected[k], atol=1e-6, rtol=0), k
 
 
+def test_resume_restores_the_cuda_random_state_too(tmp_path, monkeypatch):
+    """CUDA's generators are saved beside the CPU's and set again on resume (emulated: no GPU)."""
+    trainer = make_trainer(tmp_path, steps=4)
+    trainer.train_step()
+    saved_states = [torch.arange(16, dtype=torch.uint8), torch.arange(16, 32, dtype=torch.uint8)]
+    restored = {}
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    monkeypatch.setattr(torch.cuda, "get_rng_state_all", lambda: saved_states)
+    monkeypatch.setattr(torch.cuda, "set_rng_state", lambda state, device: restored.__setitem__(device, state.clone()))
+    trainer.save()
+    out = tmp_path / "run"
+    assert [torch.equal(a, b) for a, b in zip(torch.load(out / STATE_FILE, weights_only=True)["cuda_rng"], saved_states)] == [True, True]
+    model, tree = build_for_training(str(out / CONFIG_FILE))
+    Trainer(model, tree, SyntheticClips(SYNTH, first_seed=1000, reuse=1.0), out, trainer.config).resume()
+    assert sorted(restored) == [0, 1]
+    assert all(torch.equal(restored[i], saved_states[i]) for i in (0, 1))
+
+
+def test_a_step_uploads_the_ground_truth_masks_once(tmp_path, monkeypatch):
+    from sam2_core.training.clips import ClipBatch
+
+    trainer = make_trainer(tmp_path, steps=4)
+    batch = fixed_batch()
+    moves = []
+    original = ClipBatch.to
+
+    def counted(self, device):
+        moves.append(device)
+        return original(self, device)
+
+    monkeypatch.setattr(ClipBatch, "to", counted)
+    mask_moves = []
+    masks_to = torch.Tensor.to
+
+    class Watch(torch.overrides.TorchFunctionMode):
+        def __torch_function__(self, func, types, args=(), kwargs=None):
+            if func is masks_to and args and args[0].dtype == batch.masks.dtype and args[0].dim() == 3:
+                mask_moves.append(tuple(args[0].shape))
+            return func(*args, **(kwargs or {}))
+
+    with Watch():
+        trainer.train_step(batch)
+    assert len(moves) == 1
+    assert mask_moves == []  # no per-frame re-upload of a frame's targets (N x S x S)
+
+
 class _Payload:
     """Unpickling this runs ``marker.touch()``: what a crafted train_state.pt could do."""
 

@@ -80,6 +80,12 @@ def float32_island(method: F) -> F:
                 self, *_to_float32(args), **{k: _to_float32(v) for k, v in kwargs.items()}
             )
 
+    # A code object of its own per decorated method: torch.compile keeps its compiled variants
+    # (and its recompile limit) per code object, which one shared wrapper would make common
+    # to every part of the model.
+    wrapped.__code__ = wrapped.__code__.replace(
+        co_name=method.__name__, co_qualname=f"float32_island.{method.__qualname__}"
+    )
     return wrapped  # type: ignore[return-value]
 
 

@@ -8,7 +8,7 @@ decided by the tracker (``sam2_core.memory_rule``), not here.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 import torch
 import torch.nn.functional as F
@@ -52,6 +52,10 @@ class ImageFeatures:
             index = slice(index, index + 1)
         return ImageFeatures([x[index] for x in self.levels], [p[index] for p in self.pos])
 
+    def clone(self) -> ImageFeatures:
+        """A copy that owns its memory (not a view of a larger batch)."""
+        return ImageFeatures([x.clone() for x in self.levels], [p.clone() for p in self.pos])
+
     def expand(self, n: int) -> ImageFeatures:
         """Broadcast a single image's features to n objects (a view, no copy)."""
         return ImageFeatures([x.expand(n, -1, -1, -1) for x in self.levels], [p.expand(n, -1, -1, -1) for p in self.pos])
@@ -77,6 +81,10 @@ class HeadsOutput:
     obj_ptr: torch.Tensor
     object_score_logits: torch.Tensor
 
+    def first(self, n: int) -> HeadsOutput:
+        """The outputs of the first ``n`` objects of the batch."""
+        return HeadsOutput(*(getattr(self, f.name)[:n] for f in fields(self)))
+
 
 class SAM2Model(nn.Module):
     """SAM 2 / SAM 2.1. Submodule and parameter names are those of the official checkpoints."""
@@ -89,6 +97,7 @@ class SAM2Model(nn.Module):
         t = cfg.tracking
         hidden, mem = cfg.hidden_dim, cfg.mem_dim
         self.image_size = cfg.image_size
+        self.hot_parts_compiled = False
         self.image_encoder = ImageEncoder(cfg.trunk, cfg.neck)
         self.memory_attention = MemoryAttention(cfg.memory_attention)
         self.memory_encoder = MemoryEncoder(cfg.memory_encoder)
@@ -125,7 +134,10 @@ class SAM2Model(nn.Module):
     def compile_hot_parts(self, **compile_kwargs) -> None:
         """torch.compile the image encoder, memory attention, memory encoder and mask decoder in
         place (parameter names and weights unchanged). Worth it on a GPU for long runs; the first
-        calls pay the compilation."""
+        calls pay the compilation. Sets ``hot_parts_compiled``, which makes video sessions keep
+        their shapes stable (see ``TrackerOptions.stable_shapes``) so that the compiled parts
+        are not recompiled for every object count and memory length."""
+        self.hot_parts_compiled = True
         for part in (self.image_encoder, self.memory_attention, self.memory_encoder, self.sam_mask_decoder):
             part.compile(**compile_kwargs)
 

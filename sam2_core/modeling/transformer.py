@@ -102,7 +102,7 @@ class RoPEAttention(Attention):
     def _frequencies(self, n_queries: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
         """(cos, sin), each n_queries x head_dim/2, for a query grid of n_queries tokens."""
         if n_queries == self.rope_cos.shape[0]:
-            return self.rope_cos.to(device), self.rope_sin.to(device)
+            return self.rope_cos, self.rope_sin  # buffers: already on the module's device
         side = int(round(math.sqrt(n_queries)))
         if side * side != n_queries:
             raise ValueError(f"RoPE attention needs a square query grid, got {n_queries} tokens")

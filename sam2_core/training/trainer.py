@@ -282,13 +282,14 @@ class Trainer:
         logged = torch.zeros(len(names) + 1, device=dev)  # the terms, then the loss
         self.optimizer.zero_grad(set_to_none=True)
         for chunk, part_batch in chunks:
+            part_batch = part_batch.to(self.model.device)  # once: the losses read the masks there
             with self._autocast():
                 steps = self.forward(part_batch, prompt_rng(cfg.seed, self.step, chunk))
             terms = {"mask": 0.0, "dice": 0.0, "iou": 0.0, "object_score": 0.0}
             for out in steps:
                 if not out.supervised:
                     continue
-                target = part_batch.masks[:, out.frame].to(out.multimasks.device)
+                target = part_batch.masks[:, out.frame]
                 part = step_losses(out.multimasks.float(), out.ious.float(), out.object_logits.float(), target, cfg.loss)
                 terms = {k: terms[k] + part[k] for k in terms}
             terms = {k: v / n for k, v in terms.items()}
@@ -383,6 +384,8 @@ class Trainer:
                 "scheduler": self.scheduler.state_dict(),
                 "rng": self.rng.bit_generator.state,
                 "torch_rng": torch.get_rng_state(),
+                # every CUDA device's generator too, so that a resumed run on CUDA draws the same numbers
+                "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
                 "frozen": self.frozen,
             },
             self.output / STATE_FILE,
@@ -406,6 +409,10 @@ class Trainer:
         self.elapsed = float(state.get("elapsed_s", 0.0))
         self.rng.bit_generator.state = state["rng"]
         torch.set_rng_state(state["torch_rng"])
+        cuda_rng = list(state.get("cuda_rng", []))  # absent in files written before it was saved
+        if cuda_rng and torch.cuda.is_available():
+            for device, rng_state in enumerate(cuda_rng[: torch.cuda.device_count()]):
+                torch.cuda.set_rng_state(rng_state, device)
 
 
 def read_train_state(path: Path) -> dict:
