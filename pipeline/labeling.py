@@ -74,7 +74,7 @@ def _to_host(result) -> _HostFrame:
     import torch
 
     tensors = [
-        result.mask_logits > 0,
+        result.video_logits() > 0,  # thresholded on the device: 1 byte a pixel comes back
         result.object_score_logits.reshape(-1) > 0,
         result.ious.detach().reshape(-1).float(),
     ]
