@@ -59,11 +59,9 @@ def score(output: Path) -> dict:
         video_id = path.stem
         frames = 1 + max(f for _, _, f in truth_masks)
 
-        def tracks(masks: dict) -> dict[int, np.ndarray]:
-            ids = sorted({o for v, o, _ in masks if v == video_id})
-            return {o: np.stack([masks[(video_id, o, t)] for t in range(frames)]) for o in ids}
-
-        result = masklet_scores(tracks(predicted), tracks(truth_masks))
+        result = masklet_scores(
+            _tracks(predicted, video_id, frames), _tracks(truth_masks, video_id, frames)
+        )
         best += result.best_j
         first += result.first_frame
         masklets += result.masklets
@@ -84,6 +82,12 @@ def score(output: Path) -> dict:
     }
     print(json.dumps(summary, indent=1))
     return summary
+
+
+def _tracks(masks: dict, video_id: str, frames: int) -> dict[int, np.ndarray]:
+    """Object id -> T x H x W masks of one video from a ``masks_from_table`` dict."""
+    ids = sorted({o for v, o, _ in masks if v == video_id})
+    return {o: np.stack([masks[(video_id, o, t)] for t in range(frames)]) for o in ids}
 
 
 def main() -> None:

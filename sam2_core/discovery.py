@@ -55,7 +55,9 @@ class DiscoverySettings:
 
     def __post_init__(self) -> None:
         if not isinstance(self.every, (int, np.integer)) or self.every < 1:
-            raise ValueError(f"discover every must be a positive number of frames, got {self.every!r}")
+            raise ValueError(
+                f"discover every must be a positive number of frames, got {self.every!r}"
+            )
         for name in ("covered_iou", "covered_fraction"):
             value = getattr(self, name)
             if not 0.0 < value <= 1.0:
@@ -135,7 +137,9 @@ def _present_masks(result: FrameResult) -> torch.Tensor:
     return (result.mask_logits > 0).cpu()[present]
 
 
-def _new_masks(records, tracked: torch.Tensor | None, settings: DiscoverySettings) -> list[np.ndarray]:
+def _new_masks(
+    records, tracked: torch.Tensor | None, settings: DiscoverySettings
+) -> list[np.ndarray]:
     """Keyframe masks that no tracked object covers and that duplicate no other kept one, in
     id order (area descending, then box, then mask bits: a deterministic order)."""
     masks = [np.asarray(r.segmentation, dtype=bool) for r in records]

@@ -25,7 +25,7 @@ AUTO = {
     "multimask_output": False,
 }
 SMALL = dataclasses.replace(
-    DEMO_SYNTHETIC_CONFIG, num_frames=24, min_objects=2, max_objects=2, late_entries=1.0
+    DEMO_SYNTHETIC_CONFIG, num_frames=24, min_objects=2, max_objects=3, late_entries=1.0
 )
 SEED = 6  # object 1 from frame 0, object 2 enters at frame 12
 
@@ -43,8 +43,13 @@ def test_video_line_without_objects_asks_for_every_object(tmp_path):
             {"video": "b.mp4", "auto": {"points_per_side": 8, "multimask_output": False}},
             {"video": "c.mp4", "objects": []},
             {"video": "d.mp4", "auto": {"points_per_sid": 8}},
-            {"video": "e.mp4", "auto": {"points_per_side": 8},
-             "objects": [{"object_id": 1, "prompts": [{"frame": 0, "points": [[1, 1]], "labels": [1]}]}]},
+            {
+                "video": "e.mp4",
+                "auto": {"points_per_side": 8},
+                "objects": [
+                    {"object_id": 1, "prompts": [{"frame": 0, "points": [[1, 1]], "labels": [1]}]}
+                ],
+            },
         ],
     )
     jobs, rejects = read_manifest(manifest)
@@ -110,11 +115,15 @@ def demo():
 def _job(path: str, every: int = 8):
     from pipeline.manifest import VideoJob
 
-    return VideoJob(path, "v", (), "m.jsonl line 1", auto=tuple(sorted(AUTO.items())), discover_every=every)
+    return VideoJob(
+        path, "v", (), "m.jsonl line 1", auto=tuple(sorted(AUTO.items())), discover_every=every
+    )
 
 
 @pytest.mark.slow
-def test_prompt_free_masklets_find_an_object_entering_mid_video(small_video, demo, one_torch_thread):
+def test_prompt_free_masklets_find_an_object_entering_mid_video(
+    small_video, demo, one_torch_thread
+):
     path, video = small_video
     table, stats = label_masklets(demo, _job(path), run_id="r", model_name="demo")
     again, _ = label_masklets(demo, _job(path), run_id="r", model_name="demo")
@@ -155,7 +164,10 @@ def test_distributed_discovery_equals_single_process_and_empty_video_commits(
     blank.write_bytes(encode_mp4(np.full((6, 64, 64, 3), 128, dtype=np.uint8)))
     manifest = _write_jsonl(
         tmp_path / "m.jsonl",
-        [{"video": path, "video_id": "v", "auto": AUTO}, {"video": str(blank), "video_id": "blank", "auto": AUTO}],
+        [
+            {"video": path, "video_id": "v", "auto": AUTO},
+            {"video": str(blank), "video_id": "blank", "auto": AUTO},
+        ],
     )
     config = RunConfig(
         manifest=manifest,
