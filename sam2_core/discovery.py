@@ -146,8 +146,7 @@ def _new_masks(
     masks = [m for m in masks if m.sum() >= max(settings.min_area, 1)]
     keys = [(-int(m.sum()), tuple(_box(m)), np.packbits(m).tobytes()) for m in masks]
     order = sorted(range(len(masks)), key=lambda k: keys[k])
-    # Candidates are judged best first: by stability-then-area would need the records; a
-    # larger mask first keeps whole objects over their parts.
+    # Larger masks first: a whole object is kept over its parts.
     kept: list[np.ndarray] = []
     covering = [] if tracked is None else [t.numpy() for t in tracked]
     for k in order:
