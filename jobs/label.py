@@ -147,6 +147,15 @@ OPTIONS: list[tuple[str, dict]] = [
         },
     ),
     (
+        "--discover-every",
+        {
+            "type": positive_int,
+            "default": None,
+            "help": "for videos listed without objects (find every object): frames between the "
+            "keyframes where new objects are looked for (default 15: half a second at 30 fps)",
+        },
+    ),
+    (
         "--torch-threads",
         {
             "type": positive_int,
@@ -299,6 +308,7 @@ def run_config(args: argparse.Namespace):
         run_id=args.run_id,
         max_objects_per_unit=args.max_objects_per_unit,
         images_per_unit=args.images_per_unit,
+        discover_every=args.discover_every,
         torch_threads=args.torch_threads,
         max_in_flight=args.max_in_flight,
         videos_per_worker=args.videos_per_worker,

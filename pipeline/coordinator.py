@@ -62,6 +62,7 @@ class RunConfig:
     run_id: str | None = None
     max_objects_per_unit: int | None = None
     images_per_unit: int | None = None  # None: pipeline.plan.DEFAULT_IMAGES_PER_UNIT
+    discover_every: int | None = None  # None: sam2_core.discovery.DEFAULT_DISCOVER_EVERY
     torch_threads: int | None = None
     max_in_flight: int | None = None
     checkpoint_cache: str | None = None
@@ -147,6 +148,7 @@ def run_labeling(config: RunConfig, worker_class: type = LabelWorker) -> RunResu
         config.max_objects_per_unit,
         identities=identities,
         images_per_unit=config.images_per_unit,
+        discover_every=config.discover_every,
     )
     _claim(store, config, units, run_id, model_name)
     summary = RunSummary(

@@ -207,13 +207,49 @@ def label_frames(
     ``encoder``: a SharedEncoder when several videos are labeled at once on one model.
     ``encode_threads``: threads encoding RLE while this thread tracks (see the module docstring).
     """
+    started = time.perf_counter()
+    frames = _TimedFrames(frames)
+    prompts = to_object_prompts(objects, frames, location)
+    return label_prompts(
+        model,
+        frames,
+        prompts,
+        video_id=video_id,
+        run_id=run_id,
+        model_name=model_name,
+        tracker_options=tracker_options,
+        on_frame=on_frame,
+        encoder=encoder,
+        encode_threads=encode_threads,
+        started=started,
+    )
+
+
+def label_prompts(
+    model,
+    frames: FrameSource,
+    prompts: Sequence[ObjectPrompt],
+    *,
+    video_id: str,
+    run_id: str,
+    model_name: str,
+    tracker_options=None,
+    on_frame: Callable[[int, int], None] | None = None,
+    encoder=None,
+    encode_threads: int = ENCODE_THREADS,
+    prompted: bool = True,
+    started: float | None = None,
+) -> tuple[pa.Table, LabelStats]:
+    """:func:`label_frames` from the tracker's prompts (checked against the video already).
+    ``prompted`` False: no row is marked prompted (objects found by the labeler, not a
+    person); ``started``: when the unit's work began, for ``wall_s``."""
     import torch
 
     from sam2_core.tracker import track_video
 
-    started = time.perf_counter()
-    frames = _TimedFrames(frames)
-    prompts = to_object_prompts(objects, frames, location)
+    started = time.perf_counter() if started is None else started
+    if not isinstance(frames, _TimedFrames):
+        frames = _TimedFrames(frames)
     drawn: dict[int, dict[int, np.ndarray]] = {}  # frame -> object id -> mask prompt
     for prompt in prompts:
         if prompt.mask is not None:
@@ -248,6 +284,8 @@ def label_frames(
                 host = _to_host(result)
                 transfer_s += time.perf_counter() - step
                 given = drawn.get(host.frame_index, {})
+                if not prompted:
+                    host.prompted = [False] * len(host.prompted)
                 pending.append(
                     pool.submit(_encode_rows, host, video_id, run_id, model_name, given)
                 )
@@ -262,17 +300,18 @@ def label_frames(
         getattr(results, "close", lambda: None)()  # a generator stopped early: its reader too
         pool.shutdown(wait=True, cancel_futures=True)
     table = mask_table(rows).sort_by(SORT_KEYS)
-    expected = n_frames * len(objects)
+    n_objects = len({p.object_id for p in prompts})
+    expected = n_frames * n_objects
     keys = {(row.object_id, row.frame_index) for row in rows}
     if table.num_rows != expected or len(keys) != expected:
         raise RuntimeError(
-            f"tracker returned {table.num_rows} rows ({len(keys)} distinct) for {len(objects)} "
+            f"tracker returned {table.num_rows} rows ({len(keys)} distinct) for {n_objects} "
             f"objects x {n_frames} frames of {video_id!r}; expected exactly {expected}"
         )
     stats = LabelStats(
         frames=n_frames,
         rows=table.num_rows,
-        objects=len(objects),
+        objects=n_objects,
         height=h,
         width=w,
         wall_s=time.perf_counter() - started,
@@ -297,11 +336,25 @@ def label_video(
     on_frame: Callable[[int, int], None] | None = None,
     encoder=None,
 ) -> tuple[pa.Table, LabelStats]:
-    """Open `job.video`, label its objects (or only `object_ids`), close it."""
+    """Open `job.video`, label its objects (or only `object_ids`), close it. A job without
+    objects gets every object found (:func:`pipeline.masklets.label_masklets`)."""
     if not hasattr(model, "memory_attention"):  # SAM 1 has no memory: it cannot track
         raise InputError(
             f"{job.location} ({safe_uri(job.video)}): {type(model).__name__} segments images "
             "only; label videos with a SAM 2 model"
+        )
+    if not job.objects:  # no prompts: find every object
+        from pipeline.masklets import label_masklets
+
+        return label_masklets(
+            model,
+            job,
+            run_id=run_id,
+            model_name=model_name,
+            storage_options=storage_options,
+            tracker_options=tracker_options,
+            on_frame=on_frame,
+            encoder=encoder,
         )
     objects = job.objects
     if object_ids is not None:

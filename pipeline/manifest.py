@@ -7,7 +7,9 @@ A manifest is JSON Lines (one video per line)::
                  {"object_id": 2, "prompts": [{"frame": 0, "box": [100, 120, 300, 400]}]},
                  {"object_id": 3, "prompts": [{"frame": 10, "mask": {"size": [540, 960], "counts": "..."}}]}]}
 
-or names an image instead (``{"image": "s3://bucket/img.jpg", "image_id": "cat", "objects":
+or, without ``objects``, asks for every object of the video (prompt-free masklets,
+:mod:`pipeline.masklets`; an optional ``auto`` tunes its automatic masks as for images), or
+names an image instead (``{"image": "s3://bucket/img.jpg", "image_id": "cat", "objects":
 [...]}``, prompts on frame 0 or with no frame; no ``objects``: automatic masks, tuned by an
 optional ``auto`` object of :class:`~sam2_core.mask_generator.MaskGeneratorSettings` fields),
 or a folder of images (``{"image": "s3://bucket/imgs/"}``: one job per JPEG/PNG file under it,
@@ -107,7 +109,11 @@ class VideoJob:
     location: str
     # ``video`` is one still image, ``video_id`` its image id (a folder until read_manifest lists it)
     image: bool = False
-    auto: tuple[tuple[str, Any], ...] = ()  # an image without objects: its automatic-mask settings
+    # an image or video without objects: its automatic-mask settings (MaskGeneratorSettings fields)
+    auto: tuple[tuple[str, Any], ...] = ()
+    # a video without objects: frames between keyframes where objects are looked for (set by
+    # pipeline.plan from --discover-every; 0 until then)
+    discover_every: int = 0
 
 
 @dataclass(frozen=True)
@@ -121,7 +127,7 @@ class Reject:
     video: str | None = None
 
 
-VIDEO_FIELDS = ("video", "video_id", "objects")
+VIDEO_FIELDS = ("video", "video_id", "objects", "auto")
 IMAGE_FIELDS = ("image", "image_id", "objects", "auto")
 # The MaskGeneratorSettings fields an image line's "auto" may set, with their JSON types.
 AUTO_FIELDS = {
@@ -315,9 +321,18 @@ def _validate_video(
 
     objects = value.get("objects")
     specs: list[ObjectSpec] = []
-    if not isinstance(objects, list) or not objects:
+    auto: tuple[tuple[str, Any], ...] = ()
+    if objects is None and entry.locations is None:  # no objects: find every object
+        if value.get("auto") is not None:
+            auto = _check_auto(value["auto"], problems)
+    elif not isinstance(objects, list) or not objects:
         if not entry.problems:  # a table video whose only rows were unusable has no objects left
-            problems.append(_Invalid("objects", f"must be a non-empty list, got {short(objects)}"))
+            problems.append(
+                _Invalid(
+                    "objects",
+                    f"must be a non-empty list (or left out to find every object), got {short(objects)}",
+                )
+            )
     else:
         seen_objects: set[int] = set()
         for index, obj in enumerate(objects):
@@ -334,10 +349,18 @@ def _validate_video(
                 )
             seen_objects.add(spec.object_id)
             specs.append(spec)
+    if objects is not None and value.get("auto") is not None:
+        problems.append(
+            _Invalid("auto", "automatic-mask settings apply to a video without objects only")
+        )
     job = None
     if not problems and video is not None and video_id is not None:
         job = VideoJob(
-            video=video, video_id=video_id, objects=tuple(specs), location=entry.location
+            video=video,
+            video_id=video_id,
+            objects=tuple(specs),
+            location=entry.location,
+            auto=auto,
         )
     return video, video_id, job, problems
 
@@ -441,7 +464,7 @@ def _validate_image(
 
 
 def _check_auto(value: Any, problems: list[_Invalid]) -> tuple[tuple[str, Any], ...]:
-    """An image line's ``auto`` object: MaskGeneratorSettings fields and values (sorted)."""
+    """An image's or video's ``auto`` object: MaskGeneratorSettings fields and values (sorted)."""
     if not isinstance(value, dict):
         problems.append(_Invalid("auto", f"must be an object of settings, got {short(value)}"))
         return ()

@@ -11,6 +11,10 @@ committed under its id is skipped, and a re-run writes the same names again.
 A video replaced at the same path gets new unit ids, so its stale masks are
 never taken for finished work.
 
+A video job without objects (find every object: :mod:`pipeline.masklets`) is one unit whose id
+hashes its discovery settings in place of objects; it writes objects it finds as it goes, so it
+claims its video whole (object :data:`WHOLE_VIDEO`).
+
 Image jobs (``VideoJob.image``) are batched instead: up to ``images_per_unit`` images per
 unit, in manifest order, their job an :class:`ImageBatch`. Such a unit's id hashes each
 image's URI, id, identity, objects and prompts or automatic-mask settings, with the model and
@@ -33,6 +37,7 @@ from pipeline.storage import safe_uri
 _SLUG = re.compile(r"[^A-Za-z0-9_.-]+")
 DEFAULT_IMAGES_PER_UNIT = 16
 WHOLE_IMAGE = -1  # the object id under which an image unit claims each of its images
+WHOLE_VIDEO = WHOLE_IMAGE  # ... and a unit that finds a video's objects claims its video
 
 
 @dataclass(frozen=True)
@@ -123,6 +128,10 @@ def unit_id_for(
         "model": model_id,
         "checkpoint": checkpoint_digest or "",
     }
+    if not objects:
+        from pipeline.masklets import discovery_record
+
+        payload["discovery"] = discovery_record(job)
     digest = hashlib.sha256(json.dumps(payload, sort_keys=True).encode("utf-8")).hexdigest()
     slug = _SLUG.sub("_", job.video_id).strip("._")[:48] or "video"
     return f"{slug}-{digest[:24]}"
@@ -167,14 +176,17 @@ def plan_units(
     *,
     identities: Mapping[str, str],
     images_per_unit: int | None = None,
+    discover_every: int | None = None,
 ) -> list[Unit]:
-    """Split jobs into units (in manifest order); a video job with no objects gives no unit.
+    """Split jobs into units (in manifest order).
 
     Objects are grouped in manifest order, at most ``max_objects_per_unit`` per
     unit (None or 0: all of a video's objects in one unit). Image jobs are grouped
     in manifest order, ``images_per_unit`` per unit (None: DEFAULT_IMAGES_PER_UNIT),
     after the video units. ``identities`` maps every job's video or image URI to its
-    identity (``pipeline.video_identity.video_identities``).
+    identity (``pipeline.video_identity.video_identities``). A video job without objects is
+    one unit that finds them, on a keyframe every ``discover_every`` frames (None: the default
+    of :mod:`sam2_core.discovery`).
     """
     if max_objects_per_unit is not None and max_objects_per_unit < 0:
         raise ValueError(f"max_objects_per_unit must be >= 1, got {max_objects_per_unit}")
@@ -185,6 +197,16 @@ def plan_units(
     seen: set[str] = set()
     for job in jobs:
         if job.image:
+            continue
+        if not job.objects:
+            from sam2_core.discovery import DEFAULT_DISCOVER_EVERY
+
+            job = dataclasses.replace(job, discover_every=discover_every or DEFAULT_DISCOVER_EVERY)
+            identity = identities[job.video]
+            unit_id = unit_id_for(job, (), model_id, checkpoint_digest, identity)
+            if unit_id not in seen:
+                seen.add(unit_id)
+                units.append(Unit(unit_id, job, (WHOLE_VIDEO,), identity))
             continue
         objects = list(job.objects)
         size = max_objects_per_unit or max(1, len(objects))

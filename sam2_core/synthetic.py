@@ -61,6 +61,7 @@ class SyntheticConfig:
     background_speed: float = 1.5  # pixels per frame, largest background translation speed
     pixel_noise: float = 0.0  # std of Gaussian noise added to every frame (0 = none)
     min_visible_pixels: int = 16  # every object shows at least this many pixels in some frame
+    late_entries: float = 0.0  # chance that an object other than the first enters after frame 0
 
     def __post_init__(self) -> None:
         for name in ("height", "width", "num_frames", "min_objects", "max_objects"):
@@ -91,6 +92,7 @@ class SyntheticConfig:
             "max_scale_change",
             "background_speed",
             "pixel_noise",
+            "late_entries",
         ):
             if getattr(self, name) < 0:
                 raise ValueError(f"SyntheticConfig.{name} must be >= 0, got {getattr(self, name)}")
@@ -98,6 +100,8 @@ class SyntheticConfig:
             raise ValueError(
                 f"SyntheticConfig.min_visible_pixels must be >= 1, got {self.min_visible_pixels}"
             )
+        if self.late_entries > 1:
+            raise ValueError(f"SyntheticConfig.late_entries must be at most 1, got {self.late_entries}")
 
 
 @dataclass(frozen=True)
@@ -154,7 +158,9 @@ def generate_video(seed: int, config: SyntheticConfig | None = None) -> Syntheti
     num_objects = int(rng.integers(config.min_objects, config.max_objects + 1))
     background = _background_canvas(rng, config.height, config.width)
     bg_velocity = rng.uniform(-1.0, 1.0, size=2) * config.background_speed
-    plans = [_plan_object(rng, config) for _ in range(num_objects)]
+    # Objects entering late (no extra random draws when late_entries is 0: old seeds stay put).
+    late = [k > 0 and config.late_entries > 0 and rng.random() < config.late_entries for k in range(num_objects)]
+    plans = [_plan_object(rng, config, late[k]) for k in range(num_objects)]
 
     # Re-draw objects that end up (almost) never visible, e.g. hidden behind a
     # nearer one all along; a few tries keep the object count, after which
@@ -166,7 +172,7 @@ def generate_video(seed: int, config: SyntheticConfig | None = None) -> Syntheti
         if not hidden:
             break
         for k in hidden:
-            plans[k] = _plan_object(rng, config)
+            plans[k] = _plan_object(rng, config, late[k])
     else:
         keep = [k for k in range(len(plans)) if k not in hidden]
         if not keep:
@@ -202,8 +208,10 @@ def generate_video(seed: int, config: SyntheticConfig | None = None) -> Syntheti
     )
 
 
-def _plan_object(rng: np.random.Generator, config: SyntheticConfig) -> _ObjectPlan:
-    """Draw one object's shape, texture and motion over the whole video."""
+def _plan_object(rng: np.random.Generator, config: SyntheticConfig, late: bool = False) -> _ObjectPlan:
+    """Draw one object's shape, texture and motion over the whole video; a ``late`` one is
+    wholly outside the frame until an entry frame between T/6 and T/2, then comes in through
+    an edge at a brisk speed."""
     T = config.num_frames
     side = min(config.height, config.width)
     t = np.arange(T, dtype=np.float64)
@@ -229,11 +237,15 @@ def _plan_object(rng: np.random.Generator, config: SyntheticConfig) -> _ObjectPl
     heading = rng.uniform(0, 2 * math.pi)
     direction = np.array([math.cos(heading), math.sin(heading)])
     speed = rng.uniform(0.1, 1.0) * config.max_speed * side
-    sway = (
-        rng.uniform(0.0, 0.04)
-        * side
-        * np.sin(rng.uniform(0.05, 0.3) * t + rng.uniform(0, 2 * math.pi))
-    )
+    sway_size = rng.uniform(0.0, 0.04) * side
+    sway = sway_size * np.sin(rng.uniform(0.05, 0.3) * t + rng.uniform(0, 2 * math.pi))
+    if late and speed > 0:
+        speed = max(speed, 0.5 * config.max_speed * side)
+        enter = rng.uniform(T / 6, T / 2)
+        # Back from the anchor to the frame's edge, plus the largest extent and sway: the time
+        # the object needs to come in fully from outside.
+        reach = _distance_to_edge(anchor, -direction, config.width, config.height)
+        anchor_t = enter + (reach + scale.max() + sway_size) / speed
     normal = np.array([-direction[1], direction[0]])
     center = anchor + np.outer((t - anchor_t) * speed, direction) + np.outer(sway, normal)
 
@@ -256,6 +268,17 @@ def _plan_object(rng: np.random.Generator, config: SyntheticConfig) -> _ObjectPl
         scale=scale,
         angle=angle,
     )
+
+
+def _distance_to_edge(point: np.ndarray, direction: np.ndarray, width: int, height: int) -> float:
+    """How far from ``point`` (inside the frame) along unit ``direction`` the frame's edge is."""
+    reach = math.inf
+    for value, step, size in ((point[0], direction[0], width), (point[1], direction[1], height)):
+        if step > 0:
+            reach = min(reach, (size - value) / step)
+        elif step < 0:
+            reach = min(reach, value / -step)
+    return reach
 
 
 def _radial_function(rng: np.random.Generator, shape: str) -> np.ndarray:

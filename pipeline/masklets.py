@@ -1,0 +1,146 @@
+"""Prompt-free masklets for a video job without objects: the pipeline side of
+:mod:`sam2_core.discovery`.
+
+:func:`label_masklets` opens the video, finds its objects (pass 1) and tracks them through the
+whole video (pass 2), writing rows exactly as a prompted video's (``prompted`` is false: no
+person prompted them). A video where nothing is found gives an empty table, committed like
+any other. :func:`discovery_record` is what a unit id hashes of the settings, so the same
+video and settings always make the same unit and the same rows. :func:`masklet_scores` scores
+masklets against ground truth (synthetic videos): best-matching masklet per object and
+duplicates.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from collections.abc import Callable, Mapping
+
+import numpy as np
+import pyarrow as pa
+
+from pipeline.labeling import LabelStats, _TimedFrames, label_prompts
+from pipeline.manifest import VideoJob
+from pipeline.masks import MASK_SCHEMA
+from pipeline.video import open_video
+from sam2_core.discovery import DEFAULT_DISCOVER_EVERY, DiscoverySettings, discover_objects
+from sam2_core.mask_generator import MaskGeneratorSettings
+
+
+def discovery_settings(job: VideoJob) -> DiscoverySettings:
+    """The settings a job without objects is labeled with: its ``auto`` automatic-mask
+    settings and its keyframe spacing (``discover_every``, set when planned)."""
+    return DiscoverySettings(
+        every=job.discover_every or DEFAULT_DISCOVER_EVERY,
+        generator=MaskGeneratorSettings(**dict(job.auto)),
+    )
+
+
+def discovery_record(job: VideoJob) -> dict:
+    """The discovery settings of a job as plain JSON values (hashed into its unit id)."""
+    settings = discovery_settings(job)
+    record = {k: v for k, v in dataclasses.asdict(settings).items() if k != "generator"}
+    record["auto"] = dict(job.auto)
+    return record
+
+
+def label_masklets(
+    model,
+    job: VideoJob,
+    *,
+    run_id: str,
+    model_name: str,
+    storage_options: dict | None = None,
+    tracker_options=None,
+    on_frame: Callable[[int, int], None] | None = None,
+    encoder=None,
+) -> tuple[pa.Table, LabelStats]:
+    """Every object of ``job.video`` found and tracked; one row per (object, frame).
+
+    ``on_frame(done, total)`` counts pass 1's frames, then pass 2's (total: twice the frames).
+    """
+    started = time.perf_counter()
+    settings = discovery_settings(job)
+    with open_video(job.video, storage_options=storage_options) as source:
+        frames = _TimedFrames(source)
+        n = len(frames)
+        seen = 0
+
+        def pass_one(_frame: int) -> None:
+            nonlocal seen
+            seen += 1
+            if on_frame is not None:
+                on_frame(min(seen, n), 2 * n)
+
+        found = discover_objects(model, frames, settings, tracker_options, encoder, pass_one)
+        if not found:
+            stats = LabelStats(
+                frames=n,
+                rows=0,
+                objects=0,
+                height=frames.height,
+                width=frames.width,
+                wall_s=time.perf_counter() - started,
+                decode_s=frames.seconds,
+                track_s=time.perf_counter() - started - frames.seconds,
+            )
+            return MASK_SCHEMA.empty_table(), stats
+        table, stats = label_prompts(
+            model,
+            frames,
+            [d.prompt() for d in found],
+            video_id=job.video_id,
+            run_id=run_id,
+            model_name=model_name,
+            tracker_options=tracker_options,
+            on_frame=None if on_frame is None else lambda done, total: on_frame(n + done, 2 * n),
+            encoder=encoder,
+            prompted=False,
+            started=started,
+        )
+        return table, stats
+
+
+@dataclasses.dataclass(frozen=True)
+class MaskletScores:
+    """How masklets match ground truth on one or more videos.
+
+    best_j: per ground-truth object, the mean J (mask IoU; 1 where both are empty) over the
+    frames it is present of its best-matching masklet; first_frame: the frame it first shows;
+    masklets: how many there are; duplicates: how many duplicate an earlier one (mask IoU above
+    0.8 on more than half the frames both are present).
+    """
+
+    best_j: tuple[float, ...]
+    first_frame: tuple[int, ...]
+    masklets: int
+    duplicates: int
+
+
+def masklet_scores(
+    predicted: Mapping[int, np.ndarray], truth: Mapping[int, np.ndarray]
+) -> MaskletScores:
+    """Score one video: ``predicted`` and ``truth`` map object id -> T x H x W bool."""
+    best, first = [], []
+    for track in truth.values():
+        present = track.any(axis=(1, 2))
+        first.append(int(np.argmax(present)))
+        score = 0.0
+        for masklet in predicted.values():
+            inter = (masklet[present] & track[present]).sum(axis=(1, 2))
+            union = (masklet[present] | track[present]).sum(axis=(1, 2))
+            score = max(score, float(np.mean(inter / union)))
+        best.append(score)
+    ids = sorted(predicted)
+    duplicates = 0
+    for k, b in enumerate(ids):
+        for a in ids[:k]:
+            both = predicted[a].any(axis=(1, 2)) & predicted[b].any(axis=(1, 2))
+            if not both.any():
+                continue
+            inter = (predicted[a][both] & predicted[b][both]).sum(axis=(1, 2))
+            union = (predicted[a][both] | predicted[b][both]).sum(axis=(1, 2))
+            if (inter / union > 0.8).sum() > both.sum() / 2:
+                duplicates += 1
+                break
+    return MaskletScores(tuple(best), tuple(first), len(ids), duplicates)
