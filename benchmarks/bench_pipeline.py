@@ -212,10 +212,11 @@ class _TimedFrames:
 
 @contextlib.contextmanager
 def _timed_mask_encoding(totals: dict):
-    """Time pipeline.labeling's RLE encoding calls (restored on exit)."""
-    import pipeline.labeling as labeling
+    """Time the RLE encoding calls of mask rows (pipeline.masks; restored on exit). They run on
+    the labeling's encoder threads, so the total may overlap tracking."""
+    import pipeline.masks as masks
 
-    original = labeling.encode_mask
+    original = masks.encode_mask
 
     def timed(mask):
         start = time.perf_counter()
@@ -224,11 +225,11 @@ def _timed_mask_encoding(totals: dict):
         finally:
             totals["encode_s"] += time.perf_counter() - start
 
-    labeling.encode_mask = timed
+    masks.encode_mask = timed
     try:
         yield
     finally:
-        labeling.encode_mask = original
+        masks.encode_mask = original
 
 
 def breakdown(args: argparse.Namespace, manifest: str) -> dict:

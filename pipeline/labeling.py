@@ -185,6 +185,15 @@ def to_object_prompts(
     return out
 
 
+def _require_tracking(model, where: str) -> None:
+    """Refuse a model that cannot track a video (SAM 1: no memory), naming the video."""
+    if not hasattr(model, "memory_attention"):
+        raise InputError(
+            f"{where}: {type(model).__name__} segments images only; label videos with a SAM 2 "
+            "model"
+        )
+
+
 def label_frames(
     model,
     frames: FrameSource,
@@ -210,6 +219,7 @@ def label_frames(
     started = time.perf_counter()
     frames = _TimedFrames(frames)
     prompts = to_object_prompts(objects, frames, location)
+    _require_tracking(model, location)
     return label_prompts(
         model,
         frames,
@@ -338,13 +348,10 @@ def label_video(
 ) -> tuple[pa.Table, LabelStats]:
     """Open `job.video`, label its objects (or only `object_ids`), close it. A job without
     objects gets every object found (:func:`pipeline.masklets.label_masklets`)."""
-    if not hasattr(model, "memory_attention"):  # SAM 1 has no memory: it cannot track
-        raise InputError(
-            f"{job.location} ({safe_uri(job.video)}): {type(model).__name__} segments images "
-            "only; label videos with a SAM 2 model"
-        )
     if not job.objects:  # no prompts: find every object
         from pipeline.masklets import label_masklets
+
+        _require_tracking(model, f"{job.location} ({safe_uri(job.video)})")
 
         return label_masklets(
             model,
