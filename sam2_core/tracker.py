@@ -48,7 +48,9 @@ class TrackerOptions:
     in one batch (False: one object at a time, for comparison). feature_cache_size: frames whose
     image features are kept. autocast_dtype: e.g. torch.bfloat16 to run under autocast on CUDA.
     prefetch_frames: how many frames ahead of a propagation a background thread reads and
-    preprocesses (0: none). object_chunk: at most this many objects go through memory
+    preprocesses (0: none; None: 2 when the model is on a GPU, 0 on a CPU, where the thread
+    competes with torch's own threads for the cores and roughly halves the speed, see
+    docs/PERFORMANCE.md). object_chunk: at most this many objects go through memory
     attention, the mask decoder and the memory encoder together (None: automatic, every object
     on the CPU, on CUDA as many as about half the free device memory holds; see
     :func:`automatic_object_chunk`); a frame that runs out of device memory is redone with
@@ -62,7 +64,7 @@ class TrackerOptions:
     batch_objects: bool = True
     feature_cache_size: int = 2
     autocast_dtype: torch.dtype | None = None
-    prefetch_frames: int = 2
+    prefetch_frames: int | None = None
     object_chunk: int | None = None
     stable_shapes: bool | None = None
 
@@ -196,7 +198,10 @@ class VideoSession:
         )
         self._objects: OrderedDict[int, ObjectTrack] = OrderedDict()
         self._features: OrderedDict[int, ImageFeatures] = OrderedDict()
-        self._reader = FramePrefetcher(frames, model.image_size, self.options.prefetch_frames, pin=self.device.type == "cuda")
+        ahead = self.options.prefetch_frames
+        if ahead is None:  # read ahead only where the model does not run on the same cores
+            ahead = 2 if self.device.type == "cuda" else 0
+        self._reader = FramePrefetcher(frames, model.image_size, ahead, pin=self.device.type == "cuda")
         self._encode = encoder or model.encode_image
         self.stats = TrackerStats(object_chunk=self.options.object_chunk)
 

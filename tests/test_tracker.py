@@ -161,3 +161,11 @@ def test_clear_prompts_and_remove_object(mini, long_case):
     session.clear_prompts(0, 1)
     with pytest.raises(ValueError, match="no conditioning frame|no prompts"):
         list(session.propagate())
+
+
+def test_frames_are_read_ahead_on_a_thread_only_when_the_model_is_on_a_gpu(mini):
+    """On a CPU the read-ahead thread competes with torch's threads for the cores (about half
+    the speed on two cores, docs/PERFORMANCE.md): the default reads ahead only for a GPU."""
+    frames = ArrayFrames(np.zeros((3, 32, 32, 3), dtype=np.uint8))
+    assert VideoSession(mini, frames, TrackerOptions())._reader.depth == 0
+    assert VideoSession(mini, frames, TrackerOptions(prefetch_frames=2))._reader.depth == 2
