@@ -54,12 +54,29 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(
         prog="python -m benchmarks.bench_dtype", description=__doc__.split("\n\n")[0]
     )
-    p.add_argument("--model", default=None, help="official name or config path (default: the bundled demo model)")
+    p.add_argument(
+        "--model",
+        default=None,
+        help="official name or config path (default: the bundled demo model)",
+    )
     p.add_argument("--checkpoint", default=None, help="checkpoint for --model")
-    p.add_argument("--seeds", type=seed_list, default=[0, 1, 2, 3], help="synthetic video seeds, 0..999 (default 0,1,2,3)")
+    p.add_argument(
+        "--seeds",
+        type=seed_list,
+        default=[0, 1, 2, 3],
+        help="synthetic video seeds, 0..999 (default 0,1,2,3)",
+    )
     p.add_argument("--device", default="cpu", help="torch device (default cpu)")
-    p.add_argument("--case", default=None, help="recorded reference case directory: measure bfloat16 per model part there")
-    p.add_argument("--cases", default="video,long", help="with --case: which recorded cases (default video,long)")
+    p.add_argument(
+        "--case",
+        default=None,
+        help="recorded reference case directory: measure bfloat16 per model part there",
+    )
+    p.add_argument(
+        "--cases",
+        default="video,long",
+        help="with --case: which recorded cases (default video,long)",
+    )
     add_common_arguments(p)
     args = p.parse_args(argv)
     if args.checkpoint and not args.model:
@@ -97,13 +114,20 @@ def case_agreement(case_dir: str | Path, case: str, model, options) -> dict:
 
     case_dir = Path(case_dir)
     reference = np.load(case_dir / f"{case}_case.npz")
-    ours = replay_case(case_dir / f"{case}_case.npz", case_dir / f"{case}_steps.json", model, options)
+    ours = replay_case(
+        case_dir / f"{case}_case.npz", case_dir / f"{case}_steps.json", model, options
+    )
     ious, flips = [], 0
     for key, logits in ours.items():
         ref = reference[key]
         flips += int(bool((logits <= ABSENT_LOGIT).all()) != bool((ref <= ABSENT_LOGIT).all()))
         ious.append(_iou(logits > 0, ref > 0))
-    return {"masks": len(ious), "mean_iou": float(np.mean(ious)), "min_iou": float(np.min(ious)), "presence_flips": flips}
+    return {
+        "masks": len(ious),
+        "mean_iou": float(np.mean(ious)),
+        "min_iou": float(np.min(ious)),
+        "presence_flips": flips,
+    }
 
 
 def run_parts(args: argparse.Namespace) -> dict:
@@ -117,16 +141,31 @@ def run_parts(args: argparse.Namespace) -> dict:
         torch.set_num_threads(args.threads)
     model = load_case_model(args.case).to(args.device)
     default = sorted(autocast_parts(model))
-    policies = {"float32 (no autocast)": None, f"default policy ({', '.join(default) or 'none'})": default}
+    policies = {
+        "float32 (no autocast)": None,
+        f"default policy ({', '.join(default) or 'none'})": default,
+    }
     policies.update({f"{part} alone": [part] for part in AUTOCAST_PARTS})
     policies["every part"] = list(AUTOCAST_PARTS)
     figures: dict[str, dict] = {}
     for name, parts in policies.items():
-        options = TrackerOptions() if parts is None else TrackerOptions(autocast_dtype=torch.bfloat16)
+        options = (
+            TrackerOptions() if parts is None else TrackerOptions(autocast_dtype=torch.bfloat16)
+        )
         set_autocast_parts(model, default if parts is None else parts)
-        figures[name] = {case: case_agreement(args.case, case, model, options) for case in args.cases.split(",")}
+        figures[name] = {
+            case: case_agreement(args.case, case, model, options) for case in args.cases.split(",")
+        }
         figures[name + " + bf16 memories"] = {
-            case: case_agreement(args.case, case, model, TrackerOptions(memory_dtype=torch.bfloat16, autocast_dtype=None if parts is None else torch.bfloat16))
+            case: case_agreement(
+                args.case,
+                case,
+                model,
+                TrackerOptions(
+                    memory_dtype=torch.bfloat16,
+                    autocast_dtype=None if parts is None else torch.bfloat16,
+                ),
+            )
             for case in args.cases.split(",")
         }
     set_autocast_parts(model, default)
@@ -163,7 +202,9 @@ def run(args: argparse.Namespace) -> dict:
     ious: dict[str, list[float]] = {name: [] for name in OPTIONS}
     for seed in args.seeds:
         video = generate_video(seed, DEMO_SYNTHETIC_CONFIG)
-        prompts = entry_prompts(manifest_entry(f"{seed}.mp4", str(seed), video), ArrayFrames(video.frames))
+        prompts = entry_prompts(
+            manifest_entry(f"{seed}.mp4", str(seed), video), ArrayFrames(video.frames)
+        )
         reference = _masks(model, video, prompts, TrackerOptions())
         for name, kwargs in OPTIONS.items():
             other = _masks(model, video, prompts, TrackerOptions(**kwargs))
@@ -192,11 +233,22 @@ def run(args: argparse.Namespace) -> dict:
 def print_report(doc: dict) -> None:
     if "policies" in doc["figures"]:
         rows = [
-            [name, case, f["masks"], f"{f['mean_iou']:.4f}", f"{f['min_iou']:.3f}", f["presence_flips"]]
+            [
+                name,
+                case,
+                f["masks"],
+                f"{f['mean_iou']:.4f}",
+                f"{f['min_iou']:.3f}",
+                f["presence_flips"],
+            ]
             for name, cases in doc["figures"]["policies"].items()
             for case, f in cases.items()
         ]
-        print_table(["bfloat16 in", "case", "masks", "mean IoU", "min IoU", "presence flips"], rows, title="bfloat16 autocast by model part, against the recorded float32 outputs")
+        print_table(
+            ["bfloat16 in", "case", "masks", "mean IoU", "min IoU", "presence flips"],
+            rows,
+            title="bfloat16 autocast by model part, against the recorded float32 outputs",
+        )
         return
     rows = [
         [name, f["object_frames"], f"{f['mean_iou']:.4f}", f"{f['min_iou']:.3f}", f["below_0_99"]]

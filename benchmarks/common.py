@@ -183,19 +183,37 @@ def add_common_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def add_model_arguments(parser: argparse.ArgumentParser, checkpoint_default: str | None, runtime: bool = True) -> None:
+def add_model_arguments(
+    parser: argparse.ArgumentParser, checkpoint_default: str | None, runtime: bool = True
+) -> None:
     """--model and --checkpoint, which every model-running benchmark takes; with ``runtime``
     also --image-size, --device and --dtype."""
-    parser.add_argument("--model", default=MINI_A_CONFIG, help="official name or config path (default: the mini_a config)")
+    parser.add_argument(
+        "--model",
+        default=MINI_A_CONFIG,
+        help="official name or config path (default: the mini_a config)",
+    )
     if checkpoint_default == "mini":
-        checkpoint_help = "checkpoint; 'mini' (default) = the mini_a checkpoint, 'none' = random weights"
+        checkpoint_help = (
+            "checkpoint; 'mini' (default) = the mini_a checkpoint, 'none' = random weights"
+        )
     else:
         checkpoint_help = "checkpoint (default: random weights, speed does not depend on them; 'mini' = the mini_a checkpoint)"
     parser.add_argument("--checkpoint", default=checkpoint_default, help=checkpoint_help)
     if runtime:
-        parser.add_argument("--image-size", type=int, default=None, help="model input size override (multiple of 16)")
+        parser.add_argument(
+            "--image-size",
+            type=int,
+            default=None,
+            help="model input size override (multiple of 16)",
+        )
         parser.add_argument("--device", default="cpu", help="torch device (default cpu)")
-        parser.add_argument("--dtype", choices=DTYPES, default="float32", help="float32, or bfloat16 autocast (tracking benchmarks also store memory in bfloat16)")
+        parser.add_argument(
+            "--dtype",
+            choices=DTYPES,
+            default="float32",
+            help="float32, or bfloat16 autocast (tracking benchmarks also store memory in bfloat16)",
+        )
 
 
 def run_cli(args: argparse.Namespace, run, print_report) -> dict:

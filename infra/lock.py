@@ -57,7 +57,9 @@ def pinned_closure(roots: list[str]) -> dict[str, str]:
         try:
             dist = md.distribution(req.name)
         except md.PackageNotFoundError:
-            raise SystemExit(f"error: {req.name} (needed for {req}) is not installed in {sys.prefix}") from None
+            raise SystemExit(
+                f"error: {req.name} (needed for {req}) is not installed in {sys.prefix}"
+            ) from None
         pins[key[0]] = dist.version
         for text in dist.requires or []:
             sub = Requirement(text)

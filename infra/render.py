@@ -40,27 +40,39 @@ def render(text: str, values: Mapping[str, str], source: str = "<template>") -> 
     names = placeholders(text)
     missing = [n for n in names if n not in values]
     if missing:
-        raise ValueError(f"{source}: no value for placeholder(s) {', '.join(missing)} (use --set NAME=VALUE or the environment)")
+        raise ValueError(
+            f"{source}: no value for placeholder(s) {', '.join(missing)} (use --set NAME=VALUE or the environment)"
+        )
     for name in names:
         value = str(values[name])
         if not value or _UNSAFE.search(value):
-            raise ValueError(f"{source}: value for {name} must be non-empty without whitespace, quotes, '$', '\\' or '`': {value!r}")
+            raise ValueError(
+                f"{source}: value for {name} must be non-empty without whitespace, quotes, '$', '\\' or '`': {value!r}"
+            )
     return PLACEHOLDER.sub(lambda m: str(values[m.group(1)]), text)
 
 
 def _assignment(text: str) -> tuple[str, str]:
     name, sep, value = text.partition("=")
     if not sep or not PLACEHOLDER.fullmatch("${" + name + "}"):
-        raise argparse.ArgumentTypeError(f"expected NAME=VALUE with an UPPER_CASE name, got {text!r}")
+        raise argparse.ArgumentTypeError(
+            f"expected NAME=VALUE with an UPPER_CASE name, got {text!r}"
+        )
     return name, value
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python infra/render.py", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="python infra/render.py", description=__doc__.split("\n\n")[0]
+    )
     parser.add_argument("template", help="template file, e.g. infra/kuberay/rayjob.yaml")
-    parser.add_argument("--set", dest="values", type=_assignment, action="append", default=[], metavar="NAME=VALUE")
+    parser.add_argument(
+        "--set", dest="values", type=_assignment, action="append", default=[], metavar="NAME=VALUE"
+    )
     parser.add_argument("-o", "--output", default=None, help="write here instead of stdout")
-    parser.add_argument("--list", action="store_true", help="print the template's placeholder names and exit")
+    parser.add_argument(
+        "--list", action="store_true", help="print the template's placeholder names and exit"
+    )
     args = parser.parse_args(argv)
     try:
         with open(args.template, encoding="utf-8") as f:

@@ -25,7 +25,9 @@ def json_object(text: str) -> dict:
             "as it may hold credentials)"
         ) from None
     if not isinstance(value, dict):
-        raise argparse.ArgumentTypeError(f"must be a JSON object, got a JSON {type(value).__name__}")
+        raise argparse.ArgumentTypeError(
+            f"must be a JSON object, got a JSON {type(value).__name__}"
+        )
     return value
 
 

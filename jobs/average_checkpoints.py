@@ -14,7 +14,9 @@ from pathlib import Path
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("checkpoints", nargs="+", help="checkpoints to average (official format), at least two")
+    parser.add_argument(
+        "checkpoints", nargs="+", help="checkpoints to average (official format), at least two"
+    )
     parser.add_argument("--output", required=True, help="folder for model.pt and config.json")
     parser.add_argument(
         "--config",
@@ -56,16 +58,22 @@ def run(args: argparse.Namespace) -> int:
         model, _ = build_for_training(tree)
         load_state_dict_strict(model, averaged, f"the average of {', '.join(args.checkpoints)}")
         record = {
-            "averaged": [{"checkpoint": c, "sha256": sha256_bytes(d)} for c, d in zip(args.checkpoints, data)],
+            "averaged": [
+                {"checkpoint": c, "sha256": sha256_bytes(d)} for c, d in zip(args.checkpoints, data)
+            ],
             "command": "python -m jobs average-checkpoints " + " ".join(sys.argv[2:]),
             "config": config,
         }
         out = Path(args.output)
         out.mkdir(parents=True, exist_ok=True)
         torch.save({"model": averaged}, out / MODEL_FILE)
-        (out / CONFIG_FILE).write_text(json.dumps({"resolved": tree, "training": record}, indent=1) + "\n")
+        (out / CONFIG_FILE).write_text(
+            json.dumps({"resolved": tree, "training": record}, indent=1) + "\n"
+        )
     except (ValueError, FileNotFoundError, OSError, CheckpointError) as err:
         print(f"average-checkpoints: {err}", file=sys.stderr)
         return 1
-    print(f"averaged {len(states)} checkpoints of {sum(t.numel() for t in averaged.values()):,} values: {out / MODEL_FILE}")
+    print(
+        f"averaged {len(states)} checkpoints of {sum(t.numel() for t in averaged.values()):,} values: {out / MODEL_FILE}"
+    )
     return 0

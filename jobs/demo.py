@@ -19,12 +19,27 @@ DEFAULT_OUTPUT = "out/demo"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--output", default=DEFAULT_OUTPUT, help=f"folder or URI for everything the demo writes (default {DEFAULT_OUTPUT})")
-    parser.add_argument("--videos", type=positive_int, default=4, help="number of sample videos (default 4)")
-    parser.add_argument("--first-seed", type=non_negative_int, default=0, help="seed of the first sample video (default 0: held-out seeds)")
+    parser.add_argument(
+        "--output",
+        default=DEFAULT_OUTPUT,
+        help=f"folder or URI for everything the demo writes (default {DEFAULT_OUTPUT})",
+    )
+    parser.add_argument(
+        "--videos", type=positive_int, default=4, help="number of sample videos (default 4)"
+    )
+    parser.add_argument(
+        "--first-seed",
+        type=non_negative_int,
+        default=0,
+        help="seed of the first sample video (default 0: held-out seeds)",
+    )
     add_option(parser, "--workers", default=2, help="Ray workers (default 2)")
     add_option(parser, "--num-cpus")
-    add_option(parser, "--storage-options", help="JSON object of fsspec storage options when --output is remote")
+    add_option(
+        parser,
+        "--storage-options",
+        help="JSON object of fsspec storage options when --output is remote",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -81,7 +96,13 @@ def run(args: argparse.Namespace) -> int:
     previews = []
     for vid, uri in zip(data.video_ids, data.videos):
         with open_video(uri, storage) as frames:
-            gif, _ = write_previews(frames, by_video.get(vid, {}), f"{root}/previews/{vid}", title=vid, storage_options=storage)
+            gif, _ = write_previews(
+                frames,
+                by_video.get(vid, {}),
+                f"{root}/previews/{vid}",
+                title=vid,
+                storage_options=storage,
+            )
         previews.append(gif)
 
     s = result.summary
@@ -92,10 +113,16 @@ def run(args: argparse.Namespace) -> int:
     print(f"  summary    : {root}/labels/summary.json")
     print(f"  evaluation : {root}/evaluation.json")
     print(f"  previews   : {root}/previews/  ({len(previews)} GIFs + PNG strips)")
-    print(f"  videos {len(data.videos)}, objects {objects}, frames {s.frames}, rows {s.rows}, "
-          f"failed units {s.failed}, rejected {s.rejected}")
-    print(f"  throughput {s.frames / wall:.1f} frames/s end to end ({wall:.1f} s including Ray start)")
-    print(f"  J&F {report.jf:.3f}  (J {report.j:.3f}, F {report.f:.3f}) against the samples' ground truth")
+    print(
+        f"  videos {len(data.videos)}, objects {objects}, frames {s.frames}, rows {s.rows}, "
+        f"failed units {s.failed}, rejected {s.rejected}"
+    )
+    print(
+        f"  throughput {s.frames / wall:.1f} frames/s end to end ({wall:.1f} s including Ray start)"
+    )
+    print(
+        f"  J&F {report.jf:.3f}  (J {report.j:.3f}, F {report.f:.3f}) against the samples' ground truth"
+    )
     return result.exit_code
 
 

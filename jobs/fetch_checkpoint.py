@@ -34,19 +34,53 @@ def _sha256_hex(text: str) -> str:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("name", nargs="?", metavar="NAME", help=f"official checkpoint: {', '.join(hub.OFFICIAL_CHECKPOINTS)}")
+    parser.add_argument(
+        "name",
+        nargs="?",
+        metavar="NAME",
+        help=f"official checkpoint: {', '.join(hub.OFFICIAL_CHECKPOINTS)}",
+    )
     parser.add_argument(
         "--dest",
         default=None,
         help=f"where to write it: a file path/URL, or a folder ending in '/' (default ${hub.ENV_CACHE} or {hub.DEFAULT_CACHE_DIR}, /NAME.pt)",
     )
-    parser.add_argument("--force", action="store_true", help="download again even if a verified copy is at --dest")
-    parser.add_argument("--base-url", default=None, help=f"download from this mirror of the official layout (default ${hub.ENV_BASE_URL} or Meta's URL)")
-    parser.add_argument("--sha256", type=_sha256_hex, default=None, help="expected SHA-256, instead of the table's (e.g. for a file you checked yourself)")
-    parser.add_argument("--allow-unverified", action="store_true", help="keep the file when no checksum is known (it is reported as not verified)")
-    parser.add_argument("--storage-options", type=json_object, default=None, help="JSON object of fsspec storage options for --dest (e.g. S3 endpoint, keys)")
-    parser.add_argument("--timeout", type=positive_float, default=60.0, help="seconds to wait for the server on connect and on each read (default 60)")
-    parser.add_argument("--list", action="store_true", help="print the official checkpoints (name, SHA-256, URL) and exit")
+    parser.add_argument(
+        "--force", action="store_true", help="download again even if a verified copy is at --dest"
+    )
+    parser.add_argument(
+        "--base-url",
+        default=None,
+        help=f"download from this mirror of the official layout (default ${hub.ENV_BASE_URL} or Meta's URL)",
+    )
+    parser.add_argument(
+        "--sha256",
+        type=_sha256_hex,
+        default=None,
+        help="expected SHA-256, instead of the table's (e.g. for a file you checked yourself)",
+    )
+    parser.add_argument(
+        "--allow-unverified",
+        action="store_true",
+        help="keep the file when no checksum is known (it is reported as not verified)",
+    )
+    parser.add_argument(
+        "--storage-options",
+        type=json_object,
+        default=None,
+        help="JSON object of fsspec storage options for --dest (e.g. S3 endpoint, keys)",
+    )
+    parser.add_argument(
+        "--timeout",
+        type=positive_float,
+        default=60.0,
+        help="seconds to wait for the server on connect and on each read (default 60)",
+    )
+    parser.add_argument(
+        "--list",
+        action="store_true",
+        help="print the official checkpoints (name, SHA-256, URL) and exit",
+    )
 
 
 def _print_table(base_url: str | None) -> None:

@@ -246,7 +246,11 @@ def _run_claimed(
 
 
 def _scheduler(
-    config: RunConfig, summary: RunSummary, units: list[Unit], worker_class: type, progress: Progress
+    config: RunConfig,
+    summary: RunSummary,
+    units: list[Unit],
+    worker_class: type,
+    progress: Progress,
 ) -> Scheduler:
     """The scheduler of this run's units on Ray actors of `worker_class`."""
     worker_config = WorkerConfig(
@@ -327,7 +331,9 @@ def _open_output(config: RunConfig) -> OutputStore:
     return store
 
 
-def _claim(store: OutputStore, config: RunConfig, units: list[Unit], run_id: str, model: str) -> None:
+def _claim(
+    store: OutputStore, config: RunConfig, units: list[Unit], run_id: str, model: str
+) -> None:
     """Claim the units' (video, object) keys (pipeline.claims); a clash or a store error is fatal."""
     try:
         claim_units(store, units, run_id, model)

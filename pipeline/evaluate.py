@@ -370,8 +370,15 @@ def evaluate_tables(
 def _check_overlap(predictions: pa.Table, ground_truth: pa.Table) -> None:
     """Refuse tables that share no video, or no (video, object): their J&F would read 0.0 as if
     everything had been missed, when they are most likely of different datasets or runs."""
-    pred_keys = set(zip(predictions.column("video_id").to_pylist(), predictions.column("object_id").to_pylist()))
-    gt_keys = set(zip(ground_truth.column("video_id").to_pylist(), ground_truth.column("object_id").to_pylist()))
+    pred_keys = set(
+        zip(predictions.column("video_id").to_pylist(), predictions.column("object_id").to_pylist())
+    )
+    gt_keys = set(
+        zip(
+            ground_truth.column("video_id").to_pylist(),
+            ground_truth.column("object_id").to_pylist(),
+        )
+    )
     pred_videos, gt_videos = {v for v, _ in pred_keys}, {v for v, _ in gt_keys}
 
     def sides(what: str, pred: set, gt: set) -> str:

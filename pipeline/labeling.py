@@ -91,7 +91,13 @@ def _to_host(result) -> _HostFrame:
         ready.record(torch.cuda.current_stream(on_device[0].device))
     masks, present, scores = tensors
     return _HostFrame(
-        result.frame_index, list(result.object_ids), masks, present, scores, list(result.prompted), ready
+        result.frame_index,
+        list(result.object_ids),
+        masks,
+        present,
+        scores,
+        list(result.prompted),
+        ready,
     )
 
 
@@ -189,8 +195,7 @@ def _require_tracking(model, where: str) -> None:
     """Refuse a model that cannot track a video (SAM 1: no memory), naming the video."""
     if not hasattr(model, "memory_attention"):
         raise InputError(
-            f"{where}: {type(model).__name__} segments images only; label videos with a SAM 2 "
-            "model"
+            f"{where}: {type(model).__name__} segments images only; label videos with a SAM 2 model"
         )
 
 
@@ -296,9 +301,7 @@ def label_prompts(
                 given = drawn.get(host.frame_index, {})
                 if not prompted:
                     host.prompted = [False] * len(host.prompted)
-                pending.append(
-                    pool.submit(_encode_rows, host, video_id, run_id, model_name, given)
-                )
+                pending.append(pool.submit(_encode_rows, host, video_id, run_id, model_name, given))
                 while len(pending) > max_pending:
                     collect()
                 done += 1

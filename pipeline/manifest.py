@@ -377,7 +377,9 @@ def _location_field(value: dict, field: str, base: str, problems: list[_Invalid]
     return _resolve_video(location.strip(), base)
 
 
-def _id_field(value: dict, field: str, location: str | None, problems: list[_Invalid]) -> str | None:
+def _id_field(
+    value: dict, field: str, location: str | None, problems: list[_Invalid]
+) -> str | None:
     """``value[field]`` (a video or image id) checked, or the id derived from ``location``."""
     given = value.get(field)
     if given is None:
@@ -604,7 +606,9 @@ def _expand_image_folders(
             where = one.location if one is job else f"{one.location} ({safe_uri(one.video)})"
             if one.video_id in owners:
                 reason = f"{one.video_id!r} already used by {owners[one.video_id]}"
-                rejects.append(Reject(where, "image_id" if one.image else "video_id", reason, "", one.video))
+                rejects.append(
+                    Reject(where, "image_id" if one.image else "video_id", reason, "", one.video)
+                )
                 continue
             owners[one.video_id] = where
             out.append(one)

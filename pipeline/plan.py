@@ -74,7 +74,9 @@ class Unit:
     unit_id: str
     job: VideoJob | ImageBatch
     object_ids: tuple[int, ...]
-    video_identity: str = ""  # the video's identity when planned (pipeline.video_identity.video_identities)
+    video_identity: str = (
+        ""  # the video's identity when planned (pipeline.video_identity.video_identities)
+    )
 
     @property
     def video_id(self) -> str:
@@ -153,7 +155,10 @@ def image_unit_id(
                 "image_id": image.video_id,
                 "identity": identities[image.video],
                 "objects": [
-                    {"object_id": int(o.object_id), "prompts": [_prompt_record(p) for p in o.prompts]}
+                    {
+                        "object_id": int(o.object_id),
+                        "prompts": [_prompt_record(p) for p in o.prompts],
+                    }
                     for o in sorted(image.objects, key=lambda o: o.object_id)
                 ],
                 "auto": None if image.objects else dict(image.auto),

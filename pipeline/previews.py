@@ -19,8 +19,18 @@ from sam2_core.frames import FrameSource
 
 # Distinct, saturated colours (RGB); object k gets PALETTE[k % len(PALETTE)] in id order.
 PALETTE = np.array(
-    [(230, 25, 75), (60, 180, 75), (255, 225, 25), (0, 130, 200), (245, 130, 48),
-     (145, 30, 180), (70, 240, 240), (240, 50, 230), (210, 245, 60), (250, 190, 212)],
+    [
+        (230, 25, 75),
+        (60, 180, 75),
+        (255, 225, 25),
+        (0, 130, 200),
+        (245, 130, 48),
+        (145, 30, 180),
+        (70, 240, 240),
+        (240, 50, 230),
+        (210, 245, 60),
+        (250, 190, 212),
+    ],
     dtype=np.float32,
 )
 
@@ -95,7 +105,9 @@ def _mp4(images: list[Image.Image], fps: int = 12) -> bytes:
         stream = container.add_stream("libx264", rate=fps)
         stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
         for image in images:
-            frame = av.VideoFrame.from_ndarray(np.asarray(image.crop((0, 0, width, height))), format="rgb24")
+            frame = av.VideoFrame.from_ndarray(
+                np.asarray(image.crop((0, 0, width, height))), format="rgb24"
+            )
             for packet in stream.encode(frame):
                 container.mux(packet)
         for packet in stream.encode():
@@ -119,10 +131,20 @@ def render_previews(
         movie = _mp4(images)
     else:
         gif = io.BytesIO()
-        images[0].save(gif, format="GIF", save_all=True, append_images=images[1:], duration=80, loop=0, optimize=False)
+        images[0].save(
+            gif,
+            format="GIF",
+            save_all=True,
+            append_images=images[1:],
+            duration=80,
+            loop=0,
+            optimize=False,
+        )
         movie = gif.getvalue()
 
-    picks = sorted({round(i * (n - 1) / max(strip_frames - 1, 1)) for i in range(min(strip_frames, n))})
+    picks = sorted(
+        {round(i * (n - 1) / max(strip_frames - 1, 1)) for i in range(min(strip_frames, n))}
+    )
     tiles = [images[t].copy() for t in picks]
     for t, tile in zip(picks, tiles):
         ImageDraw.Draw(tile).text((4, 4), f"{title} frame {t}".strip(), fill=(255, 255, 255))

@@ -222,7 +222,9 @@ def connect_ray(address: str | None, num_cpus: int | None = None) -> bool:
             os.environ.setdefault("RAY_AUTH_MODE", "disabled")
             # address="local": always a fresh instance, never a cluster someone else
             # started on this machine with `ray start`.
-            ray.init(address="local", num_cpus=num_cpus, include_dashboard=False, log_to_driver=True)
+            ray.init(
+                address="local", num_cpus=num_cpus, include_dashboard=False, log_to_driver=True
+            )
     except Exception as err:
         where = address or "a local Ray instance"
         raise RunFatalError(

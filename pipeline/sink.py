@@ -132,7 +132,9 @@ class OutputStore:
         is never removed, so a data file without a record cannot belong to one.
         """
         removed = []
-        for unit_id in sorted(self._names(MASKS_DIR, ".parquet") - self._names(COMMITS_DIR, ".json")):
+        for unit_id in sorted(
+            self._names(MASKS_DIR, ".parquet") - self._names(COMMITS_DIR, ".json")
+        ):
             record = self.commit_path(unit_id)
             self.fs.invalidate_cache(posixpath.dirname(record))
             if not self.fs.exists(record):
@@ -294,9 +296,18 @@ def read_masks(output_uri: str, storage_options: dict | None = None) -> pa.Table
 
 
 # s3fs options that change nothing about where and as whom pyarrow reads.
-_S3_IGNORABLE = {"skip_instance_cache", "use_listings_cache", "listings_expiry_time", "max_paths",
-                 "default_block_size", "default_fill_cache", "default_cache_type", "asynchronous",
-                 "loop", "use_ssl"}
+_S3_IGNORABLE = {
+    "skip_instance_cache",
+    "use_listings_cache",
+    "listings_expiry_time",
+    "max_paths",
+    "default_block_size",
+    "default_fill_cache",
+    "default_cache_type",
+    "asynchronous",
+    "loop",
+    "use_ssl",
+}
 
 
 def arrow_filesystem(
@@ -321,7 +332,11 @@ def arrow_filesystem(
         arguments["region"] = region
     if options.pop("anon", False):
         arguments["anonymous"] = True
-    for ours, theirs in (("key", "access_key"), ("secret", "secret_key"), ("token", "session_token")):
+    for ours, theirs in (
+        ("key", "access_key"),
+        ("secret", "secret_key"),
+        ("token", "session_token"),
+    ):
         if options.get(ours) is not None:
             arguments[theirs] = options.pop(ours)
     if client or set(options) - _S3_IGNORABLE:

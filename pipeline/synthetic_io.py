@@ -128,7 +128,11 @@ def entry_prompts(entry: dict, frames: FrameSource) -> list:
         ObjectSpec(
             object_id=int(obj["object_id"]),
             prompts=tuple(
-                Prompt(frame=int(p["frame"]), points=tuple(map(tuple, p["points"])), labels=tuple(p["labels"]))
+                Prompt(
+                    frame=int(p["frame"]),
+                    points=tuple(map(tuple, p["points"])),
+                    labels=tuple(p["labels"]),
+                )
                 for p in obj["prompts"]
             ),
         )

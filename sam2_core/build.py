@@ -20,7 +20,11 @@ from .modeling.sam2 import SAM2Model
 from .sam1 import SAM1_CONFIGS, build_sam1
 
 
-def resolve_config(model: str | dict | ModelConfig, storage_options: dict | None = None, apply_postprocessing: bool = True) -> ModelConfig:
+def resolve_config(
+    model: str | dict | ModelConfig,
+    storage_options: dict | None = None,
+    apply_postprocessing: bool = True,
+) -> ModelConfig:
     """An official name, a path/URL to a YAML or config.json, a config tree, or a ModelConfig.
 
     Official names get Meta's default post-processing settings unless ``apply_postprocessing``
@@ -34,7 +38,9 @@ def resolve_config(model: str | dict | ModelConfig, storage_options: dict | None
         return official_config(model, postprocessing=apply_postprocessing)
     looks_like_file = any(model.endswith(ext) for ext in (".yaml", ".yml", ".json")) or "/" in model
     if not looks_like_file:
-        raise ConfigError(f"unknown model {model!r}: use an official name ({', '.join(sorted(OFFICIAL_CONFIG_FILES))}) or a path to a config file")
+        raise ConfigError(
+            f"unknown model {model!r}: use an official name ({', '.join(sorted(OFFICIAL_CONFIG_FILES))}) or a path to a config file"
+        )
     text = read_bytes(model, storage_options, what="model config").decode("utf-8")
     return parse_config_text(text, name=model)
 

@@ -36,20 +36,33 @@ def read_state_dict(data: bytes, source: str = "<bytes>") -> dict[str, torch.Ten
         # torch's own message is left out: for foreign bytes it advises weights_only=False,
         # which would run whatever code the file holds.
         if not (zipfile.is_zipfile(io.BytesIO(data)) or data[:2] == b"PK"):
-            raise CheckpointError(f"{source} is not a PyTorch checkpoint (of tensors and plain values)") from None
+            raise CheckpointError(
+                f"{source} is not a PyTorch checkpoint (of tensors and plain values)"
+            ) from None
         if isinstance(err, pickle.UnpicklingError):
             raise CheckpointError(
                 f"{source}: refused, it holds Python objects other than tensors and plain values "
                 "(only weights are loaded from checkpoints)"
             ) from None
-        raise CheckpointError(f"{source}: cannot read checkpoint (truncated or corrupt PyTorch file)") from None
-    if isinstance(obj, Mapping) and "model" not in obj and obj and all(isinstance(v, torch.Tensor) for v in obj.values()):
+        raise CheckpointError(
+            f"{source}: cannot read checkpoint (truncated or corrupt PyTorch file)"
+        ) from None
+    if (
+        isinstance(obj, Mapping)
+        and "model" not in obj
+        and obj
+        and all(isinstance(v, torch.Tensor) for v in obj.values())
+    ):
         return dict(obj)  # a bare state dict (SAM 1's layout)
     if not isinstance(obj, Mapping) or "model" not in obj:
         keys = list(obj)[:5] if isinstance(obj, Mapping) else type(obj).__name__
-        raise CheckpointError(f"{source}: not a SAM checkpoint (expected a dict with a 'model' state dict, or a bare state dict of tensors, got {keys})")
+        raise CheckpointError(
+            f"{source}: not a SAM checkpoint (expected a dict with a 'model' state dict, or a bare state dict of tensors, got {keys})"
+        )
     state = obj["model"]
-    if not isinstance(state, Mapping) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+    if not isinstance(state, Mapping) or not all(
+        isinstance(v, torch.Tensor) for v in state.values()
+    ):
         raise CheckpointError(f"{source}: 'model' is not a state dict of tensors")
     return dict(state)
 
@@ -59,7 +72,9 @@ def listing(names: list[str], limit: int = 20) -> str:
     return shown + (f" ... (+{len(names) - limit} more)" if len(names) > limit else "")
 
 
-def load_state_dict_strict(model: nn.Module, state: Mapping[str, torch.Tensor], source: str = "<checkpoint>") -> None:
+def load_state_dict_strict(
+    model: nn.Module, state: Mapping[str, torch.Tensor], source: str = "<checkpoint>"
+) -> None:
     """Copy ``state`` into ``model``, refusing missing, unexpected or mis-shaped tensors."""
     expected = model.state_dict()
     missing = sorted(set(expected) - set(state))
@@ -77,11 +92,16 @@ def load_state_dict_strict(model: nn.Module, state: Mapping[str, torch.Tensor], 
     if wrong:
         problems.append(f"{len(wrong)} of the wrong shape: {listing(wrong)}")
     if problems:
-        raise CheckpointError(f"{source} does not fit this model ({getattr(getattr(model, 'cfg', None), 'name', '?')}): " + "; ".join(problems))
+        raise CheckpointError(
+            f"{source} does not fit this model ({getattr(getattr(model, 'cfg', None), 'name', '?')}): "
+            + "; ".join(problems)
+        )
     model.load_state_dict(state, strict=True)
 
 
-def load_checkpoint(model: nn.Module, checkpoint: str | CheckpointBytes, storage_options: dict | None = None) -> None:
+def load_checkpoint(
+    model: nn.Module, checkpoint: str | CheckpointBytes, storage_options: dict | None = None
+) -> None:
     """Load an official-format checkpoint into ``model``, strictly.
 
     ``checkpoint``: an official name, a local path or fsspec URL (read through

@@ -20,7 +20,9 @@ ASSETS_DIR = Path(__file__).resolve().parent / "assets"
 DEMO_CONFIG_PATH = ASSETS_DIR / "demo_config.json"
 DEMO_CHECKPOINT_PATH = ASSETS_DIR / "demo_model.pt"
 
-DEMO_SYNTHETIC_CONFIG = SyntheticConfig(height=128, width=128, num_frames=48, min_objects=1, max_objects=3)
+DEMO_SYNTHETIC_CONFIG = SyntheticConfig(
+    height=128, width=128, num_frames=48, min_objects=1, max_objects=3
+)
 """The synthetic videos the demo model was trained on (training seeds >= 1000) and evaluated on
 (held-out seeds 0..19); demo videos should be made with it."""
 
@@ -29,5 +31,7 @@ def build_demo_model(device: str | torch.device = "cpu") -> SAM2Model:
     """The bundled demo model in eval mode, loaded strictly from the package's assets."""
     for path in (DEMO_CONFIG_PATH, DEMO_CHECKPOINT_PATH):
         if not path.is_file():
-            raise FileNotFoundError(f"bundled demo model file missing: {path} (is the package installed with its assets?)")
+            raise FileNotFoundError(
+                f"bundled demo model file missing: {path} (is the package installed with its assets?)"
+            )
     return build_model(str(DEMO_CONFIG_PATH), str(DEMO_CHECKPOINT_PATH), device=device)

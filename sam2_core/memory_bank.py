@@ -256,7 +256,11 @@ class MemoryBank:
         ragged = any(len(s) != n_sp for s in spatial) or any(len(p) != n_pt for p in ptrs)
         if self.stable_shapes:
             n_sp = _round_up(n_sp, cfg.num_maskmem)
-            n_pt = _round_up(n_pt, cfg.max_obj_ptrs_in_encoder) if cfg.use_obj_ptrs_in_encoder else n_pt
+            n_pt = (
+                _round_up(n_pt, cfg.max_obj_ptrs_in_encoder)
+                if cfg.use_obj_ptrs_in_encoder
+                else n_pt
+            )
             ragged = True
         tokens = feats.embedding.new_zeros(b, n_sp * hw + n_pt * split, mem_dim)
         tokens_pos = torch.zeros_like(tokens)

@@ -38,7 +38,9 @@ class MemorySelection:
     pointers: tuple[tuple[int, int, bool], ...]
 
 
-def split_conditioning(frame: int, cond_frames: Sequence[int], max_cond: int) -> tuple[list[int], list[int]]:
+def split_conditioning(
+    frame: int, cond_frames: Sequence[int], max_cond: int
+) -> tuple[list[int], list[int]]:
     """(selected, unselected) conditioning frames: all of them, or the ``max_cond`` closest
     (always keeping the nearest one before and the nearest one at/after ``frame``)."""
     cond = sorted(cond_frames)
@@ -111,7 +113,11 @@ def select_memory(
 
 def reach(cfg: TrackingConfig) -> tuple[int, int]:
     """How many frames behind the current one a pass may still read (spatial, pointers)."""
-    spatial = 1 + max(cfg.num_maskmem - 2, 0) * cfg.memory_temporal_stride_for_eval + cfg.memory_temporal_stride_for_eval
+    spatial = (
+        1
+        + max(cfg.num_maskmem - 2, 0) * cfg.memory_temporal_stride_for_eval
+        + cfg.memory_temporal_stride_for_eval
+    )
     pointers = cfg.max_obj_ptrs_in_encoder - 1 if cfg.use_obj_ptrs_in_encoder else 0
     return spatial, pointers
 
@@ -124,7 +130,9 @@ class Keep(Enum):
     NOTHING = "nothing"
 
 
-def retention(frame: int, current: int, reverse: bool, cfg: TrackingConfig, reverse_from: int | None = None) -> Keep:
+def retention(
+    frame: int, current: int, reverse: bool, cfg: TrackingConfig, reverse_from: int | None = None
+) -> Keep:
     """What of ``frame``'s ordinary output a pass now at ``current`` must keep for the frames it
     has still to track, by ``reach``.
 
@@ -136,7 +144,11 @@ def retention(frame: int, current: int, reverse: bool, cfg: TrackingConfig, reve
     """
     spatial, pointers = reach(cfg)
     behind = (frame - current) if reverse else (current - frame)
-    seed = not reverse and reverse_from is not None and reverse_from <= frame <= reverse_from + max(spatial, pointers)
+    seed = (
+        not reverse
+        and reverse_from is not None
+        and reverse_from <= frame <= reverse_from + max(spatial, pointers)
+    )
     if seed or 0 <= behind <= spatial:
         return Keep.ALL
     if 0 <= behind <= pointers:

@@ -74,6 +74,7 @@ TOLERANCES: dict[str, Tolerance] = {
 # replay
 # ---------------------------------------------------------------------------
 
+
 def _require_file(path: Path) -> Path:
     if not path.is_file():
         raise FileNotFoundError(f"missing file: {path}")
@@ -94,7 +95,7 @@ def load_case_model(case_dir: str | Path):
 
 def _query_inputs(case: Mapping[str, np.ndarray], query: str) -> dict:
     prefix = f"{query}.in."
-    args = {k[len(prefix):]: case[k] for k in case if k.startswith(prefix)}
+    args = {k[len(prefix) :]: case[k] for k in case if k.startswith(prefix)}
     if not args:
         raise ValueError(f"image case has no inputs for query {query!r} (no '{prefix}*' keys)")
     if "multimask_output" in args:
@@ -163,13 +164,16 @@ def replay(case_dir: str | Path, out_dir: str | Path, video: bool = True) -> lis
             print("video replay is not available yet (no sam2_core.parity_video); skipped")
         else:
             replayer(case_dir, out_dir, model)
-            written += [out_dir / name for name in (VIDEO_CASE, LONG_CASE) if (out_dir / name).exists()]
+            written += [
+                out_dir / name for name in (VIDEO_CASE, LONG_CASE) if (out_dir / name).exists()
+            ]
     return written
 
 
 # ---------------------------------------------------------------------------
 # compare
 # ---------------------------------------------------------------------------
+
 
 def is_input_key(key: str) -> bool:
     """Keys that hold recorded inputs, not outputs (never compared)."""
@@ -223,10 +227,17 @@ def _is_absent(x: np.ndarray) -> bool:
     return x.size > 0 and bool(np.all(x == ABSENT_LOGIT))
 
 
-def _compare_key(key: str, ours: np.ndarray, ref: np.ndarray, tol: Tolerance, is_logit: bool) -> KeyResult:
+def _compare_key(
+    key: str, ours: np.ndarray, ref: np.ndarray, tol: Tolerance, is_logit: bool
+) -> KeyResult:
     informative = is_internal_key(key)
     if ours.shape != ref.shape:
-        return KeyResult(key, float("inf"), problem=f"shape {ours.shape} != reference {ref.shape}", informative=informative)
+        return KeyResult(
+            key,
+            float("inf"),
+            problem=f"shape {ours.shape} != reference {ref.shape}",
+            informative=informative,
+        )
     if ref.dtype == np.bool_ or ours.dtype == np.bool_:
         diff = float(np.count_nonzero(ours.astype(bool) != ref.astype(bool)))
         problem = None if diff == 0 else f"{int(diff)} booleans differ"
@@ -246,7 +257,12 @@ def _compare_key(key: str, ours: np.ndarray, ref: np.ndarray, tol: Tolerance, is
     return result
 
 
-def compare_arrays(name: str, ours: Mapping[str, np.ndarray], ref: Mapping[str, np.ndarray], tol: Tolerance | None = None) -> CaseResult:
+def compare_arrays(
+    name: str,
+    ours: Mapping[str, np.ndarray],
+    ref: Mapping[str, np.ndarray],
+    tol: Tolerance | None = None,
+) -> CaseResult:
     """Compare one case's outputs with the reference's under ``tol`` (default: TOLERANCES[name])."""
     tol = tol or TOLERANCES[name]
     res = CaseResult(name, tol)
@@ -269,11 +285,15 @@ def compare_arrays(name: str, ours: Mapping[str, np.ndarray], ref: Mapping[str, 
         if kr.problem:
             (res.notes if informative else res.failures).append(f"{key}: {kr.problem}")
     if missing_internal:
-        res.notes.append(f"{len(missing_internal)} internal.* debugging keys not in our output (not compared), e.g. {missing_internal[0]}")
+        res.notes.append(
+            f"{len(missing_internal)} internal.* debugging keys not in our output (not compared), e.g. {missing_internal[0]}"
+        )
     for key in sorted(set(ours) - set(ref)):
         if is_input_key(key):
             continue
-        (res.notes if is_internal_key(key) else res.failures).append(f"{key}: in our output but not in the reference")
+        (res.notes if is_internal_key(key) else res.failures).append(
+            f"{key}: in our output but not in the reference"
+        )
     if tol.max_sign_flip_fraction is not None and res.logits:
         frac = res.sign_flips / res.logits
         if frac > tol.max_sign_flip_fraction:
@@ -300,7 +320,10 @@ def format_case(res: CaseResult) -> str:
     for kr in res.keys:
         rows.setdefault(_group(kr.key), []).append(kr)
     width = max([len(g) for g in rows] + [10])
-    lines = [f"== {res.name} (max |diff| <= {res.tolerance.max_abs:g})", f"{'key':<{width}}  {'n':>4}  {'max|diff|':>10}  {'flips':>6}  status"]
+    lines = [
+        f"== {res.name} (max |diff| <= {res.tolerance.max_abs:g})",
+        f"{'key':<{width}}  {'n':>4}  {'max|diff|':>10}  {'flips':>6}  status",
+    ]
     for group, items in rows.items():
         worst = max(kr.max_abs for kr in items)
         flips = sum(kr.sign_flips for kr in items)
@@ -342,13 +365,16 @@ def compare(case_dir: str | Path, out_dir: str | Path) -> list[CaseResult]:
 # keys
 # ---------------------------------------------------------------------------
 
+
 def model_keys(name: str) -> dict:
     """``{"config", "num_parameters", "tensors"}`` of an official model, built on the meta device."""
     from .build import build_meta
     from .config_tree import OFFICIAL_CONFIG_FILES
 
     if name not in OFFICIAL_CONFIG_FILES:
-        raise ValueError(f"unknown model {name!r}; official names: {', '.join(sorted(OFFICIAL_CONFIG_FILES))}")
+        raise ValueError(
+            f"unknown model {name!r}; official names: {', '.join(sorted(OFFICIAL_CONFIG_FILES))}"
+        )
     model = build_meta(name)
     return {
         "config": OFFICIAL_CONFIG_FILES[name],
@@ -361,8 +387,11 @@ def model_keys(name: str) -> dict:
 # command line
 # ---------------------------------------------------------------------------
 
+
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m sam2_core.parity", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m sam2_core.parity", description=__doc__.split("\n\n")[0]
+    )
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("replay", help="replay a reference case directory through our model")
     p.add_argument("case_dir", type=Path)

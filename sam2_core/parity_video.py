@@ -22,7 +22,9 @@ def _record(out: dict[str, np.ndarray], tag: str, result: FrameResult) -> None:
 UNLISTED_REMOVALS = {("video_case", "p5"): (2,)}
 
 
-def replay_case(case_npz: Path, steps_json: Path, model: SAM2Model, options: TrackerOptions | None = None) -> dict[str, np.ndarray]:
+def replay_case(
+    case_npz: Path, steps_json: Path, model: SAM2Model, options: TrackerOptions | None = None
+) -> dict[str, np.ndarray]:
     """Run a case's steps, in order, on a session over its frames; return outputs keyed like the case."""
     ref = np.load(case_npz)
     steps = json.loads(steps_json.read_text())["steps"]
@@ -32,11 +34,21 @@ def replay_case(case_npz: Path, steps_json: Path, model: SAM2Model, options: Tra
     for step in steps:
         tag, op = step.get("tag"), step["op"]
         if op == "add_points":
-            res = session.add_points(step["frame"], step["obj_id"], step["points"], step["labels"], clear_old=step.get("clear_old_points", True))
+            res = session.add_points(
+                step["frame"],
+                step["obj_id"],
+                step["points"],
+                step["labels"],
+                clear_old=step.get("clear_old_points", True),
+            )
         elif op == "add_box":
             res = session.add_box(step["frame"], step["obj_id"], step["box"])
         elif op == "add_mask":
-            res = session.add_mask(step["frame"], step["obj_id"], ref[f"{tag}.in.mask"] if tag and f"{tag}.in.mask" in ref.files else ref[mask_key])
+            res = session.add_mask(
+                step["frame"],
+                step["obj_id"],
+                ref[f"{tag}.in.mask"] if tag and f"{tag}.in.mask" in ref.files else ref[mask_key],
+            )
         elif op == "remove_object":
             session.remove_object(step["obj_id"])
             continue
@@ -44,7 +56,11 @@ def replay_case(case_npz: Path, steps_json: Path, model: SAM2Model, options: Tra
             for oid in UNLISTED_REMOVALS.get((case_npz.stem, tag), ()):
                 session.remove_object(oid)
             kw = step.get("kwargs", {})
-            for res in session.propagate(kw.get("start_frame_idx"), kw.get("reverse", False), kw.get("max_frame_num_to_track")):
+            for res in session.propagate(
+                kw.get("start_frame_idx"),
+                kw.get("reverse", False),
+                kw.get("max_frame_num_to_track"),
+            ):
                 _record(out, tag, res)
             continue
         else:

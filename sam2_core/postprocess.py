@@ -22,7 +22,9 @@ def fill_small_holes(logits: torch.Tensor, max_area: int) -> torch.Tensor:
     b, _, h, w = logits.shape
     bg = logits <= 0
     ids = torch.arange(1, h * w + 1, device=logits.device, dtype=torch.float32).reshape(1, 1, h, w)
-    labels = torch.where(bg, ids.expand(b, -1, -1, -1), torch.full_like(logits, _FAR, dtype=torch.float32))
+    labels = torch.where(
+        bg, ids.expand(b, -1, -1, -1), torch.full_like(logits, _FAR, dtype=torch.float32)
+    )
 
     def neighbourhood_min(x: torch.Tensor) -> torch.Tensor:
         return -F.max_pool2d(F.pad(-x, (1, 1, 1, 1), value=-_FAR), kernel_size=3, stride=1)
@@ -30,7 +32,11 @@ def fill_small_holes(logits: torch.Tensor, max_area: int) -> torch.Tensor:
     for _ in range(max_area):
         labels = torch.where(bg, neighbourhood_min(labels), labels)
     low = neighbourhood_min(labels)
-    high = F.max_pool2d(F.pad(torch.where(bg, labels, torch.zeros_like(labels)), (1, 1, 1, 1)), kernel_size=3, stride=1)
+    high = F.max_pool2d(
+        F.pad(torch.where(bg, labels, torch.zeros_like(labels)), (1, 1, 1, 1)),
+        kernel_size=3,
+        stride=1,
+    )
     open_pixel = bg & ((low != labels) | (high != labels))
 
     flat = labels.reshape(b, -1).long().clamp(max=h * w + 1)

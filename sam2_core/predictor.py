@@ -64,7 +64,9 @@ class ImagePredictor:
             raise ValueError("set_images needs at least one image")
         arrays = [as_rgb_array(im) for im in images]
         size = self.model.image_size
-        batch = torch.cat([self.model.image_convention.image_to_input(a, size, self.model.device) for a in arrays])
+        batch = torch.cat(
+            [self.model.image_convention.image_to_input(a, size, self.model.device) for a in arrays]
+        )
         feats = self.model.encode_image(batch)
         if isinstance(self.model, SAM2Model) and self.model.cfg.tracking.directly_add_no_mem_embed:
             feats.levels[-1] = self.model.add_no_memory(feats.levels[-1])
@@ -100,19 +102,32 @@ class ImagePredictor:
         coords, labels, points_batched = self._points_input(point_coords, point_labels, orig_hw)
         boxes, boxes_batched = self._boxes_input(box, orig_hw)
         masks, masks_batched = self._masks_input(mask_input)
-        pred = self.predict_torch(coords, labels, boxes, masks, multimask_output, return_logits, image_index)
+        pred = self.predict_torch(
+            coords, labels, boxes, masks, multimask_output, return_logits, image_index
+        )
         if not (points_batched or boxes_batched or masks_batched):
-            pred = ImagePrediction(*(t[0] for t in (pred.masks, pred.ious, pred.low_res_logits, pred.object_score_logits)))
+            pred = ImagePrediction(
+                *(
+                    t[0]
+                    for t in (pred.masks, pred.ious, pred.low_res_logits, pred.object_score_logits)
+                )
+            )
         return pred
 
-    def _points_input(self, point_coords, point_labels, orig_hw: tuple[int, int]) -> tuple[torch.Tensor | None, torch.Tensor | None, bool]:
+    def _points_input(
+        self, point_coords, point_labels, orig_hw: tuple[int, int]
+    ) -> tuple[torch.Tensor | None, torch.Tensor | None, bool]:
         """B x N x 2 model-frame coords and B x N int32 labels (or None), and whether B was given."""
         if (point_coords is None) != (point_labels is None):
             raise ValueError("point_coords and point_labels must be given together")
         if point_coords is None:
             return None, None, False
-        coords = torch.as_tensor(np.asarray(point_coords), dtype=torch.float32, device=self.model.device)
-        labels = torch.as_tensor(np.asarray(point_labels), dtype=torch.int32, device=self.model.device)
+        coords = torch.as_tensor(
+            np.asarray(point_coords), dtype=torch.float32, device=self.model.device
+        )
+        labels = torch.as_tensor(
+            np.asarray(point_labels), dtype=torch.int32, device=self.model.device
+        )
         batched = coords.ndim == 3
         if coords.ndim == 2:
             coords, labels = coords[None], labels[None]
@@ -121,7 +136,11 @@ class ImagePredictor:
                 f"point_coords {tuple(coords.shape)} and point_labels {tuple(labels.shape)} do not match: "
                 "expected N x 2 and N, or B x N x 2 and B x N"
             )
-        return self.model.image_convention.to_model_coords(coords, orig_hw, self.model.image_size), labels, batched
+        return (
+            self.model.image_convention.to_model_coords(coords, orig_hw, self.model.image_size),
+            labels,
+            batched,
+        )
 
     def _boxes_input(self, box, orig_hw: tuple[int, int]) -> tuple[torch.Tensor | None, bool]:
         """B x 4 model-frame boxes (or None), and whether B was given."""
@@ -129,15 +148,21 @@ class ImagePredictor:
             return None, False
         boxes = torch.as_tensor(np.asarray(box), dtype=torch.float32, device=self.model.device)
         if boxes.shape[-1:] != (4,) or boxes.ndim > 2:
-            raise ValueError(f"box has shape {tuple(boxes.shape)}: expected 4 or B x 4 (x1, y1, x2, y2 pixels)")
-        corners = self.model.image_convention.to_model_coords(boxes.reshape(-1, 2), orig_hw, self.model.image_size)
+            raise ValueError(
+                f"box has shape {tuple(boxes.shape)}: expected 4 or B x 4 (x1, y1, x2, y2 pixels)"
+            )
+        corners = self.model.image_convention.to_model_coords(
+            boxes.reshape(-1, 2), orig_hw, self.model.image_size
+        )
         return corners.reshape(-1, 4), boxes.ndim == 2
 
     def _masks_input(self, mask_input) -> tuple[torch.Tensor | None, bool]:
         """B x 1 x 4h x 4w mask logits (or None), and whether B was given."""
         if mask_input is None:
             return None, False
-        masks = torch.as_tensor(np.asarray(mask_input), dtype=torch.float32, device=self.model.device)
+        masks = torch.as_tensor(
+            np.asarray(mask_input), dtype=torch.float32, device=self.model.device
+        )
         h, w = self.model.sam_prompt_encoder.mask_input_size
         if masks.ndim not in (3, 4) or masks.shape[-3:] != (1, h, w):
             raise ValueError(
@@ -176,21 +201,35 @@ class ImagePredictor:
             if coords is not None:
                 if coords.shape[0] != bcoords.shape[0]:
                     if coords.shape[0] != 1:
-                        raise ValueError(f"{bcoords.shape[0]} boxes but {coords.shape[0]} point sets")
-                    coords, labels = coords.expand(bcoords.shape[0], -1, -1), labels.expand(bcoords.shape[0], -1)
+                        raise ValueError(
+                            f"{bcoords.shape[0]} boxes but {coords.shape[0]} point sets"
+                        )
+                    coords, labels = (
+                        coords.expand(bcoords.shape[0], -1, -1),
+                        labels.expand(bcoords.shape[0], -1),
+                    )
                 coords = torch.cat([bcoords, coords], dim=1)
                 labels = torch.cat([blabels, labels], dim=1)
             else:
                 coords, labels = bcoords, blabels
-        n = coords.shape[0] if coords is not None else (mask_input.shape[0] if mask_input is not None else 1)
+        n = (
+            coords.shape[0]
+            if coords is not None
+            else (mask_input.shape[0] if mask_input is not None else 1)
+        )
         if mask_input is not None and mask_input.shape[0] not in (1, n):
-            raise ValueError(f"{mask_input.shape[0]} masks in mask_input but {n} prompts (give one mask or one per prompt)")
+            raise ValueError(
+                f"{mask_input.shape[0]} masks in mask_input but {n} prompts (give one mask or one per prompt)"
+            )
 
         pe = self.model.sam_prompt_encoder
         sparse, dense = pe(coords, labels, mask_input, batch_size=n)
         image = feats.take(image_index)
         out = self.model.sam_mask_decoder(
-            image.embedding, pe.get_dense_pe(), sparse, dense,
+            image.embedding,
+            pe.get_dense_pe(),
+            sparse,
+            dense,
             multimask_output=multimask_output,
             high_res_features=[x.expand(n, -1, -1, -1) for x in image.high_res],
             repeat_image=n > 1,
@@ -213,7 +252,9 @@ class ImagePredictor:
         if self.max_sprinkle_area > 0:
             foreground = low > thr
             _, areas = region_areas(foreground)
-            cleaned = torch.where(foreground & (areas <= self.max_sprinkle_area), thr - 10.0, cleaned)
+            cleaned = torch.where(
+                foreground & (areas <= self.max_sprinkle_area), thr - 10.0, cleaned
+            )
         return cleaned
 
     def _image_size(self, image_index: int) -> tuple[int, int]:

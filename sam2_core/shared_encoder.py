@@ -69,7 +69,9 @@ class SharedEncoder:
 
     def __call__(self, image: torch.Tensor) -> ImageFeatures:
         if image.shape[0] != 1:
-            raise ValueError(f"SharedEncoder takes one image at a time, got a batch of {image.shape[0]}")
+            raise ValueError(
+                f"SharedEncoder takes one image at a time, got a batch of {image.shape[0]}"
+            )
         request = _Request(image)
         if image.is_cuda:
             request.uploaded = torch.cuda.Event()

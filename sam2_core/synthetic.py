@@ -101,7 +101,9 @@ class SyntheticConfig:
                 f"SyntheticConfig.min_visible_pixels must be >= 1, got {self.min_visible_pixels}"
             )
         if self.late_entries > 1:
-            raise ValueError(f"SyntheticConfig.late_entries must be at most 1, got {self.late_entries}")
+            raise ValueError(
+                f"SyntheticConfig.late_entries must be at most 1, got {self.late_entries}"
+            )
 
 
 @dataclass(frozen=True)
@@ -159,7 +161,10 @@ def generate_video(seed: int, config: SyntheticConfig | None = None) -> Syntheti
     background = _background_canvas(rng, config.height, config.width)
     bg_velocity = rng.uniform(-1.0, 1.0, size=2) * config.background_speed
     # Objects entering late (no extra random draws when late_entries is 0: old seeds stay put).
-    late = [k > 0 and config.late_entries > 0 and rng.random() < config.late_entries for k in range(num_objects)]
+    late = [
+        k > 0 and config.late_entries > 0 and rng.random() < config.late_entries
+        for k in range(num_objects)
+    ]
     plans = [_plan_object(rng, config, late[k]) for k in range(num_objects)]
 
     # Re-draw objects that end up (almost) never visible, e.g. hidden behind a
@@ -208,7 +213,9 @@ def generate_video(seed: int, config: SyntheticConfig | None = None) -> Syntheti
     )
 
 
-def _plan_object(rng: np.random.Generator, config: SyntheticConfig, late: bool = False) -> _ObjectPlan:
+def _plan_object(
+    rng: np.random.Generator, config: SyntheticConfig, late: bool = False
+) -> _ObjectPlan:
     """Draw one object's shape, texture and motion over the whole video; a ``late`` one is
     wholly outside the frame until an entry frame between T/6 and T/2, then comes in through
     an edge at a brisk speed."""

@@ -70,7 +70,9 @@ class TrackerOptions:
 
     def __post_init__(self):
         if self.object_chunk is not None and self.object_chunk < 1:
-            raise ValueError(f"object_chunk must be >= 1 (or None for automatic), got {self.object_chunk}")
+            raise ValueError(
+                f"object_chunk must be >= 1 (or None for automatic), got {self.object_chunk}"
+            )
 
 
 @dataclass
@@ -141,7 +143,9 @@ class FrameResult:
     def video_logits(self) -> torch.Tensor:
         """N x H x W float32 logits at the video's resolution, on the device (> 0 inside;
         -1024 where absent)."""
-        return F.interpolate(self.low_res, size=self.video_size, mode="bilinear", align_corners=False)[:, 0]
+        return F.interpolate(
+            self.low_res, size=self.video_size, mode="bilinear", align_corners=False
+        )[:, 0]
 
     @functools.cached_property
     def mask_logits(self) -> torch.Tensor:
@@ -154,8 +158,12 @@ class FrameResult:
         n = len(self.object_ids)
         h, w = self.video_size
         masks = self.video_logits() > 0
-        scalars = torch.stack([self.object_score_logits.float(), self.ious.float()], dim=1).contiguous()
-        packed = torch.cat([scalars.reshape(-1).view(torch.uint8), masks.reshape(-1).view(torch.uint8)])
+        scalars = torch.stack(
+            [self.object_score_logits.float(), self.ious.float()], dim=1
+        ).contiguous()
+        packed = torch.cat(
+            [scalars.reshape(-1).view(torch.uint8), masks.reshape(-1).view(torch.uint8)]
+        )
         host = to_host(packed).numpy()
         values = host[: n * 8].view(np.float32).reshape(n, 2)
         return FrameMasks(
@@ -194,14 +202,20 @@ class VideoSession:
         stable = self.options.stable_shapes
         self.stable_shapes = bool(model.hot_parts_compiled if stable is None else stable)
         self._bank = MemoryBank(
-            model, self.num_frames, self.options.storage_device, self.options.memory_dtype, stable_shapes=self.stable_shapes
+            model,
+            self.num_frames,
+            self.options.storage_device,
+            self.options.memory_dtype,
+            stable_shapes=self.stable_shapes,
         )
         self._objects: OrderedDict[int, ObjectTrack] = OrderedDict()
         self._features: OrderedDict[int, ImageFeatures] = OrderedDict()
         ahead = self.options.prefetch_frames
         if ahead is None:  # read ahead only where the model does not run on the same cores
             ahead = 2 if self.device.type == "cuda" else 0
-        self._reader = FramePrefetcher(frames, model.image_size, ahead, pin=self.device.type == "cuda")
+        self._reader = FramePrefetcher(
+            frames, model.image_size, ahead, pin=self.device.type == "cuda"
+        )
         self._encode = encoder or model.encode_image
         self.stats = TrackerStats(object_chunk=self.options.object_chunk)
 
@@ -211,18 +225,27 @@ class VideoSession:
     def object_ids(self) -> list[int]:
         return list(self._objects)
 
-    def add_points(self, frame: int, object_id: int, points, labels, clear_old: bool = True) -> FrameResult:
+    def add_points(
+        self, frame: int, object_id: int, points, labels, clear_old: bool = True
+    ) -> FrameResult:
         """Click ``points`` (N x 2, x/y pixels) with ``labels`` (N; 1 foreground, 0 background)."""
         return self.add_prompt(frame, object_id, points=points, labels=labels, clear_old=clear_old)
 
     def add_box(self, frame: int, object_id: int, box, points=None, labels=None) -> FrameResult:
         """A box (x1, y1, x2, y2 pixels), optionally with points; replaces the frame's earlier points."""
-        return self.add_prompt(frame, object_id, points=points, labels=labels, box=box, clear_old=True)
+        return self.add_prompt(
+            frame, object_id, points=points, labels=labels, box=box, clear_old=True
+        )
 
-    def add_prompt(self, frame: int, object_id: int, points=None, labels=None, box=None, clear_old: bool = True) -> FrameResult:
+    def add_prompt(
+        self, frame: int, object_id: int, points=None, labels=None, box=None, clear_old: bool = True
+    ) -> FrameResult:
         """Add points and/or a box for an object on a frame (new objects are created on demand)."""
         self._check_frame(frame)
-        return self.add(ObjectPrompt(object_id, frame, points=points, labels=labels, box=box), clear_old=clear_old)
+        return self.add(
+            ObjectPrompt(object_id, frame, points=points, labels=labels, box=box),
+            clear_old=clear_old,
+        )
 
     def add_mask(self, frame: int, object_id: int, mask) -> FrameResult:
         """A binary mask (H x W, the video's size or any size) for an object on a frame."""
@@ -239,7 +262,9 @@ class VideoSession:
         if prompt.mask is not None:
             return self._add_mask(prompt)
         if prompt.box is not None and not clear_old:
-            raise ValueError("a box must come first on a frame: add it with clear_old=True (it replaces the frame's earlier points)")
+            raise ValueError(
+                "a box must come first on a frame: add it with clear_old=True (it replaces the frame's earlier points)"
+            )
         track = self._track(prompt.object_id)
         earlier_prompt = track.prompts.get(frame)
         if not clear_old and earlier_prompt is not None and earlier_prompt.mask is None:
@@ -249,13 +274,17 @@ class VideoSession:
         earlier = self._output(track, frame)
         if earlier is not None and earlier.pred_masks is not None:
             prev = to_device(earlier.pred_masks, self.device).clamp(-32.0, 32.0)
-        return self._prompted_step(frame, track, points=self._model_points(prompt), mask=None, prev_logits=prev)
+        return self._prompted_step(
+            frame, track, points=self._model_points(prompt), mask=None, prev_logits=prev
+        )
 
     def _add_mask(self, prompt: ObjectPrompt) -> FrameResult:
         m = to_device(torch.from_numpy(prompt.mask.astype(np.float32))[None, None], self.device)
         size = self.model.image_size
         if tuple(m.shape[-2:]) != (size, size):
-            m = F.interpolate(m, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
+            m = F.interpolate(
+                m, size=(size, size), mode="bilinear", align_corners=False, antialias=True
+            )
             m = (m >= 0.5).float()
         track = self._track(prompt.object_id)
         track.prompts[prompt.frame] = prompt
@@ -294,7 +323,9 @@ class VideoSession:
         self._bank.clear()
 
     @torch.inference_mode()
-    def propagate(self, start_frame: int | None = None, reverse: bool = False, max_frames: int | None = None) -> Iterator[FrameResult]:
+    def propagate(
+        self, start_frame: int | None = None, reverse: bool = False, max_frames: int | None = None
+    ) -> Iterator[FrameResult]:
         """Track every object from ``start_frame`` (default: the earliest prompted frame) forward,
         or in reverse, for at most ``max_frames`` frames after the start; yields each frame."""
         self._commit_pending()
@@ -345,7 +376,9 @@ class VideoSession:
 
     def _check_frame(self, frame: int) -> None:
         if not isinstance(frame, (int, np.integer)) or not 0 <= frame < self.num_frames:
-            raise IndexError(f"frame index {frame!r} out of range: the video has {self.num_frames} frames (0..{self.num_frames - 1})")
+            raise IndexError(
+                f"frame index {frame!r} out of range: the video has {self.num_frames} frames (0..{self.num_frames - 1})"
+            )
 
     def _existing(self, object_id: int) -> ObjectTrack:
         if object_id not in self._objects:
@@ -381,7 +414,14 @@ class VideoSession:
             return track.pending[frame][1]
         return self._bank.output(track.object_id, frame)
 
-    def _prompted_step(self, frame: int, track: ObjectTrack, points: tuple[torch.Tensor, torch.Tensor] | None, mask, prev_logits) -> FrameResult:
+    def _prompted_step(
+        self,
+        frame: int,
+        track: ObjectTrack,
+        points: tuple[torch.Tensor, torch.Tensor] | None,
+        mask,
+        prev_logits,
+    ) -> FrameResult:
         """One object's output on a frame from its prompts, kept pending (its memory is encoded
         when the next propagation starts)."""
         init = frame not in track.tracked  # an initial conditioning frame: decoded without memory
@@ -398,8 +438,12 @@ class VideoSession:
                 coords, labels = (None, None) if points is None else points
                 n_pts = 0 if labels is None else labels.shape[1]
                 heads = self.model.sam_heads(
-                    pix, feats.high_res, coords, labels,
-                    prev_logits if mask is None else mask, multimask=self.model.use_multimask(init, n_pts),
+                    pix,
+                    feats.high_res,
+                    coords,
+                    labels,
+                    prev_logits if mask is None else mask,
+                    multimask=self.model.use_multimask(init, n_pts),
                 )
         is_cond = init or self.cfg.add_all_frames_to_correct_as_cond
         track.pending[frame] = (is_cond, self._store(heads)[0])
@@ -421,20 +465,31 @@ class VideoSession:
         for track in self._objects.values():
             memory = self._bank.memory(track.object_id)
             if not track.pending and not memory.cond and not memory.non_cond:
-                raise ValueError(f"object {track.object_id} has no prompts: add points, a box or a mask first")
+                raise ValueError(
+                    f"object {track.object_id} has no prompts: add points, a box or a mask first"
+                )
             for frame in sorted(track.pending, key=lambda f: track.pending[f][0]):  # ordinary first
                 is_cond, state = track.pending[frame]
                 if state.maskmem is None:
                     feats = self._frame_features(frame)
-                    high = F.interpolate(to_device(state.pred_masks, self.device), size=(size, size), mode="bilinear", align_corners=False)
+                    high = F.interpolate(
+                        to_device(state.pred_masks, self.device),
+                        size=(size, size),
+                        mode="bilinear",
+                        align_corners=False,
+                    )
                     with self._autocast():
                         scores = to_device(state.object_score_logits, self.device)
-                        mm, _ = self.model.encode_memory(feats.embedding, high, scores, binarize=binarize)
+                        mm, _ = self.model.encode_memory(
+                            feats.embedding, high, scores, binarize=binarize
+                        )
                     state.maskmem = self._bank.stored_memory(mm)
                 self._bank.add([track.object_id], frame, [state], conditioning=is_cond)
             track.pending.clear()
             if not memory.cond:
-                raise ValueError(f"object {track.object_id} has no conditioning frame: add points, a box or a mask first")
+                raise ValueError(
+                    f"object {track.object_id} has no conditioning frame: add points, a box or a mask first"
+                )
 
     def _advance(self, frame: int, reverse: bool) -> FrameResult:
         """Track every object on one frame (reusing conditioning outputs) and record it. A frame
@@ -462,7 +517,9 @@ class VideoSession:
         one, estimated once on CUDA, and on the CPU every object of the session."""
         automatic = self.options.object_chunk is None and not self.stats.oom_retries
         if self.stats.object_chunk is None or (automatic and self.device.type != "cuda"):
-            self.stats.object_chunk = automatic_object_chunk(self.model, self.device, len(self._objects))
+            self.stats.object_chunk = automatic_object_chunk(
+                self.model, self.device, len(self._objects)
+            )
         return self.stats.object_chunk
 
     def _track_objects(self, object_ids: list[int], frame: int, reverse: bool) -> None:
@@ -481,9 +538,13 @@ class VideoSession:
         high_res = feats.expand(len(ids)).high_res
         with self._autocast():
             pix = self._bank.condition(ids, frame, feats, reverse)
-            heads = self.model.sam_heads(pix, high_res, None, None, None, multimask=self.model.use_multimask(False, 0))
+            heads = self.model.sam_heads(
+                pix, high_res, None, None, None, multimask=self.model.use_multimask(False, 0)
+            )
             # The frame's embedding is the same for every object: pass it once, it broadcasts.
-            maskmem, _ = self.model.encode_memory(feats.embedding, heads.high_res, heads.object_score_logits, binarize=False)
+            maskmem, _ = self.model.encode_memory(
+                feats.embedding, heads.high_res, heads.object_score_logits, binarize=False
+            )
         if len(ids) > n:
             heads, maskmem = heads.first(n), maskmem[:n]
         self._bank.add(object_ids, frame, self._store(heads, maskmem), conditioning=False)
@@ -500,27 +561,51 @@ class VideoSession:
             prompted.append(frame in track.prompted_frames())
             if state is None or state.pred_masks is None:
                 if absent_mask is None:
-                    absent_mask = torch.full((1, 1, h4, h4), NO_OBJECT_SCORE, dtype=torch.float32, device=self.device)
-                    score_absent = torch.full((1,), NO_OBJECT_SCORE, dtype=torch.float32, device=self.device)
+                    absent_mask = torch.full(
+                        (1, 1, h4, h4), NO_OBJECT_SCORE, dtype=torch.float32, device=self.device
+                    )
+                    score_absent = torch.full(
+                        (1,), NO_OBJECT_SCORE, dtype=torch.float32, device=self.device
+                    )
                     iou_absent = torch.zeros(1, dtype=torch.float32, device=self.device)
                 lows.append(absent_mask)
                 scores.append(score_absent)
                 ious.append(iou_absent)
                 continue
             lows.append(to_device(state.pred_masks, self.device, torch.float32))
-            scores.append(to_device(state.object_score_logits, self.device, torch.float32).reshape(1))
+            scores.append(
+                to_device(state.object_score_logits, self.device, torch.float32).reshape(1)
+            )
             ious.append(to_device(state.iou, self.device, torch.float32).reshape(1))
         if not ids:
             empty = torch.zeros(0, dtype=torch.float32, device=self.device)
-            return FrameResult(frame, ids, empty.reshape(0, 1, h4, h4), empty, empty, prompted, (self.height, self.width))
-        return FrameResult(frame, ids, torch.cat(lows), torch.cat(scores), torch.cat(ious), prompted, (self.height, self.width))
+            return FrameResult(
+                frame,
+                ids,
+                empty.reshape(0, 1, h4, h4),
+                empty,
+                empty,
+                prompted,
+                (self.height, self.width),
+            )
+        return FrameResult(
+            frame,
+            ids,
+            torch.cat(lows),
+            torch.cat(scores),
+            torch.cat(ious),
+            prompted,
+            (self.height, self.width),
+        )
 
 
 def _next_power_of_two(n: int) -> int:
     return 1 << max(n - 1, 0).bit_length()
 
 
-def automatic_object_chunk(model: SAM2Model, device: torch.device, num_objects: int, share: float = 0.5) -> int:
+def automatic_object_chunk(
+    model: SAM2Model, device: torch.device, num_objects: int, share: float = 0.5
+) -> int:
     """How many objects to advance together: all of them on the CPU; on CUDA as many as
     ``share`` of the free device memory holds, by an estimate of one object's working memory
     in memory attention (its memory tokens, the attention scores if the math kernel runs, the
@@ -531,7 +616,9 @@ def automatic_object_chunk(model: SAM2Model, device: torch.device, num_objects: 
     free, _ = torch.cuda.mem_get_info(device)
     cfg = model.cfg
     hw = cfg.feat_size**2
-    mem_tokens = cfg.tracking.num_maskmem * hw + cfg.tracking.max_obj_ptrs_in_encoder * max(cfg.hidden_dim // cfg.mem_dim, 1)
+    mem_tokens = cfg.tracking.num_maskmem * hw + cfg.tracking.max_obj_ptrs_in_encoder * max(
+        cfg.hidden_dim // cfg.mem_dim, 1
+    )
     att = cfg.memory_attention
     per_object = 4 * (
         hw * mem_tokens * att.num_heads  # attention scores (math kernel)
@@ -552,18 +639,24 @@ def _merge_prompts(prompts: Sequence[ObjectPrompt], num_frames: int) -> list[Obj
     for i, p in enumerate(prompts):
         where = f"prompt {i} (object {p.object_id}, frame {p.frame})"
         if p.frame >= num_frames:
-            raise ValueError(f"{where}: frame {p.frame} is past the video's end ({num_frames} frames)")
+            raise ValueError(
+                f"{where}: frame {p.frame} is past the video's end ({num_frames} frames)"
+            )
         key = (p.object_id, p.frame)
         earlier = merged.get(key)
         if earlier is None:
             merged[key] = p
             continue
         if p.mask is not None:
-            raise ValueError(f"{where}: a mask prompt cannot be combined with other prompts on the same frame")
+            raise ValueError(
+                f"{where}: a mask prompt cannot be combined with other prompts on the same frame"
+            )
         if p.box is not None and (earlier.box is not None or earlier.mask is not None):
             raise ValueError(f"{where}: more than one box (or a box and a mask) on the same frame")
         if earlier.mask is not None:
-            raise ValueError(f"{where}: a mask prompt cannot be combined with points on the same frame")
+            raise ValueError(
+                f"{where}: a mask prompt cannot be combined with points on the same frame"
+            )
         merged[key] = earlier.with_points_of(p)
     return [merged[key] for key in sorted(merged, key=lambda k: (k[1], k[0]))]
 
@@ -589,7 +682,9 @@ def track_video(
     return track_session(VideoSession(model, frames, options, encoder), prompts, bounded)
 
 
-def track_session(session: VideoSession, prompts: Sequence[ObjectPrompt], bounded: bool = True) -> Iterator[FrameResult]:
+def track_session(
+    session: VideoSession, prompts: Sequence[ObjectPrompt], bounded: bool = True
+) -> Iterator[FrameResult]:
     """track_video on a session the caller made (and may inspect while it runs)."""
     merged = _merge_prompts(prompts, session.num_frames)
     if not merged:
@@ -597,7 +692,9 @@ def track_session(session: VideoSession, prompts: Sequence[ObjectPrompt], bounde
     for prompt in merged:
         session.add(prompt)
     start = merged[0].frame
-    reverse_from = start if start > 0 else None  # the reverse pass reads the frames just after start
+    reverse_from = (
+        start if start > 0 else None
+    )  # the reverse pass reads the frames just after start
     for result in session.propagate(start, reverse=False):
         yield result
         if bounded:

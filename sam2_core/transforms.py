@@ -36,7 +36,9 @@ def image_to_input(image, size: int, device: torch.device | str = "cpu") -> torc
     Returns 1 x 3 x size x size float32.
     """
     arr = as_rgb_array(image)
-    x = torch.tensor(arr, device=device).permute(2, 0, 1).unsqueeze(0).float() / 255.0  # a copy: PIL arrays are read-only
+    x = (
+        torch.tensor(arr, device=device).permute(2, 0, 1).unsqueeze(0).float() / 255.0
+    )  # a copy: PIL arrays are read-only
     x = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
     return _normalise(x)
 
@@ -63,7 +65,9 @@ def to_model_coords(coords: torch.Tensor, orig_hw: tuple[int, int], size: int) -
 def box_to_points(boxes: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """B x 4 boxes (x1, y1, x2, y2) -> B x 2 x 2 corner points with labels 2 and 3."""
     coords = boxes.reshape(-1, 2, 2)
-    labels = torch.tensor([[2, 3]], dtype=torch.int32, device=boxes.device).expand(coords.shape[0], 2)
+    labels = torch.tensor([[2, 3]], dtype=torch.int32, device=boxes.device).expand(
+        coords.shape[0], 2
+    )
     return coords, labels
 
 
@@ -104,25 +108,41 @@ class ImageConvention:
 
     def image_to_input(self, image, size: int, device: torch.device | str = "cpu") -> torch.Tensor:
         """H x W x 3 uint8 image -> 1 x 3 x size x size model input."""
-        return longest_side_to_input(image, size, device) if self.letterbox else image_to_input(image, size, device)
+        return (
+            longest_side_to_input(image, size, device)
+            if self.letterbox
+            else image_to_input(image, size, device)
+        )
 
-    def to_model_coords(self, coords: torch.Tensor, orig_hw: tuple[int, int], size: int) -> torch.Tensor:
+    def to_model_coords(
+        self, coords: torch.Tensor, orig_hw: tuple[int, int], size: int
+    ) -> torch.Tensor:
         """Pixel (x, y) of an orig_hw image -> pixels of the model input."""
         if not self.letterbox:
             return to_model_coords(coords, orig_hw, size)
         h, w = longest_side_shape(orig_hw[0], orig_hw[1], size)
-        scale = torch.tensor([w / orig_hw[1], h / orig_hw[0]], dtype=torch.float32, device=coords.device)
+        scale = torch.tensor(
+            [w / orig_hw[1], h / orig_hw[0]], dtype=torch.float32, device=coords.device
+        )
         return coords.float() * scale
 
-    def masks_to_image(self, low_res: torch.Tensor, orig_hw: tuple[int, int], size: int) -> torch.Tensor:
+    def masks_to_image(
+        self, low_res: torch.Tensor, orig_hw: tuple[int, int], size: int
+    ) -> torch.Tensor:
         """B x M x h x w low-res logits -> B x M x H x W logits on the original image."""
         if self.letterbox:
             h, w = longest_side_shape(orig_hw[0], orig_hw[1], size)
-            low_res = F.interpolate(low_res, size=(size, size), mode="bilinear", align_corners=False)[..., :h, :w]
+            low_res = F.interpolate(
+                low_res, size=(size, size), mode="bilinear", align_corners=False
+            )[..., :h, :w]
         return F.interpolate(low_res, size=orig_hw, mode="bilinear", align_corners=False)
 
     def clamp_low_res(self, low_res: torch.Tensor) -> torch.Tensor:
-        return low_res if self.low_res_clamp is None else low_res.clamp(-self.low_res_clamp, self.low_res_clamp)
+        return (
+            low_res
+            if self.low_res_clamp is None
+            else low_res.clamp(-self.low_res_clamp, self.low_res_clamp)
+        )
 
 
 SAM2_IMAGE_CONVENTION = ImageConvention(letterbox=False, low_res_clamp=32.0)

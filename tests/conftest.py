@@ -22,7 +22,9 @@ if TEST_READERS.is_dir() and str(TEST_READERS) not in sys.path:
 
 def _require(path: Path) -> Path:
     if not path.exists():
-        pytest.fail(f"required shared data is missing: {path} (expected ../shared beside the checkout)")
+        pytest.fail(
+            f"required shared data is missing: {path} (expected ../shared beside the checkout)"
+        )
     return path
 
 
@@ -53,7 +55,9 @@ def mini(mini_a_dir: Path):
     from sam2_core import build_model
 
     torch.manual_seed(0)
-    return build_model(str(mini_a_dir / "config.json"), checkpoint=str(mini_a_dir / "checkpoint.pt"))
+    return build_model(
+        str(mini_a_dir / "config.json"), checkpoint=str(mini_a_dir / "checkpoint.pt")
+    )
 
 
 @pytest.fixture(scope="module")

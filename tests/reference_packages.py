@@ -22,7 +22,9 @@ def import_reference(module: str, requirement: str) -> ModuleType:
     place (sys.path is restored afterwards; the project's own code never sees it).
     """
     if importlib.util.find_spec(module) is None:
-        pytest.skip(f"{requirement} is not installed (scripts/setup.sh installs the reference packages)")
+        pytest.skip(
+            f"{requirement} is not installed (scripts/setup.sh installs the reference packages)"
+        )
     if "torchvision" not in sys.modules:
         try:
             import torchvision  # noqa: F401

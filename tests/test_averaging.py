@@ -24,7 +24,11 @@ def test_average_is_the_elementwise_mean_in_the_stored_dtype():
     a, b, c = random_state(0), random_state(1), random_state(2)
     half_c = {k: v.half() if v.is_floating_point() else v for k, v in c.items()}
     mean = average_state_dicts([half_c, a, b])
-    name = next(k for k, v in a.items() if v.is_floating_point() and v.numel() > 10 and not torch.equal(v, b[k]))
+    name = next(
+        k
+        for k, v in a.items()
+        if v.is_floating_point() and v.numel() > 10 and not torch.equal(v, b[k])
+    )
     expected = (c[name].half().float() + a[name] + b[name]) / 3
     assert mean[name].dtype == torch.float16
     assert torch.allclose(mean[name].float(), expected, atol=1e-3)
@@ -60,7 +64,9 @@ def test_command_writes_a_strictly_loading_average_with_its_record(tmp_path, cap
     assert jobs_main(["average-checkpoints", *paths, "--output", str(out)]) == 0
     averaged = read_state_dict(read_bytes(str(out / "model.pt")))
     a, b = random_state(0), random_state(1)
-    assert all(torch.allclose(averaged[k], (a[k] + b[k]) / 2) for k in a if a[k].is_floating_point())
+    assert all(
+        torch.allclose(averaged[k], (a[k] + b[k]) / 2) for k in a if a[k].is_floating_point()
+    )
     build_for_training(str(out / "config.json"), str(out / "model.pt"))
     record = json.loads((out / "config.json").read_text())["training"]
     assert [r["sha256"] for r in record["averaged"]] == [sha256_file(p) for p in paths]
@@ -70,7 +76,10 @@ def test_command_writes_a_strictly_loading_average_with_its_record(tmp_path, cap
     other = tmp_path / "other.pt"
     small = {k: v for k, v in random_state(0).items() if not k.startswith("memory_encoder.")}
     torch.save({"model": small}, other)
-    assert jobs_main(["average-checkpoints", paths[0], str(other), "--output", str(tmp_path / "bad")]) == 1
+    assert (
+        jobs_main(["average-checkpoints", paths[0], str(other), "--output", str(tmp_path / "bad")])
+        == 1
+    )
     err = capsys.readouterr().err
     assert "average-checkpoints:" in err and "only in" in err and str(other) in err
     assert not (tmp_path / "bad" / "model.pt").exists()
@@ -86,13 +95,17 @@ def test_nan_or_infinite_weights_are_refused_naming_checkpoint_and_tensor(tmp_pa
     for bad_value in (float("nan"), float("inf")):
         poisoned = dict(b, **{name: b[name].clone()})
         poisoned[name].view(-1)[3] = bad_value
-        with pytest.raises(CheckpointError, match=f"second.pt holds NaN or infinite values in {name}"):
+        with pytest.raises(
+            CheckpointError, match=f"second.pt holds NaN or infinite values in {name}"
+        ):
             average_state_dicts([a, poisoned], ["first.pt", "second.pt"])
 
     # Finite inputs whose mean overflows the first checkpoint's dtype (float16) are refused too.
     half = {k: (v.half() if v.is_floating_point() else v) for k, v in a.items()}
     huge = dict(b, **{name: torch.full_like(b[name], 1e6)})
-    with pytest.raises(CheckpointError, match=f"the average of {name} is not finite in torch.float16"):
+    with pytest.raises(
+        CheckpointError, match=f"the average of {name} is not finite in torch.float16"
+    ):
         average_state_dicts([half, huge])
     run = tmp_path / "run"
     run.mkdir()
@@ -115,7 +128,9 @@ def test_integer_tensors_must_be_equal_and_not_mixed_with_floats():
     same = average_state_dicts([{**a, **counter}, {**b, **counter}])
     assert torch.equal(same["steps"], counter["steps"]) and same["steps"].dtype == torch.int64
     with pytest.raises(CheckpointError, match="steps is not a float tensor .* must be equal"):
-        average_state_dicts([{**a, **counter}, {**b, "steps": torch.tensor([3, 5])}], ["first.pt", "second.pt"])
+        average_state_dicts(
+            [{**a, **counter}, {**b, "steps": torch.tensor([3, 5])}], ["first.pt", "second.pt"]
+        )
     as_int = dict(b, **{name: b[name].round().to(torch.int32)})
     with pytest.raises(CheckpointError, match=f"differ in dtype kind.*{name}"):
         average_state_dicts([a, as_int], ["first.pt", "second.pt"])

@@ -153,7 +153,9 @@ def test_flops_counter_agrees_with_the_hand_count(tmp_path):
         assert r["flops"]["memory_attention"] == pytest.approx(
             r["objects"] * r["memory_attention_hand_count_per_object"], rel=1e-6
         )
-    assert 2.5 * f["memory_attention"] < three["flops"]["memory_attention"] < 3 * f["memory_attention"]
+    assert (
+        2.5 * f["memory_attention"] < three["flops"]["memory_attention"] < 3 * f["memory_attention"]
+    )
     assert (
         three["flops"]["image_encoder"] == f["image_encoder"]
     )  # once per frame, whatever the objects
@@ -224,7 +226,9 @@ def test_bench_vs_official_times_both_and_checks_their_masks_agree(mini_a_dir, t
     from benchmarks import bench_vs_official
 
     if not bench_vs_official.official_available():
-        pytest.skip("Meta's sam2 1.1.0 is not installed (the 'reference' extra; see benchmarks/README.md)")
+        pytest.skip(
+            "Meta's sam2 1.1.0 is not installed (the 'reference' extra; see benchmarks/README.md)"
+        )
     out = tmp_path / "vs_official.json"
     bench_vs_official.main(
         [
@@ -248,14 +252,18 @@ def test_bench_vs_official_times_both_and_checks_their_masks_agree(mini_a_dir, t
     doc = _load(out)
     assert doc["benchmark"] == "bench_vs_official" and doc["versions"]["sam2"] == "1.1.0"
     s = doc["settings"]
-    assert s["variants"] == ["official", "ours", "ours_prefetch0"] and s["steady_frames_per_pass"] == 2
+    assert (
+        s["variants"] == ["official", "ours", "ours_prefetch0"] and s["steady_frames_per_pass"] == 2
+    )
     assert s["ours_prefetch_frames"]["ours_prefetch0"] == 0
     results = doc["figures"]["results"]
     assert [r["objects"] for r in results] == [1, 2]
     for r in results:
         for v in s["variants"]:
             assert len(r[v]["whole_job_s"]) == 2 and r[v]["steady"]["count"] == 2 * 2
-            assert _positive(r[v]["whole_job_median_s"]) and _positive(r[v]["steady"]["frames_per_s"])
+            assert _positive(r[v]["whole_job_median_s"]) and _positive(
+                r[v]["steady"]["frames_per_s"]
+            )
             b = r["breakdown_ms_per_frame"][v]
             assert b["frames"] == 2 * 2 and 1 <= b["frames_kept"] <= b["frames"]
             assert r[v]["whole_job_min_s"] <= r[v]["whole_job_median_s"]

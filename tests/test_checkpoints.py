@@ -33,7 +33,9 @@ def _reference_keys(reference_dir: Path, name: str) -> dict:
 
 def test_there_are_eight_official_models(reference_dir: Path) -> None:
     assert len(OFFICIAL_MODELS) == 8
-    assert sorted(p.stem for p in (reference_dir / "keys").glob("*.json")) == sorted(OFFICIAL_MODELS)
+    assert sorted(p.stem for p in (reference_dir / "keys").glob("*.json")) == sorted(
+        OFFICIAL_MODELS
+    )
 
 
 @pytest.mark.parametrize("name", sorted(OFFICIAL_CONFIG_FILES))
@@ -41,7 +43,10 @@ def test_official_state_dict_names_and_shapes(reference_dir: Path, name: str) ->
     ref = _reference_keys(reference_dir, name)
     model = build_meta(name)
     ours = {k: list(v.shape) for k, v in model.state_dict().items()}
-    missing, extra = sorted(set(ref["tensors"]) - set(ours)), sorted(set(ours) - set(ref["tensors"]))
+    missing, extra = (
+        sorted(set(ref["tensors"]) - set(ours)),
+        sorted(set(ours) - set(ref["tensors"])),
+    )
     assert not missing and not extra, f"missing {missing[:5]}, unexpected {extra[:5]}"
     wrong = {k: (ours[k], s) for k, s in ref["tensors"].items() if ours[k] != s}
     assert not wrong
@@ -53,7 +58,11 @@ def test_keys_command_prints_the_reference_layout(reference_dir: Path) -> None:
     name = "sam2.1_hiera_tiny"
     proc = subprocess.run(
         [sys.executable, "-m", "sam2_core.parity", "keys", name],
-        cwd=REPO, capture_output=True, text=True, timeout=120, check=False,
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
     )
     assert proc.returncode == 0, proc.stderr
     printed = json.loads(proc.stdout)
@@ -71,6 +80,7 @@ def test_keys_command_rejects_unknown_name() -> None:
 
 
 # --- loading -----------------------------------------------------------------------------------
+
 
 @pytest.fixture(scope="module")
 def mini_config(mini_a_dir: Path):
@@ -99,7 +109,10 @@ def test_checkpoint_of_another_size_is_refused(mini_config, tmp_path: Path) -> N
         build_model(mini_config, str(path))
     msg = str(err.value)
     assert str(path) in msg
-    theirs, ours = torch.load(path, weights_only=True)["model"], build_meta(mini_config).state_dict()
+    theirs, ours = (
+        torch.load(path, weights_only=True)["model"],
+        build_meta(mini_config).state_dict(),
+    )
     n_wrong = sum(tuple(theirs[k].shape) != tuple(v.shape) for k, v in ours.items())
     assert n_wrong > 50
     assert f"{n_wrong} of the wrong shape" in msg
@@ -108,18 +121,26 @@ def test_checkpoint_of_another_size_is_refused(mini_config, tmp_path: Path) -> N
 
 
 def test_checkpoint_with_other_blocks_is_refused(mini_config, tmp_path: Path) -> None:
-    deeper = dataclasses.replace(mini_config, trunk=dataclasses.replace(mini_config.trunk, stages=(1, 2, 5, 1), global_att_blocks=(5, 7)))
+    deeper = dataclasses.replace(
+        mini_config,
+        trunk=dataclasses.replace(mini_config.trunk, stages=(1, 2, 5, 1), global_att_blocks=(5, 7)),
+    )
     path = _save_random(deeper, tmp_path / "deeper.pt")
     with pytest.raises(CheckpointError, match=r"unexpected: image_encoder\.trunk\.blocks\.8\."):
         build_model(mini_config, str(path))
 
-    shallower = dataclasses.replace(mini_config, memory_attention=dataclasses.replace(mini_config.memory_attention, num_layers=1))
+    shallower = dataclasses.replace(
+        mini_config,
+        memory_attention=dataclasses.replace(mini_config.memory_attention, num_layers=1),
+    )
     path = _save_random(shallower, tmp_path / "shallower.pt")
     with pytest.raises(CheckpointError, match=r"missing: memory_attention\.layers\.1\."):
         build_model(mini_config, str(path))
 
 
-def test_truncated_checkpoint_is_refused(mini_config, mini_checkpoint: Path, tmp_path: Path) -> None:
+def test_truncated_checkpoint_is_refused(
+    mini_config, mini_checkpoint: Path, tmp_path: Path
+) -> None:
     data = mini_checkpoint.read_bytes()
     path = tmp_path / "half.pt"
     path.write_bytes(data[: len(data) // 2])
@@ -158,7 +179,9 @@ def test_missing_local_checkpoint(mini_config, tmp_path: Path) -> None:
     assert str(path) in str(err.value)
 
 
-def test_pickled_objects_are_never_unpickled(mini_config, mini_checkpoint: Path, tmp_path: Path) -> None:
+def test_pickled_objects_are_never_unpickled(
+    mini_config, mini_checkpoint: Path, tmp_path: Path
+) -> None:
     """A checkpoint whose pickle would run code (here: create a file) is refused without running it."""
     marker = tmp_path / "pwned"
 
@@ -209,7 +232,9 @@ def s3():
 
 def test_checkpoint_from_s3(s3, mini_config, mini_checkpoint: Path, mini) -> None:
     s3.filesystem().put(str(mini_checkpoint), "sam2-ckpts/mini_a/checkpoint.pt")
-    model = build_model(mini_config, "s3://sam2-ckpts/mini_a/checkpoint.pt", storage_options=s3.storage_options)
+    model = build_model(
+        mini_config, "s3://sam2-ckpts/mini_a/checkpoint.pt", storage_options=s3.storage_options
+    )
     _assert_same_weights(model, mini)
 
 

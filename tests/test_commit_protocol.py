@@ -263,5 +263,7 @@ def test_two_runs_with_other_prompts_into_one_output_never_give_two_rows_per_key
     # the winner's labeling resumes (nothing to do); the other one stays refused
     again = run_labeling(run_config(runs[winner], out, mini_a_dir, workers=1))
     assert (again.exit_code, again.summary.skipped, again.summary.units_done) == (0, 1, 0)
-    with pytest.raises(RunFatalError, match="already holds masks of video .dog. object 1 .*other prompts"):
+    with pytest.raises(
+        RunFatalError, match="already holds masks of video .dog. object 1 .*other prompts"
+    ):
         run_labeling(run_config(runs[refused[0]], out, mini_a_dir, workers=1))

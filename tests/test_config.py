@@ -21,13 +21,20 @@ _TARGETS = {
     ("image_encoder",): "sam2.modeling.backbones.image_encoder.ImageEncoder",
     ("image_encoder", "trunk"): "sam2.modeling.backbones.hieradet.Hiera",
     ("image_encoder", "neck"): "sam2.modeling.backbones.image_encoder.FpnNeck",
-    ("image_encoder", "neck", "position_encoding"): "sam2.modeling.position_encoding.PositionEmbeddingSine",
+    (
+        "image_encoder",
+        "neck",
+        "position_encoding",
+    ): "sam2.modeling.position_encoding.PositionEmbeddingSine",
     ("memory_attention",): "sam2.modeling.memory_attention.MemoryAttention",
     ("memory_attention", "layer"): "sam2.modeling.memory_attention.MemoryAttentionLayer",
     ("memory_attention", "layer", "self_attention"): "sam2.modeling.sam.transformer.RoPEAttention",
     ("memory_attention", "layer", "cross_attention"): "sam2.modeling.sam.transformer.RoPEAttention",
     ("memory_encoder",): "sam2.modeling.memory_encoder.MemoryEncoder",
-    ("memory_encoder", "position_encoding"): "sam2.modeling.position_encoding.PositionEmbeddingSine",
+    (
+        "memory_encoder",
+        "position_encoding",
+    ): "sam2.modeling.position_encoding.PositionEmbeddingSine",
     ("memory_encoder", "mask_downsampler"): "sam2.modeling.memory_encoder.MaskDownSampler",
     ("memory_encoder", "fuser"): "sam2.modeling.memory_encoder.Fuser",
     ("memory_encoder", "fuser", "layer"): "sam2.modeling.memory_encoder.CXBlock",
@@ -62,7 +69,9 @@ def test_official_yaml_parses_like_official_name(tmp_path: Path, name: str) -> N
 
 
 def test_official_names_differ_where_they_should() -> None:
-    tiny, tiny21, large21 = (official_config(n) for n in ("sam2_hiera_tiny", "sam2.1_hiera_tiny", "sam2.1_hiera_large"))
+    tiny, tiny21, large21 = (
+        official_config(n) for n in ("sam2_hiera_tiny", "sam2.1_hiera_tiny", "sam2.1_hiera_large")
+    )
     assert not tiny.tracking.no_obj_embed_spatial and tiny21.tracking.no_obj_embed_spatial
     assert tiny21.trunk.stages == (1, 2, 7, 2) and large21.trunk.stages == (2, 6, 36, 4)
     assert large21.neck.backbone_channel_list == (1152, 576, 288, 144)
@@ -80,7 +89,9 @@ def _apply_override(tree: dict, override: str) -> None:
 
 def _strip(tree):
     if isinstance(tree, dict):
-        return {k: _strip(v) for k, v in tree.items() if k not in ("_target_", "compile_image_encoder")}
+        return {
+            k: _strip(v) for k, v in tree.items() if k not in ("_target_", "compile_image_encoder")
+        }
     return tree
 
 
@@ -98,13 +109,19 @@ def test_official_tiny_tree_plus_overrides_is_mini_a_resolved_tree(mini_a_dir: P
 def test_mini_a_config_json_parses(mini_a_dir: Path) -> None:
     cfg = resolve_config(str(mini_a_dir / "config.json"))
     assert cfg.image_size == 256 and cfg.feat_size == 16
-    assert cfg.trunk.embed_dim == 16 and cfg.trunk.stages == (1, 2, 4, 1) and cfg.trunk.global_att_blocks == (4, 6)
+    assert (
+        cfg.trunk.embed_dim == 16
+        and cfg.trunk.stages == (1, 2, 4, 1)
+        and cfg.trunk.global_att_blocks == (4, 6)
+    )
     assert cfg.hidden_dim == 64 and cfg.mem_dim == 16
     assert cfg.memory_attention.num_layers == 2 and cfg.memory_attention.kv_in_dim == 16
     assert cfg.memory_attention.feat_sizes == (16, 16)
     assert cfg.tracking.add_all_frames_to_correct_as_cond
     assert cfg.tracking.binarize_mask_from_pts_for_mem_enc
-    assert cfg.tracking.no_obj_embed_spatial and cfg.tracking.proj_tpos_enc_in_obj_ptrs  # SAM 2.1 flags kept
+    assert (
+        cfg.tracking.no_obj_embed_spatial and cfg.tracking.proj_tpos_enc_in_obj_ptrs
+    )  # SAM 2.1 flags kept
     assert cfg.decoder.dynamic_multimask_via_stability
     assert cfg.decoder.dynamic_multimask_stability_delta == 0.05
     assert cfg.decoder.dynamic_multimask_stability_thresh == 0.98
@@ -117,7 +134,9 @@ def test_config_from_fsspec_url() -> None:
     fs = fsspec.filesystem("memory")
     fs.pipe(url, _official_yaml_text("sam2.1_hiera_small").encode())
     try:
-        assert dataclasses.replace(resolve_config(url), name="sam2.1_hiera_small") == official_config("sam2.1_hiera_small")
+        assert dataclasses.replace(
+            resolve_config(url), name="sam2.1_hiera_small"
+        ) == official_config("sam2.1_hiera_small")
     finally:
         fs.rm("/sam2-config-test", recursive=True)
 
@@ -144,7 +163,10 @@ def test_unknown_keys_are_refused_by_name(tmp_path: Path, where: tuple, key: str
 
 def test_unknown_decoder_extra_arg_is_refused(tmp_path: Path) -> None:
     tree = official_tree("sam2_hiera_small")
-    tree["sam_mask_decoder_extra_args"] = {"dynamic_multimask_via_stability": True, "mystery_flag": 1}
+    tree["sam_mask_decoder_extra_args"] = {
+        "dynamic_multimask_via_stability": True,
+        "mystery_flag": 1,
+    }
     with pytest.raises(ConfigError, match="mystery_flag"):
         resolve_config(_write(tmp_path, "x.yaml", yaml.safe_dump({"model": tree})))
 
@@ -184,10 +206,15 @@ def test_yaml_exponent_without_dot_is_read_as_a_number(tmp_path: Path) -> None:
     text = _official_yaml_text("sam2.1_hiera_tiny")
     assert "layer_scale_init_value: 1.0e-06" in text
     text = text.replace("layer_scale_init_value: 1.0e-06", "layer_scale_init_value: 1e-6")
-    assert yaml.safe_load(text)["model"]["memory_encoder"]["fuser"]["layer"]["layer_scale_init_value"] == "1e-6"
+    assert (
+        yaml.safe_load(text)["model"]["memory_encoder"]["fuser"]["layer"]["layer_scale_init_value"]
+        == "1e-6"
+    )
     cfg = resolve_config(_write(tmp_path, "sam2.1_hiera_t.yaml", text))
     assert cfg.memory_encoder.layer_scale_init_value == 1e-6
-    assert dataclasses.replace(cfg, name="sam2.1_hiera_tiny") == official_config("sam2.1_hiera_tiny")
+    assert dataclasses.replace(cfg, name="sam2.1_hiera_tiny") == official_config(
+        "sam2.1_hiera_tiny"
+    )
 
 
 # What each official model and mini_a differ in from ModelConfig()'s defaults, as today's reader
@@ -200,9 +227,21 @@ _SAM21_TRACKING = {
 }
 _SMALL_TRUNK_WINDOW = {"trunk.window_pos_embed_bkg_spatial_size": (7, 7)}
 _TRUNK_CHANGES = {
-    "tiny": {"trunk.stages": (1, 2, 7, 2), "trunk.global_att_blocks": (5, 7, 9), **_SMALL_TRUNK_WINDOW},
-    "small": {"trunk.stages": (1, 2, 11, 2), "trunk.global_att_blocks": (7, 10, 13), **_SMALL_TRUNK_WINDOW},
-    "base_plus": {"trunk.embed_dim": 112, "trunk.num_heads": 2, "neck.backbone_channel_list": (896, 448, 224, 112)},
+    "tiny": {
+        "trunk.stages": (1, 2, 7, 2),
+        "trunk.global_att_blocks": (5, 7, 9),
+        **_SMALL_TRUNK_WINDOW,
+    },
+    "small": {
+        "trunk.stages": (1, 2, 11, 2),
+        "trunk.global_att_blocks": (7, 10, 13),
+        **_SMALL_TRUNK_WINDOW,
+    },
+    "base_plus": {
+        "trunk.embed_dim": 112,
+        "trunk.num_heads": 2,
+        "neck.backbone_channel_list": (896, 448, 224, 112),
+    },
     "large": {
         "trunk.embed_dim": 144,
         "trunk.num_heads": 2,
@@ -254,7 +293,9 @@ def _with_changes(name: str, changes: dict) -> ModelConfig:
 @pytest.mark.parametrize("name", sorted(OFFICIAL_CONFIG_FILES))
 def test_official_yaml_parses_to_the_pinned_model_config(tmp_path: Path, name: str) -> None:
     version, size = name.split("_hiera_")
-    expected = _with_changes(name, {**_TRUNK_CHANGES[size], **(_SAM21_TRACKING if version == "sam2.1" else {})})
+    expected = _with_changes(
+        name, {**_TRUNK_CHANGES[size], **(_SAM21_TRACKING if version == "sam2.1" else {})}
+    )
     path = _write(tmp_path, Path(OFFICIAL_CONFIG_FILES[name]).name, _official_yaml_text(name))
     parsed = dataclasses.replace(resolve_config(path), name=name)
     assert parsed == expected
@@ -288,22 +329,46 @@ def test_every_model_config_field_has_one_tree_path() -> None:
     expected = {f.name for f in dataclasses.fields(ModelConfig) if f.name != "name"}
     for section in ("trunk", "neck", "memory_attention", "memory_encoder", "decoder", "tracking"):
         expected.remove(section)
-        expected |= {f"{section}.{f.name}" for f in dataclasses.fields(getattr(ModelConfig(), section))}
+        expected |= {
+            f"{section}.{f.name}" for f in dataclasses.fields(getattr(ModelConfig(), section))
+        }
     assert set(targets) == expected
 
 
 @pytest.mark.parametrize(
     ("where", "key", "value", "message"),
     [
-        (("image_encoder", "trunk"), "embed_dim", "wide", "image_encoder.trunk.embed_dim='wide' is not a valid int"),
-        (("image_encoder", "trunk"), "stages", 4, "image_encoder.trunk.stages=4 is not a valid tuple"),
+        (
+            ("image_encoder", "trunk"),
+            "embed_dim",
+            "wide",
+            "image_encoder.trunk.embed_dim='wide' is not a valid int",
+        ),
+        (
+            ("image_encoder", "trunk"),
+            "stages",
+            4,
+            "image_encoder.trunk.stages=4 is not a valid tuple",
+        ),
         ((), "num_maskmem", 6.5, "num_maskmem=6.5 is not a valid int"),
         ((), "fixed_no_obj_ptr", "yes", "fixed_no_obj_ptr='yes' is not a valid bool"),
-        (("memory_attention", "layer"), "d_model", 128, r"memory_attention.layer.d_model=128 is not supported \(expected 256\)"),
-        (("memory_attention", "layer", "self_attention"), "feat_sizes", [32, 32], r"feat_sizes=\(32, 32\) is not supported"),
+        (
+            ("memory_attention", "layer"),
+            "d_model",
+            128,
+            r"memory_attention.layer.d_model=128 is not supported \(expected 256\)",
+        ),
+        (
+            ("memory_attention", "layer", "self_attention"),
+            "feat_sizes",
+            [32, 32],
+            r"feat_sizes=\(32, 32\) is not supported",
+        ),
     ],
 )
-def test_values_of_the_wrong_type_or_inconsistent_are_refused_by_path(where: tuple, key: str, value, message: str) -> None:
+def test_values_of_the_wrong_type_or_inconsistent_are_refused_by_path(
+    where: tuple, key: str, value, message: str
+) -> None:
     tree = official_tree("sam2.1_hiera_tiny")
     node = tree
     for part in where:
@@ -316,9 +381,13 @@ def test_values_of_the_wrong_type_or_inconsistent_are_refused_by_path(where: tup
 def test_a_node_that_is_not_a_mapping_is_refused_by_path() -> None:
     tree = official_tree("sam2_hiera_tiny")
     tree["memory_encoder"]["fuser"] = [1, 2]
-    with pytest.raises(ConfigError, match="config node memory_encoder.fuser must be a mapping, got list"):
+    with pytest.raises(
+        ConfigError, match="config node memory_encoder.fuser must be a mapping, got list"
+    ):
         config_module.config_from_tree(tree)
-    with pytest.raises(ConfigError, match="missing the node memory_attention.layer.cross_attention"):
+    with pytest.raises(
+        ConfigError, match="missing the node memory_attention.layer.cross_attention"
+    ):
         tree = official_tree("sam2_hiera_tiny")
         del tree["memory_attention"]["layer"]["cross_attention"]
         config_module.config_from_tree(tree)

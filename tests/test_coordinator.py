@@ -172,7 +172,9 @@ def test_several_units_at_once_per_worker_give_the_single_process_table(
     assert_same_rows(sorted_masks(out), expected)
 
 
-def test_output_holding_another_labeling_of_the_same_objects_is_refused(inputs, mini_a_dir, tmp_path):
+def test_output_holding_another_labeling_of_the_same_objects_is_refused(
+    inputs, mini_a_dir, tmp_path
+):
     """Labeling into an output that another model (or other prompts) already wrote would give
     two masks per object and frame; the run stops before any work, naming the clash."""
     _, manifest = inputs
@@ -183,4 +185,6 @@ def test_output_holding_another_labeling_of_the_same_objects_is_refused(inputs, 
     store.commit_unit(f"{video_id}-0123456789abcdef01234567", MASK_SCHEMA.empty_table(), meta)
     with pytest.raises(RunFatalError, match=f"{video_id}.*older-model@0123456789ab.*new --output"):
         run_labeling(run_config(manifest, out, mini_a_dir))
-    assert list((out / "masks").iterdir()) == [out / "masks" / f"{video_id}-0123456789abcdef01234567.parquet"]
+    assert list((out / "masks").iterdir()) == [
+        out / "masks" / f"{video_id}-0123456789abcdef01234567.parquet"
+    ]

@@ -268,7 +268,10 @@ def test_tables_sharing_no_video_or_no_object_are_refused_with_both_counts(tmp_p
 
     gt, pred = video_one()
     other = rows("v2", 1, {0: square()}) + rows("v3", 1, {0: square()})
-    with pytest.raises(ValueError, match=r"share no video_id.*predictions: 2 video\(s\).*ground truth: 1 video\(s\)"):
+    with pytest.raises(
+        ValueError,
+        match=r"share no video_id.*predictions: 2 video\(s\).*ground truth: 1 video\(s\)",
+    ):
         evaluate_tables(table(other), table(gt))
     with pytest.raises(ValueError, match=r"share no video_id.*predictions: 0 video\(s\)"):
         evaluate_tables(table(), table(gt))
@@ -277,7 +280,13 @@ def test_tables_sharing_no_video_or_no_object_are_refused_with_both_counts(tmp_p
 
     pq.write_table(table(other), tmp_path / "pred.parquet")
     pq.write_table(table(gt), tmp_path / "gt.parquet")
-    args = ["evaluate", "--predictions", str(tmp_path / "pred.parquet"), "--ground-truth", str(tmp_path / "gt.parquet")]
+    args = [
+        "evaluate",
+        "--predictions",
+        str(tmp_path / "pred.parquet"),
+        "--ground-truth",
+        str(tmp_path / "gt.parquet"),
+    ]
     assert main(args) == 1
     captured = capsys.readouterr()
     assert "share no video_id" in captured.err and "J&F" not in captured.out

@@ -60,7 +60,9 @@ def server(tmp_path_factory):
     (root / "092824").mkdir()
     (root / "092824" / f"{NAME}.pt").write_bytes(FAKE)
     handler = type("Handler", (_Handler,), {"gets": []})
-    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(handler, directory=str(root)))
+    httpd = http.server.ThreadingHTTPServer(
+        ("127.0.0.1", 0), functools.partial(handler, directory=str(root))
+    )
     thread = threading.Thread(target=httpd.serve_forever, daemon=True)
     thread.start()
     try:
@@ -90,7 +92,9 @@ def test_table_lists_the_eight_official_checkpoints_with_meta_urls_and_configs()
     assert names == set(OFFICIAL_CONFIG_FILES) and len(names) == 8
     for name, entry in oc.OFFICIAL_CHECKPOINTS.items():
         release = "092824" if name.startswith("sam2.1_") else "072824"
-        assert entry.url() == f"https://dl.fbaipublicfiles.com/segment_anything_2/{release}/{name}.pt"
+        assert (
+            entry.url() == f"https://dl.fbaipublicfiles.com/segment_anything_2/{release}/{name}.pt"
+        )
         assert entry.config_file == OFFICIAL_CONFIG_FILES[name]
         assert entry.sha256 is None or re.fullmatch(r"[0-9a-f]{64}", entry.sha256), name
     # Every official file has a known checksum here (a None would make the command refuse to claim verification).
@@ -98,7 +102,9 @@ def test_table_lists_the_eight_official_checkpoints_with_meta_urls_and_configs()
     assert len({e.sha256 for e in oc.OFFICIAL_CHECKPOINTS.values()}) == 8
 
 
-def test_download_verifies_writes_and_then_skips_a_verified_copy(server, fake_is_official, tmp_path, capsys):
+def test_download_verifies_writes_and_then_skips_a_verified_copy(
+    server, fake_is_official, tmp_path, capsys
+):
     base, gets = server
     dest = tmp_path / "ckpts"
     rc = main(["fetch-checkpoint", NAME, "--dest", f"{dest}/", "--base-url", base])
@@ -116,10 +122,14 @@ def test_download_verifies_writes_and_then_skips_a_verified_copy(server, fake_is
     assert "nothing downloaded" in out.err
 
     rc = main(["fetch-checkpoint", NAME, "--dest", str(dest), "--base-url", base, "--force"])
-    assert rc == 0 and len(gets) == before + 1, "--force downloads again (dest given as an existing folder)"
+    assert rc == 0 and len(gets) == before + 1, (
+        "--force downloads again (dest given as an existing folder)"
+    )
 
 
-def test_base_url_from_environment_and_corrupt_copy_is_replaced(server, fake_is_official, tmp_path, monkeypatch, capsys):
+def test_base_url_from_environment_and_corrupt_copy_is_replaced(
+    server, fake_is_official, tmp_path, monkeypatch, capsys
+):
     base, gets = server
     monkeypatch.setenv("SAM2_CHECKPOINT_BASE_URL", base)
     target = tmp_path / "model.pt"
@@ -131,7 +141,9 @@ def test_base_url_from_environment_and_corrupt_copy_is_replaced(server, fake_is_
     assert target.read_bytes() == FAKE
 
 
-def test_default_destination_is_the_user_cache(server, fake_is_official, tmp_path, monkeypatch, capsys):
+def test_default_destination_is_the_user_cache(
+    server, fake_is_official, tmp_path, monkeypatch, capsys
+):
     base, _ = server
     monkeypatch.setenv("HOME", str(tmp_path))
     monkeypatch.delenv("SAM2_LABELER_CACHE", raising=False)
@@ -159,9 +171,37 @@ def test_hash_mismatch_is_refused_and_leaves_nothing(server, tmp_path, capsys):
 def test_sha256_option_overrides_the_table(server, tmp_path, capsys):
     base, _ = server
     target = tmp_path / "x.pt"
-    assert main(["fetch-checkpoint", NAME, "--dest", str(target), "--base-url", base, "--sha256", FAKE_SHA.upper()]) == 0
+    assert (
+        main(
+            [
+                "fetch-checkpoint",
+                NAME,
+                "--dest",
+                str(target),
+                "--base-url",
+                base,
+                "--sha256",
+                FAKE_SHA.upper(),
+            ]
+        )
+        == 0
+    )
     assert target.read_bytes() == FAKE
-    assert main(["fetch-checkpoint", NAME, "--dest", str(tmp_path / "y.pt"), "--base-url", base, "--sha256", "0" * 64]) == 1
+    assert (
+        main(
+            [
+                "fetch-checkpoint",
+                NAME,
+                "--dest",
+                str(tmp_path / "y.pt"),
+                "--base-url",
+                base,
+                "--sha256",
+                "0" * 64,
+            ]
+        )
+        == 1
+    )
     assert not (tmp_path / "y.pt").exists()
 
 
@@ -177,11 +217,15 @@ def test_unknown_checksum_refuses_to_claim_verification(server, tmp_path, monkey
     assert "not verified: no known checksum" in err and FAKE_SHA in err
     assert not target.exists() and _leftovers(tmp_path) == []
 
-    rc = main(["fetch-checkpoint", NAME, "--dest", str(target), "--base-url", base, "--allow-unverified"])
+    rc = main(
+        ["fetch-checkpoint", NAME, "--dest", str(target), "--base-url", base, "--allow-unverified"]
+    )
     out = capsys.readouterr()
     assert rc == 0
     assert target.read_bytes() == FAKE
-    assert "not verified: no known checksum" in out.out and "verified;" not in out.out.replace("not verified", "")
+    assert "not verified: no known checksum" in out.out and "verified;" not in out.out.replace(
+        "not verified", ""
+    )
 
 
 def test_unknown_name_lists_valid_names(capsys):
@@ -197,7 +241,18 @@ def test_unreachable_url_gives_a_clear_message(tmp_path, capsys):
     with socket.socket() as s:  # a port that nothing listens on
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    rc = main(["fetch-checkpoint", NAME, "--dest", str(tmp_path / "a.pt"), "--base-url", f"http://127.0.0.1:{port}", "--timeout", "5"])
+    rc = main(
+        [
+            "fetch-checkpoint",
+            NAME,
+            "--dest",
+            str(tmp_path / "a.pt"),
+            "--base-url",
+            f"http://127.0.0.1:{port}",
+            "--timeout",
+            "5",
+        ]
+    )
     err = capsys.readouterr().err
     assert rc == 1
     assert f"cannot reach http://127.0.0.1:{port}/092824/{NAME}.pt" in err
@@ -207,7 +262,16 @@ def test_unreachable_url_gives_a_clear_message(tmp_path, capsys):
 
 def test_missing_file_on_server_reports_http_status(server, tmp_path, capsys):
     base, _ = server
-    rc = main(["fetch-checkpoint", "sam2_hiera_large", "--dest", str(tmp_path / "l.pt"), "--base-url", base])
+    rc = main(
+        [
+            "fetch-checkpoint",
+            "sam2_hiera_large",
+            "--dest",
+            str(tmp_path / "l.pt"),
+            "--base-url",
+            base,
+        ]
+    )
     err = capsys.readouterr().err
     assert rc == 1 and "HTTP 404" in err and "/072824/sam2_hiera_large.pt" in err
     assert _leftovers(tmp_path) == []
@@ -215,7 +279,9 @@ def test_missing_file_on_server_reports_http_status(server, tmp_path, capsys):
 
 def test_truncated_transfer_is_refused(server, tmp_path, monkeypatch, capsys):
     base, _ = server
-    entry = dataclasses.replace(oc.OFFICIAL_CHECKPOINTS[NAME], path="092824/truncated.pt", sha256=FAKE_SHA)
+    entry = dataclasses.replace(
+        oc.OFFICIAL_CHECKPOINTS[NAME], path="092824/truncated.pt", sha256=FAKE_SHA
+    )
     monkeypatch.setitem(oc.OFFICIAL_CHECKPOINTS, NAME, entry)
     rc = main(["fetch-checkpoint", NAME, "--dest", str(tmp_path / "t.pt"), "--base-url", base])
     err = capsys.readouterr().err
@@ -229,7 +295,16 @@ def test_destination_on_s3(server, fake_is_official, capsys):
     base, gets = server
     with start_s3(buckets=["sam2-ckpts"]) as s3:
         options = json.dumps(s3.storage_options)
-        args = ["fetch-checkpoint", NAME, "--dest", "s3://sam2-ckpts/models/", "--base-url", base, "--storage-options", options]
+        args = [
+            "fetch-checkpoint",
+            NAME,
+            "--dest",
+            "s3://sam2-ckpts/models/",
+            "--base-url",
+            base,
+            "--storage-options",
+            options,
+        ]
         rc = main(args)
         out = capsys.readouterr()
         assert rc == 0, out.err
@@ -242,8 +317,20 @@ def test_destination_on_s3(server, fake_is_official, capsys):
         assert main(args) == 0 and len(gets) == before, "the verified copy on S3 is kept"
 
         # A mismatching file is never uploaded.
-        rc = main(["fetch-checkpoint", NAME, "--dest", "s3://sam2-ckpts/other/x.pt", "--base-url", base,
-                   "--storage-options", options, "--sha256", "1" * 64])
+        rc = main(
+            [
+                "fetch-checkpoint",
+                NAME,
+                "--dest",
+                "s3://sam2-ckpts/other/x.pt",
+                "--base-url",
+                base,
+                "--storage-options",
+                options,
+                "--sha256",
+                "1" * 64,
+            ]
+        )
         assert rc == 1
         assert not s3.filesystem().exists("sam2-ckpts/other/x.pt")
 
@@ -252,8 +339,22 @@ def test_command_is_dispatched_by_python_m_jobs(server, tmp_path):
     base, _ = server
     env = dict(os.environ, SAM2_CHECKPOINT_BASE_URL=base)
     done = subprocess.run(
-        [sys.executable, "-m", "jobs", "fetch-checkpoint", NAME, "--dest", str(tmp_path / "s.pt"), "--sha256", FAKE_SHA],
-        cwd=REPO, env=env, capture_output=True, text=True, timeout=120,
+        [
+            sys.executable,
+            "-m",
+            "jobs",
+            "fetch-checkpoint",
+            NAME,
+            "--dest",
+            str(tmp_path / "s.pt"),
+            "--sha256",
+            FAKE_SHA,
+        ],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert done.returncode == 0, done.stderr
     assert (tmp_path / "s.pt").read_bytes() == FAKE

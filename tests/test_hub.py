@@ -146,7 +146,9 @@ def test_worker_loads_a_local_checkpoint_whose_bytes_match(mini_files, tmp_path)
     assert _same_weights(worker.model, real)
 
 
-def test_worker_fetches_again_over_a_planted_cache_copy(mini_files, other_bytes, tmp_path, memory_dir):
+def test_worker_fetches_again_over_a_planted_cache_copy(
+    mini_files, other_bytes, tmp_path, memory_dir
+):
     """Choice: a cached copy whose bytes do not match is never loaded; the worker reads the
     source again, checks it, and replaces the cached copy."""
     model, real = mini_files
@@ -238,7 +240,9 @@ def test_official_name_is_downloaded_once_into_the_cache_and_checked(mirror, oth
     assert len(gets) == 2 and (cache / entry.filename).read_bytes() == got.data
 
 
-def test_worker_and_cli_share_the_cache_for_official_names(mirror, mini_files, tmp_path, monkeypatch):
+def test_worker_and_cli_share_the_cache_for_official_names(
+    mirror, mini_files, tmp_path, monkeypatch
+):
     from jobs.__main__ import main
 
     entry, gets = mirror

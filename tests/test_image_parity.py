@@ -40,7 +40,9 @@ def _copy_with(src: Path, dst: Path, change) -> None:
     np.savez(dst / parity.IMAGE_CASE, **arrays)
 
 
-def test_compare_fails_on_perturbed_output(mini_a_dir: Path, replayed: Path, tmp_path: Path, capsys) -> None:
+def test_compare_fails_on_perturbed_output(
+    mini_a_dir: Path, replayed: Path, tmp_path: Path, capsys
+) -> None:
     def nudge(arrays):
         arrays["box.out.masks"] = arrays["box.out.masks"].copy()
         arrays["box.out.masks"][0, 40, 50] += 3e-4  # one pixel, just past the 1e-4 tolerance
@@ -53,7 +55,9 @@ def test_compare_fails_on_perturbed_output(mini_a_dir: Path, replayed: Path, tmp
     assert "image_case.npz: FAIL" in printed
 
 
-def test_compare_fails_on_missing_or_misshaped_key(mini_a_dir: Path, replayed: Path, tmp_path: Path) -> None:
+def test_compare_fails_on_missing_or_misshaped_key(
+    mini_a_dir: Path, replayed: Path, tmp_path: Path
+) -> None:
     def drop_and_reshape(arrays):
         del arrays["points3.out.iou"]
         arrays["image_embed"] = arrays["image_embed"][..., :8]
@@ -86,12 +90,15 @@ def test_compare_errors_clearly_without_outputs(mini_a_dir: Path, tmp_path: Path
 
 # --- the video tolerances of the comparer, on small synthetic logits --------------------------
 
+
 def _video_reference(rng: np.random.Generator) -> dict[str, np.ndarray]:
     ref = {"frames": np.zeros((2, 4, 4, 3), np.uint8), "s4.in.mask": np.zeros((4, 4), bool)}
     for f in range(2):
         for o in (1, 2):
             x = rng.normal(0, 5, (100, 100))
-            ref[f"p1.f{f}.o{o}"] = (np.sign(x) * (np.abs(x) + 0.01)).astype(np.float32)  # none near 0
+            ref[f"p1.f{f}.o{o}"] = (np.sign(x) * (np.abs(x) + 0.01)).astype(
+                np.float32
+            )  # none near 0
     ref["p1.f1.o2"][:] = parity.ABSENT_LOGIT
     ref["internal.o1.cond_frame_outputs.f0.obj_ptr"] = rng.normal(size=(1, 8)).astype(np.float32)
     return ref
@@ -106,14 +113,18 @@ def test_video_comparer_tolerances() -> None:
     for k in logits:
         if k != "p1.f1.o2":  # the absent object stays absent
             ours[k] += np.float32(1.5e-3)  # within 2e-3
-    ours["internal.o1.cond_frame_outputs.f0.obj_ptr"] = ref["internal.o1.cond_frame_outputs.f0.obj_ptr"] + 1.0
+    ours["internal.o1.cond_frame_outputs.f0.obj_ptr"] = (
+        ref["internal.o1.cond_frame_outputs.f0.obj_ptr"] + 1.0
+    )
     res = parity.compare_arrays(parity.VIDEO_CASE, ours, ref)
     assert res.passed, res.failures
     assert res.notes and "internal" in res.notes[0]  # internal differences reported, not failing
     assert res.logits == 4 * 100 * 100
 
     too_far = {**ours, "p1.f0.o1": ours["p1.f0.o1"] + np.float32(3e-3)}
-    assert [f.split(":")[0] for f in parity.compare_arrays(parity.VIDEO_CASE, too_far, ref).failures] == ["p1.f0.o1"]
+    assert [
+        f.split(":")[0] for f in parity.compare_arrays(parity.VIDEO_CASE, too_far, ref).failures
+    ] == ["p1.f0.o1"]
     assert parity.compare_arrays(parity.LONG_CASE, too_far, ref).passed  # long case allows 1e-2
 
 

@@ -16,7 +16,10 @@ from sam2_core.predictor import ImagePrediction, ImagePredictor
 ATOL, RTOL = 1e-5, 1e-6
 
 BOXES = np.array([[10, 10, 60, 50], [70.4, 43.2, 108.8, 76.8], [0, 0, 127, 95]], dtype=np.float32)
-POINTS = np.array([[[38.4, 33.6], [90.0, 60.0]], [[20.0, 70.0], [100.0, 20.0]], [[64.0, 48.0], [5.0, 5.0]]], dtype=np.float32)
+POINTS = np.array(
+    [[[38.4, 33.6], [90.0, 60.0]], [[20.0, 70.0], [100.0, 20.0]], [[64.0, 48.0], [5.0, 5.0]]],
+    dtype=np.float32,
+)
 LABELS = np.array([[1, 0], [1, 1], [1, 0]], dtype=np.int64)
 
 
@@ -54,7 +57,9 @@ def _assert_same(a: ImagePrediction, b: ImagePrediction) -> None:
 
 
 def _row(pred: ImagePrediction, i: int) -> ImagePrediction:
-    return ImagePrediction(pred.masks[i], pred.ious[i], pred.low_res_logits[i], pred.object_score_logits[i])
+    return ImagePrediction(
+        pred.masks[i], pred.ious[i], pred.low_res_logits[i], pred.object_score_logits[i]
+    )
 
 
 @pytest.mark.parametrize("multimask", [True, False])
@@ -65,19 +70,32 @@ def test_batched_boxes_equal_each_box_alone(predictor: ImagePredictor, multimask
     assert batch.low_res_logits.shape == (3, m, 64, 64)
     assert batch.ious.shape == (3, m)
     for i, box in enumerate(BOXES):
-        _assert_same(_row(batch, i), predictor.predict(box=box, multimask_output=multimask, return_logits=True))
+        _assert_same(
+            _row(batch, i),
+            predictor.predict(box=box, multimask_output=multimask, return_logits=True),
+        )
     # The boxes really give different masks (the comparison above is not trivially true).
     assert (batch.masks[0] - batch.masks[1]).abs().max() > 0.1
 
 
 @pytest.mark.parametrize("multimask", [True, False])
-def test_batched_points_and_masks_equal_each_alone(predictor: ImagePredictor, multimask: bool) -> None:
+def test_batched_points_and_masks_equal_each_alone(
+    predictor: ImagePredictor, multimask: bool
+) -> None:
     first = predictor.predict(POINTS, LABELS, multimask_output=False, return_logits=True)
     mask_inputs = first.low_res_logits  # 3 x 1 x 64 x 64
-    batch = predictor.predict(POINTS, LABELS, mask_input=mask_inputs, multimask_output=multimask, return_logits=True)
+    batch = predictor.predict(
+        POINTS, LABELS, mask_input=mask_inputs, multimask_output=multimask, return_logits=True
+    )
     assert batch.masks.shape[0] == 3
     for i in range(3):
-        alone = predictor.predict(POINTS[i], LABELS[i], mask_input=mask_inputs[i], multimask_output=multimask, return_logits=True)
+        alone = predictor.predict(
+            POINTS[i],
+            LABELS[i],
+            mask_input=mask_inputs[i],
+            multimask_output=multimask,
+            return_logits=True,
+        )
         _assert_same(_row(batch, i), alone)
 
 
@@ -88,7 +106,9 @@ def test_batched_boxes_share_one_point_set(predictor: ImagePredictor) -> None:
         _assert_same(_row(batch, i), predictor.predict(point, label, box=box, return_logits=True))
 
 
-def test_set_images_equals_set_image_each(model, image: np.ndarray, other_image: np.ndarray) -> None:
+def test_set_images_equals_set_image_each(
+    model, image: np.ndarray, other_image: np.ndarray
+) -> None:
     both = ImagePredictor(model)
     both.set_images([image, other_image])
     one = ImagePredictor(model)
@@ -111,13 +131,18 @@ def test_pil_input_equals_numpy_input(model, image: np.ndarray) -> None:
     from_pil.set_image(Image.fromarray(image))
     for a, b in zip(from_numpy.features.levels, from_pil.features.levels):
         assert torch.equal(a, b)
-    _assert_same(from_numpy.predict(box=BOXES[1], return_logits=True), from_pil.predict(box=BOXES[1], return_logits=True))
+    _assert_same(
+        from_numpy.predict(box=BOXES[1], return_logits=True),
+        from_pil.predict(box=BOXES[1], return_logits=True),
+    )
     # Other PIL modes are converted to RGB first.
     from_pil.set_image(Image.fromarray(image).convert("RGBA"))
     assert torch.equal(from_numpy.features.embedding, from_pil.features.embedding)
 
 
-def test_binary_masks_are_logits_above_threshold(model, image: np.ndarray, predictor: ImagePredictor) -> None:
+def test_binary_masks_are_logits_above_threshold(
+    model, image: np.ndarray, predictor: ImagePredictor
+) -> None:
     logits = predictor.predict(POINTS[0], LABELS[0], return_logits=True)
     binary = predictor.predict(POINTS[0], LABELS[0])
     assert binary.masks.dtype == torch.bool
@@ -147,7 +172,9 @@ def test_object_score_logits_shape(predictor: ImagePredictor) -> None:
 
 
 def test_mismatched_points_and_labels(predictor: ImagePredictor) -> None:
-    with pytest.raises(ValueError, match=r"point_coords \(1, 3, 2\) and point_labels \(1, 2\) do not match"):
+    with pytest.raises(
+        ValueError, match=r"point_coords \(1, 3, 2\) and point_labels \(1, 2\) do not match"
+    ):
         predictor.predict(np.zeros((3, 2)), np.ones(2))
     with pytest.raises(ValueError, match="do not match"):
         predictor.predict(np.zeros((2, 3, 2)), np.ones((3, 3)))
@@ -180,14 +207,20 @@ def test_bad_images_and_indices(model, predictor: ImagePredictor, image: np.ndar
 def _model_frame(predictor: ImagePredictor, xy: np.ndarray) -> torch.Tensor:
     """Pixels (x, y) of the 96 x 128 test image -> pixels of the model's square input."""
     size = predictor.model.image_size
-    return torch.tensor(xy, dtype=torch.float32) * torch.tensor([size / 128, size / 96], dtype=torch.float32)
+    return torch.tensor(xy, dtype=torch.float32) * torch.tensor(
+        [size / 128, size / 96], dtype=torch.float32
+    )
 
 
 @pytest.mark.parametrize("multimask", [True, False])
-def test_predict_torch_on_model_frame_tensors_equals_predict(predictor: ImagePredictor, multimask: bool) -> None:
+def test_predict_torch_on_model_frame_tensors_equals_predict(
+    predictor: ImagePredictor, multimask: bool
+) -> None:
     first = predictor.predict(POINTS, LABELS, multimask_output=False, return_logits=True)
     kwargs = {"multimask_output": multimask, "return_logits": True}
-    from_pixels = predictor.predict(POINTS, LABELS, box=BOXES, mask_input=first.low_res_logits, **kwargs)
+    from_pixels = predictor.predict(
+        POINTS, LABELS, box=BOXES, mask_input=first.low_res_logits, **kwargs
+    )
     from_tensors = predictor.predict_torch(
         point_coords=_model_frame(predictor, POINTS),
         point_labels=torch.as_tensor(LABELS),
@@ -203,11 +236,15 @@ def test_predict_torch_on_model_frame_tensors_equals_predict(predictor: ImagePre
 
 
 def test_predict_torch_shares_one_mask_among_prompts(predictor: ImagePredictor) -> None:
-    mask = predictor.predict(box=BOXES[0], multimask_output=False, return_logits=True).low_res_logits[None]
+    mask = predictor.predict(
+        box=BOXES[0], multimask_output=False, return_logits=True
+    ).low_res_logits[None]
     boxes = _model_frame(predictor, BOXES.reshape(-1, 2)).reshape(-1, 4)
     shared = predictor.predict_torch(boxes=boxes, mask_input=mask, return_logits=True)
     for i in range(3):
-        _assert_same(_row(shared, i), predictor.predict(box=BOXES[i], mask_input=mask[0], return_logits=True))
+        _assert_same(
+            _row(shared, i), predictor.predict(box=BOXES[i], mask_input=mask[0], return_logits=True)
+        )
 
 
 def test_bad_prompt_shapes_are_refused_by_argument(predictor: ImagePredictor) -> None:
@@ -215,9 +252,15 @@ def test_bad_prompt_shapes_are_refused_by_argument(predictor: ImagePredictor) ->
         predictor.predict(box=BOXES[:2].reshape(-1))
     with pytest.raises(ValueError, match=r"box has shape \(1, 3, 4\)"):
         predictor.predict(box=BOXES[None])
-    with pytest.raises(ValueError, match=r"point_coords \(1, 2, 2, 2\) and point_labels \(1, 2\) do not match: expected N x 2"):
+    with pytest.raises(
+        ValueError,
+        match=r"point_coords \(1, 2, 2, 2\) and point_labels \(1, 2\) do not match: expected N x 2",
+    ):
         predictor.predict(np.zeros((1, 2, 2, 2)), np.ones((1, 2)))
-    with pytest.raises(ValueError, match=r"mask_input has shape \(1, 32, 32\): expected 1 x 64 x 64 or B x 1 x 64 x 64"):
+    with pytest.raises(
+        ValueError,
+        match=r"mask_input has shape \(1, 32, 32\): expected 1 x 64 x 64 or B x 1 x 64 x 64",
+    ):
         predictor.predict(box=BOXES[0], mask_input=np.zeros((1, 32, 32), np.float32))
     masks = np.zeros((2, 1, 64, 64), np.float32)
     with pytest.raises(ValueError, match="2 masks in mask_input but 3 prompts"):

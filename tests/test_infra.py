@@ -89,7 +89,10 @@ def _assert_label_args(args) -> None:
 def test_render_fills_only_upper_case_placeholders_and_lists_every_missing_one():
     text = "a: ${FIRST}\nb: $HOME ${lower} $(date) ${SECOND}\n"
     assert render.placeholders(text) == ["FIRST", "SECOND"]
-    assert render.render(text, {"FIRST": "1", "SECOND": "x/y"}) == "a: 1\nb: $HOME ${lower} $(date) x/y\n"
+    assert (
+        render.render(text, {"FIRST": "1", "SECOND": "x/y"})
+        == "a: 1\nb: $HOME ${lower} $(date) x/y\n"
+    )
     with pytest.raises(ValueError, match=r"t\.yaml: no value for placeholder\(s\) FIRST, SECOND"):
         render.render(text, {}, source="t.yaml")
     with pytest.raises(ValueError, match="SECOND"):
@@ -127,7 +130,9 @@ def test_rayjob_cluster_has_a_cpu_head_and_one_gpu_per_worker(rayjob):
     import ray
 
     cluster = rayjob["spec"]["rayClusterSpec"]
-    assert cluster["rayVersion"] == ray.__version__, "the cluster's Ray must be the Ray the image installs"
+    assert cluster["rayVersion"] == ray.__version__, (
+        "the cluster's Ray must be the Ray the image installs"
+    )
     head = cluster["headGroupSpec"]["template"]["spec"]["containers"]
     assert all("nvidia.com/gpu" not in json.dumps(c.get("resources", {})) for c in head)
     assert cluster["headGroupSpec"]["rayStartParams"]["num-cpus"] == "0"
@@ -150,7 +155,9 @@ def test_rayjob_reads_object_storage_credentials_from_a_secret(rayjob):
         for c in pod["template"]["spec"]["containers"]:
             env = {e["name"]: e for e in c["env"]}
             for key in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
-                assert "value" not in env[key], f"{c['name']}: {key} must not be written in the manifest"
+                assert "value" not in env[key], (
+                    f"{c['name']}: {key} must not be written in the manifest"
+                )
                 ref = env[key]["valueFrom"]["secretKeyRef"]
                 assert ref == {"name": SAMPLE["S3_SECRET_NAME"], "key": key}
             for e in env.values():  # optional extras come from the same Secret
@@ -187,9 +194,15 @@ def test_aws_config_runs_the_image_on_gpu_workers(aws):
     head_type = config["head_node_type"]
     types = config["available_node_types"]
     assert types[head_type]["resources"].get("GPU", 0) == 0
-    gpu_types = [t for name, t in types.items() if name != head_type and t["resources"].get("GPU", 0) >= 1]
-    assert gpu_types and all(t["min_workers"] == t["max_workers"] == int(SAMPLE["WORKERS"]) for t in gpu_types)
-    assert "$RAY_HEAD_IP" in " ".join(config["worker_start_ray_commands"]), "the launcher's own variable must survive rendering"
+    gpu_types = [
+        t for name, t in types.items() if name != head_type and t["resources"].get("GPU", 0) >= 1
+    ]
+    assert gpu_types and all(
+        t["min_workers"] == t["max_workers"] == int(SAMPLE["WORKERS"]) for t in gpu_types
+    )
+    assert "$RAY_HEAD_IP" in " ".join(config["worker_start_ray_commands"]), (
+        "the launcher's own variable must survive rendering"
+    )
 
 
 def test_aws_documented_run_command_is_a_valid_label_command(aws):
@@ -199,7 +212,7 @@ def test_aws_documented_run_command_is_a_valid_label_command(aws):
         if line.lstrip("# ").startswith("ray exec"):
             words = shlex.split(line.lstrip("# "))
             commands += [w for w in words if w.startswith("python -m jobs")]
-    assert len(commands) == 1, "expected one documented `ray exec ... \"python -m jobs ...\"` line"
+    assert len(commands) == 1, 'expected one documented `ray exec ... "python -m jobs ..."` line'
     _assert_label_args(_parse_jobs_command(commands[0]))
 
 
@@ -238,7 +251,11 @@ def test_dockerfile_installs_pinned_torch_first_then_locked_deps_then_the_projec
     torch_steps = [i for i, a in runs if re.search(r"pip install[^&]*\btorch==2\.13\.0\b", a)]
     assert len(torch_steps) == 1, "torch==2.13.0 must be installed in exactly one step"
     torch_run = steps[torch_steps[0]][1]
-    index = torch_run.split("--index-url", 1)[1].split()[0].replace("${TORCH_INDEX_URL}", args.get("TORCH_INDEX_URL", ""))
+    index = (
+        torch_run.split("--index-url", 1)[1]
+        .split()[0]
+        .replace("${TORCH_INDEX_URL}", args.get("TORCH_INDEX_URL", ""))
+    )
     assert re.fullmatch(r"https://download\.pytorch\.org/whl/cu\d+", index), index
 
     lock_steps = [i for i, a in runs if "pip install -r" in a and "requirements.lock" in a]
@@ -248,7 +265,9 @@ def test_dockerfile_installs_pinned_torch_first_then_locked_deps_then_the_projec
     copies = {i: a for i, (k, a) in enumerate(steps) if k == "COPY"}
     assert any("infra/requirements.lock" in a and i < lock_steps[0] for i, a in copies.items())
     for package in ("sam2_core", "pipeline", "jobs"):
-        assert any(a.split()[0] == package and i < project_steps[0] for i, a in copies.items()), package
+        assert any(a.split()[0] == package and i < project_steps[0] for i, a in copies.items()), (
+            package
+        )
 
 
 def _apt_packages(steps: list[tuple[str, str]]) -> set[str]:
@@ -270,7 +289,9 @@ def test_dockerfile_has_the_c_compiler_and_python_headers_that_torch_compile_nee
     packages = _apt_packages(steps)
     assert {"gcc", "libc6-dev"} <= packages or "build-essential" in packages, sorted(packages)
     (venv,) = [m.group(1) for _, a in steps if (m := re.search(r"\b(python3\.\d+) -m venv", a))]
-    assert f"{venv}-dev" in packages, f"{venv}-dev (Python.h for the venv's {venv}) missing from {sorted(packages)}"
+    assert f"{venv}-dev" in packages, (
+        f"{venv}-dev (Python.h for the venv's {venv}) missing from {sorted(packages)}"
+    )
 
 
 def test_dockerfile_entrypoint_is_python_m_jobs():
@@ -304,7 +325,9 @@ def test_requirements_lock_pins_every_runtime_dependency_and_leaves_torch_out():
             assert req.specifier.contains("2.13.0"), "pyproject must admit the image's torch pin"
             continue
         assert name in pins, f"{name} missing from infra/requirements.lock"
-        assert req.specifier.contains(pins[name], prereleases=True), f"{name}=={pins[name]} violates {req}"
+        assert req.specifier.contains(pins[name], prereleases=True), (
+            f"{name}=={pins[name]} violates {req}"
+        )
     # ray[default]'s dashboard dependencies (needed by the Jobs API) are there too.
     for name in ("aiohttp", "aiohttp-cors", "grpcio", "opencensus", "prometheus-client", "py-spy"):
         assert name in pins, name

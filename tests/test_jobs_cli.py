@@ -71,7 +71,11 @@ def _wait_for_job_agent(url: str, timeout_s: float = 120.0) -> None:
             if time.monotonic() > deadline:
                 raise
             time.sleep(1.0)
-    while client.get_job_status(job) not in (JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.STOPPED):
+    while client.get_job_status(job) not in (
+        JobStatus.SUCCEEDED,
+        JobStatus.FAILED,
+        JobStatus.STOPPED,
+    ):
         assert time.monotonic() < deadline, "the cluster's job agent never ran a job"
         time.sleep(0.5)
 
@@ -225,23 +229,48 @@ def test_wrong_checkpoint_is_a_fatal_error(ray_dashboard, clips, mini_a_dir, tmp
     assert read_masks(str(tmp_path / "out")).num_rows == 0
 
 
-def test_model_demo_labels_with_the_bundled_model_and_a_lone_checkpoint_is_refused(clips, tmp_path, capsys):
+def test_model_demo_labels_with_the_bundled_model_and_a_lone_checkpoint_is_refused(
+    clips, tmp_path, capsys
+):
     folder, dog, _, _ = clips
     manifest = write_jsonl(
         tmp_path / "m.jsonl", [{"video": dog, "objects": [{"object_id": 1, "prompts": [_point()]}]}]
     )
-    lone = ["label", "--manifest", str(manifest), "--output", str(tmp_path / "x"), "--checkpoint", "c.pt"]
+    lone = [
+        "label",
+        "--manifest",
+        str(manifest),
+        "--output",
+        str(tmp_path / "x"),
+        "--checkpoint",
+        "c.pt",
+    ]
     assert main(lone) == 1
     assert "--checkpoint needs --model" in capsys.readouterr().err
     out = tmp_path / "o"
-    demo = ["label", "--manifest", str(manifest), "--output", str(out), "--num-cpus", "1", "--no-progress", "--model", "demo"]
+    demo = [
+        "label",
+        "--manifest",
+        str(manifest),
+        "--output",
+        str(out),
+        "--num-cpus",
+        "1",
+        "--no-progress",
+        "--model",
+        "demo",
+    ]
     assert main([*demo, "--checkpoint", "c.pt"]) == 1
     assert "--model demo brings its own weights" in capsys.readouterr().err
     assert main(demo) == 0
     assert "--model demo: using the bundled demo model" in capsys.readouterr().err
     table = read_masks(str(out))
     models = set(table.column("model").to_pylist())
-    assert table.num_rows > 0 and len(models) == 1 and models.pop().startswith("assets/demo_config.json@")
+    assert (
+        table.num_rows > 0
+        and len(models) == 1
+        and models.pop().startswith("assets/demo_config.json@")
+    )
 
 
 def _submit_args(clips, mini_a_dir, tmp_path) -> list[str]:
@@ -260,13 +289,22 @@ def test_submit_to_an_unreachable_cluster_exits_1(clips, mini_a_dir, tmp_path, c
 
 
 def test_submit_refuses_credentials_in_storage_options(clips, mini_a_dir, tmp_path, capsys):
-    options = {"endpoint_url": "http://127.0.0.1:9", "key": "AKIA", "client_kwargs": {"aws_secret_access_key": "s"}}
+    options = {
+        "endpoint_url": "http://127.0.0.1:9",
+        "key": "AKIA",
+        "client_kwargs": {"aws_secret_access_key": "s"},
+    }
     args = _submit_args(clips, mini_a_dir, tmp_path)
     assert main([*args, "--storage-options", json.dumps(options)]) == 1
     err = capsys.readouterr().err
     assert "key, client_kwargs.aws_secret_access_key look like credentials" in err
     assert "could not submit" not in err and "AKIA" not in err
-    assert credential_fields({"endpoint_url": "x", "anon": False, "client_kwargs": {"region_name": "eu"}}) == []
+    assert (
+        credential_fields(
+            {"endpoint_url": "x", "anon": False, "client_kwargs": {"region_name": "eu"}}
+        )
+        == []
+    )
 
 
 @pytest.mark.slow

@@ -381,7 +381,9 @@ GOOD = one_object({"frame": 0, "box": [0, 0, 5, 5]})
 
 def test_lines_nested_past_the_limit_are_one_reject_each_and_the_rest_runs(tmp_path):
     deep = "[" * 100_000 + "]" * 100_000  # past Python's recursion limit: was a RecursionError
-    deep_but_parseable = json.dumps(one_object({"frame": 0, "box": [[[[[[[[[[[[[[[[[[[[1]]]]]]]]]]]]]]]]]]]]}))
+    deep_but_parseable = json.dumps(
+        one_object({"frame": 0, "box": [[[[[[[[[[[[[[[[[[[[1]]]]]]]]]]]]]]]]]]]]})
+    )
     lines = [GOOD, deep, deep_but_parseable, {**GOOD, "video": "/v/after.mp4"}]
     jobs, rejects = read_manifest(str(write_jsonl(tmp_path / "m.jsonl", lines)))
     assert [job.location for job in jobs] == ["m.jsonl line 1", "m.jsonl line 4"]
@@ -405,14 +407,17 @@ def test_csv_cells_nested_too_deeply_or_past_the_csv_field_limit_reject_only_the
     )
     jobs, rejects = read_manifest(str(path))
     assert [job.video for job in jobs] == ["/v/a.mp4", "/v/d.mp4"]
-    assert [(r.location, r.field) for r in rejects] == [("p.csv row 2", "box"), ("p.csv row 3", "box")]
+    assert [(r.location, r.field) for r in rejects] == [
+        ("p.csv row 2", "box"),
+        ("p.csv row 3", "box"),
+    ]
     assert "nested too deeply" in rejects[0].reason and rejects[0].video == "/v/b.mp4"
     assert "four finite numbers" in rejects[1].reason and rejects[1].video == "/v/c.mp4"
 
 
 def test_csv_integer_cells_too_long_to_convert_are_rejected(tmp_path):
     path = tmp_path / "p.csv"
-    path.write_text(f"video,object_id,frame,box\n/v/a.mp4,{'9' * 5000},0,\"[0, 0, 5, 5]\"\n")
+    path.write_text(f'video,object_id,frame,box\n/v/a.mp4,{"9" * 5000},0,"[0, 0, 5, 5]"\n')
     jobs, rejects = read_manifest(str(path))
     assert jobs == [] and [(r.location, r.field) for r in rejects] == [("p.csv row 1", "object_id")]
 
@@ -488,7 +493,9 @@ def test_a_malformed_json_document_is_one_reject_naming_where(tmp_path):
     jobs, rejects = read_manifest(str(tmp_path / "m.json"))
     assert jobs == []
     assert [(r.location, r.field) for r in rejects] == [("m.json", "file")]
-    assert re.search(r"malformed JSON: Expecting ',' delimiter: line \d+ column \d+", rejects[0].reason)
+    assert re.search(
+        r"malformed JSON: Expecting ',' delimiter: line \d+ column \d+", rejects[0].reason
+    )
     (tmp_path / "scalar.json").write_text("42")
     _, rejects = read_manifest(str(tmp_path / "scalar.json"))
     assert [(r.location, r.field) for r in rejects] == [("scalar.json", "line")]
@@ -528,10 +535,14 @@ def test_prompts_outside_the_frame_are_refused_naming_the_field(prompt, message)
 
 
 def test_prompts_inside_the_frame_pass_and_partly_outside_boxes_are_clipped():
-    inside = Prompt(frame=0, points=((0.0, 0.0), (96.0, 54.0)), labels=(1, 0), box=(0.0, 0.0, 96.0, 54.0))
+    inside = Prompt(
+        frame=0, points=((0.0, 0.0), (96.0, 54.0)), labels=(1, 0), box=(0.0, 0.0, 96.0, 54.0)
+    )
     assert fit_prompt_to_frame(inside, height=54, width=96) is inside
     partly = Prompt(frame=3, box=(-20.0, 10.0, 40.0, 90.0))
-    assert fit_prompt_to_frame(partly, height=54, width=96) == Prompt(frame=3, box=(0.0, 10.0, 40.0, 54.0))
+    assert fit_prompt_to_frame(partly, height=54, width=96) == Prompt(
+        frame=3, box=(0.0, 10.0, 40.0, 54.0)
+    )
     mask = Prompt(frame=0, mask_rle=MASK_RLE)
     assert fit_prompt_to_frame(mask, height=54, width=96) is mask
 

@@ -230,7 +230,12 @@ PINNED_LINE = {
             "object_id": 1,
             "prompts": [
                 {"frame": 0, "points": [[412.3, 300], [10.25, 7.1]], "labels": [1, 0]},
-                {"frame": 7, "box": [100, 120.5, 300, 400], "points": [[150.5, 200]], "labels": [1]},
+                {
+                    "frame": 7,
+                    "box": [100, 120.5, 300, 400],
+                    "points": [[150.5, 200]],
+                    "labels": [1],
+                },
             ],
         },
         {"object_id": 2, "prompts": [{"frame": 3, "mask": {"size": [2, 3], "counts": "2120"}}]},

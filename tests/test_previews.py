@@ -29,9 +29,13 @@ def test_write_previews_gif_has_every_frame_and_strip_exists(tmp_path):
     masks = {1: {t: np.zeros((24, 32), bool) for t in range(n)}}
     for t in range(n):
         masks[1][t][4:12, t : t + 8] = True
-    gif_uri, png_uri = write_previews(ArrayFrames(frames), masks, str(tmp_path / "previews" / "v1"), title="v1")
+    gif_uri, png_uri = write_previews(
+        ArrayFrames(frames), masks, str(tmp_path / "previews" / "v1"), title="v1"
+    )
     gif = Image.open(gif_uri)
     assert gif.n_frames == n
     strip = Image.open(io.BytesIO(open(png_uri, "rb").read()))
     assert strip.width == 6 * 320, "six evenly spaced frames"
-    assert strip.height == 24 * 10, "small videos are enlarged by a whole factor (32 px wide -> 320)"
+    assert strip.height == 24 * 10, (
+        "small videos are enlarged by a whole factor (32 px wide -> 320)"
+    )

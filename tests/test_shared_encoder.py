@@ -22,7 +22,10 @@ def _jobs(mini_a_dir):
     box = ObjectPrompt(1, 0, box=np.array([70.4, 43.2, 108.8, 76.8]))
     return [
         (ArrayFrames(long_frames[:12]), [click]),
-        (ArrayFrames(video), [box, ObjectPrompt(2, 2, points=np.array([[30, 30]]), labels=np.array([1]))]),
+        (
+            ArrayFrames(video),
+            [box, ObjectPrompt(2, 2, points=np.array([[30, 30]]), labels=np.array([1]))],
+        ),
         (ArrayFrames(long_frames[20:30]), [box]),
     ]
 

@@ -98,9 +98,11 @@ def dataset_rows(uri: str, options: dict) -> pa.Table:
     return dataset.to_table()
 
 
-
 def failure(unit_id: str, object_ids=(1,), attempts: int = 1) -> UnitFailure:
-    return UnitFailure(unit_id, "/v.mp4", "v", object_ids, "m.jsonl line 1", attempts, "OSError", True, "x")
+    return UnitFailure(
+        unit_id, "/v.mp4", "v", object_ids, "m.jsonl line 1", attempts, "OSError", True, "x"
+    )
+
 
 def test_committing_a_unit_twice_leaves_one_file_and_one_set_of_rows(output):
     uri, options = output
@@ -215,7 +217,9 @@ def test_failures_rejects_and_summary(output):
     store = OutputStore(uri, options)
     store.write_failures([failure("u1", object_ids=(1, 2)), failure("u2", attempts=3)])
     store.write_rejects([Reject("m.jsonl line 2", "box", "x2 <= x1", "{...}", "/v.mp4")], "m.jsonl")
-    store.write_summary(RunSummary("r1", "m.jsonl", uri, "m@1", None, None, "t0", units=3, failed=2))
+    store.write_summary(
+        RunSummary("r1", "m.jsonl", uri, "m@1", None, None, "t0", units=3, failed=2)
+    )
     fs, root = store.fs, store.root
     with fs.open(f"{root}/failures/failures.parquet", "rb") as handle:
         table = pq.read_table(handle)

@@ -31,7 +31,9 @@ def _prompt(session: VideoSession, kind: str, long_case) -> None:
 
 
 def _run(mini, long_case, kinds, batch=True):
-    session = VideoSession(mini, ArrayFrames(long_case["frames"]), TrackerOptions(batch_objects=batch))
+    session = VideoSession(
+        mini, ArrayFrames(long_case["frames"]), TrackerOptions(batch_objects=batch)
+    )
     for kind in kinds:
         _prompt(session, kind, long_case)
     out = {}
@@ -72,7 +74,9 @@ def test_batched_mode_equals_object_by_object_mode(mini, long_case):
 
 @pytest.mark.slow
 def test_streaming_state_stays_bounded_and_masks_match_keeping_everything(mini):
-    video = generate_video(7, SyntheticConfig(height=64, width=96, num_frames=320, min_objects=3, max_objects=3))
+    video = generate_video(
+        7, SyntheticConfig(height=64, width=96, num_frames=320, min_objects=3, max_objects=3)
+    )
     start = 60
     prompts = []
     for k, oid in enumerate(video.object_ids):
@@ -97,9 +101,13 @@ def test_streaming_state_stays_bounded_and_masks_match_keeping_everything(mini):
 
     n = len(video.frames)
     assert sorted(order) == list(range(n)), "every frame yielded exactly once"
-    assert order[: n - start] == list(range(start, n)) and order[n - start :] == list(range(start - 1, -1, -1))
+    assert order[: n - start] == list(range(start, n)) and order[n - start :] == list(
+        range(start - 1, -1, -1)
+    )
     for t in range(n):
-        assert torch.equal(kept[t], full[t]), f"frame {t} differs from the run that keeps everything"
+        assert torch.equal(kept[t], full[t]), (
+            f"frame {t} differs from the run that keeps everything"
+        )
 
     # Keeping everything grows with the video; the bounded run's state is capped by the
     # memory windows (conditioning frames + the pointer window + the reverse pass's seed).
@@ -107,7 +115,9 @@ def test_streaming_state_stays_bounded_and_masks_match_keeping_everything(mini):
     bound_frames = 3 * (3 + 2 * 16 + 2)
     assert max(frames_b) <= bound_frames
     first_half, second_half = bytes_b[20 : n // 2], bytes_b[n // 2 :]
-    assert max(second_half) <= max(first_half), "state must not grow with the number of frames tracked"
+    assert max(second_half) <= max(first_half), (
+        "state must not grow with the number of frames tracked"
+    )
 
 
 def test_bad_calls_raise_clear_errors_and_leave_the_session_usable(mini, long_case):
@@ -146,7 +156,11 @@ def test_bad_calls_raise_clear_errors_and_leave_the_session_usable(mini, long_ca
 def test_track_video_rejects_prompts_past_the_end(mini, long_case):
     session = VideoSession(mini, ArrayFrames(long_case["frames"][:5]))
     with pytest.raises(ValueError, match="past the video's end"):
-        list(track_session(session, [ObjectPrompt(1, 5, points=np.array([[1, 1]]), labels=np.array([1]))]))
+        list(
+            track_session(
+                session, [ObjectPrompt(1, 5, points=np.array([[1, 1]]), labels=np.array([1]))]
+            )
+        )
 
 
 def test_clear_prompts_and_remove_object(mini, long_case):

@@ -35,7 +35,9 @@ from sam2_core.training import (
 )
 
 SYNTH = SyntheticConfig(height=64, width=64, num_frames=8, min_objects=1, max_objects=2)
-FIXED_PROMPTS = PromptOptions(box_prob=0.0, mask_prob=0.0, exact_click_prob=1.0, max_corrections=0, correct_later_prob=0.0)
+FIXED_PROMPTS = PromptOptions(
+    box_prob=0.0, mask_prob=0.0, exact_click_prob=1.0, max_corrections=0, correct_later_prob=0.0
+)
 
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -46,8 +48,16 @@ def make_trainer(tmp_path, steps=4, freeze=(), prompts=FIXED_PROMPTS, lr=3e-3, s
     model, tree = build_for_training(tiny_tree())
     source = SyntheticClips(SYNTH, first_seed=1000, reuse=1.0)
     cfg = TrainConfig(
-        steps=steps, batch_size=2, clip_len=3, lr=lr, warmup_steps=1, checkpoint_every=2,
-        log_every=1, freeze=tuple(freeze), seed=seed, prompts=prompts,
+        steps=steps,
+        batch_size=2,
+        clip_len=3,
+        lr=lr,
+        warmup_steps=1,
+        checkpoint_every=2,
+        log_every=1,
+        freeze=tuple(freeze),
+        seed=seed,
+        prompts=prompts,
     )
     return Trainer(model, tree, source, tmp_path / "run", cfg)
 
@@ -77,8 +87,19 @@ def test_gradients_reach_the_memory_path(tmp_path):
     assert [s.frame for s in steps] == [0, 1, 2]
     loss = sum(s.multimasks.sigmoid().mean() + s.object_logits.mean() for s in steps)
     loss.backward()
-    for prefix in ("memory_attention.", "memory_encoder.", "obj_ptr_proj.", "maskmem_tpos_enc", "image_encoder.", "sam_mask_decoder."):
-        grads = [p.grad for n, p in model.named_parameters() if n.startswith(prefix) and p.grad is not None]
+    for prefix in (
+        "memory_attention.",
+        "memory_encoder.",
+        "obj_ptr_proj.",
+        "maskmem_tpos_enc",
+        "image_encoder.",
+        "sam_mask_decoder.",
+    ):
+        grads = [
+            p.grad
+            for n, p in model.named_parameters()
+            if n.startswith(prefix) and p.grad is not None
+        ]
         assert grads and any(float(g.abs().sum()) > 0 for g in grads), prefix
 
 
@@ -90,11 +111,15 @@ def test_frame_losses_only_use_best_mask():
     good = target[:, None] * 20 - 10
     bad = -good
     masks = torch.cat([bad, good, bad], dim=1)  # 1 x 3 x 8 x 8
-    terms = step_losses(masks, torch.tensor([[0.0, 1.0, 0.0]]), torch.tensor([[5.0]]), target, LossWeights())
+    terms = step_losses(
+        masks, torch.tensor([[0.0, 1.0, 0.0]]), torch.tensor([[5.0]]), target, LossWeights()
+    )
     assert float(terms["mask"]) < 1e-3 and float(terms["dice"]) < 0.05
     # IoU head is trained on every candidate: the two wrong ones claim 0 and really have 0
     assert float(terms["iou"]) < 1e-6
-    absent = step_losses(masks, torch.zeros(1, 3), torch.tensor([[5.0]]), torch.zeros(1, 8, 8), LossWeights())
+    absent = step_losses(
+        masks, torch.zeros(1, 3), torch.tensor([[5.0]]), torch.zeros(1, 8, 8), LossWeights()
+    )
     assert float(absent["mask"]) == 0.0 and float(absent["object_score"]) > 4.0
 
 
@@ -116,7 +141,9 @@ def test_checkpoint_loads_strictly_and_resume_is_exact(tmp_path):
     expected = {k: v.clone() for k, v in trainer.model.state_dict().items()}
 
     model, tree = build_for_training(str(out / CONFIG_FILE))
-    resumed = Trainer(model, tree, SyntheticClips(SYNTH, first_seed=1000, reuse=1.0), out, trainer.config)
+    resumed = Trainer(
+        model, tree, SyntheticClips(SYNTH, first_seed=1000, reuse=1.0), out, trainer.config
+    )
     resumed.resume()
     assert resumed.step == 2
     saved = torch.load(out / STATE_FILE, weights_only=True)["optimizer"]["state"]
@@ -141,12 +168,21 @@ def test_resume_restores_the_cuda_random_state_too(tmp_path, monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
     monkeypatch.setattr(torch.cuda, "get_rng_state_all", lambda: saved_states)
-    monkeypatch.setattr(torch.cuda, "set_rng_state", lambda state, device: restored.__setitem__(device, state.clone()))
+    monkeypatch.setattr(
+        torch.cuda,
+        "set_rng_state",
+        lambda state, device: restored.__setitem__(device, state.clone()),
+    )
     trainer.save()
     out = tmp_path / "run"
-    assert [torch.equal(a, b) for a, b in zip(torch.load(out / STATE_FILE, weights_only=True)["cuda_rng"], saved_states)] == [True, True]
+    assert [
+        torch.equal(a, b)
+        for a, b in zip(torch.load(out / STATE_FILE, weights_only=True)["cuda_rng"], saved_states)
+    ] == [True, True]
     model, tree = build_for_training(str(out / CONFIG_FILE))
-    Trainer(model, tree, SyntheticClips(SYNTH, first_seed=1000, reuse=1.0), out, trainer.config).resume()
+    Trainer(
+        model, tree, SyntheticClips(SYNTH, first_seed=1000, reuse=1.0), out, trainer.config
+    ).resume()
     assert sorted(restored) == [0, 1]
     assert all(torch.equal(restored[i], saved_states[i]) for i in (0, 1))
 
@@ -169,7 +205,12 @@ def test_a_step_uploads_the_ground_truth_masks_once(tmp_path, monkeypatch):
 
     class Watch(torch.overrides.TorchFunctionMode):
         def __torch_function__(self, func, types, args=(), kwargs=None):
-            if func is masks_to and args and args[0].dtype == batch.masks.dtype and args[0].dim() == 3:
+            if (
+                func is masks_to
+                and args
+                and args[0].dtype == batch.masks.dtype
+                and args[0].dim() == 3
+            ):
                 mask_moves.append(tuple(args[0].shape))
             return func(*args, **(kwargs or {}))
 
@@ -199,7 +240,9 @@ def test_resume_refuses_a_train_state_holding_code_and_never_runs_it(tmp_path, c
     torch.save({**state, "rng": _Payload(marker)}, out / STATE_FILE)
 
     model, tree = build_for_training(str(out / CONFIG_FILE))
-    resumed = Trainer(model, tree, SyntheticClips(SYNTH, first_seed=1000, reuse=1.0), out, trainer.config)
+    resumed = Trainer(
+        model, tree, SyntheticClips(SYNTH, first_seed=1000, reuse=1.0), out, trainer.config
+    )
     with pytest.raises(ValueError, match="holds Python objects other than tensors") as err:
         resumed.resume()
     assert str(out / STATE_FILE) in str(err.value) and "weights_only=False" not in str(err.value)
@@ -240,10 +283,30 @@ def test_cli_trains_and_resumes(tmp_path, capsys):
     config = tmp_path / "tiny.json"
     config.write_text(json.dumps({"resolved": tiny_tree()}))
     out = tmp_path / "cli"
-    common = ["--output", str(out), "--batch-size", "1", "--clip-len", "2", "--height", "64", "--width", "64",
-              "--frames", "6", "--max-objects", "1", "--checkpoint-every", "1", "--log-every", "1"]
+    common = [
+        "--output",
+        str(out),
+        "--batch-size",
+        "1",
+        "--clip-len",
+        "2",
+        "--height",
+        "64",
+        "--width",
+        "64",
+        "--frames",
+        "6",
+        "--max-objects",
+        "1",
+        "--checkpoint-every",
+        "1",
+        "--log-every",
+        "1",
+    ]
     assert jobs_main(["train", "--config", str(config), "--steps", "1", *common]) == 0
-    assert jobs_main(["train", "--resume", "--steps", "2", "--freeze", "image_encoder", *common]) == 1  # frozen set differs
+    assert (
+        jobs_main(["train", "--resume", "--steps", "2", "--freeze", "image_encoder", *common]) == 1
+    )  # frozen set differs
     assert jobs_main(["train", "--resume", "--steps", "2", *common]) == 0
     text = capsys.readouterr()
     assert "resumed at step 1" in text.out and "step 2/2" in text.out and "clips/s" in text.out
@@ -268,12 +331,16 @@ def test_prompt_attention_alignment_ties_keys_to_queries():
     from sam2_core.training.trainer import align_prompt_attention
 
     model, _ = build_for_training(tiny_tree())
-    assert align_prompt_attention(model, sharpness=4.0) == 5  # 2 blocks x 2 cross-attentions + final
+    assert (
+        align_prompt_attention(model, sharpness=4.0) == 5
+    )  # 2 blocks x 2 cross-attentions + final
     attn = model.sam_mask_decoder.transformer.final_attn_token_to_image
     assert torch.equal(attn.k_proj.weight, 4.0 * attn.q_proj.weight)
     assert float(attn.k_proj.bias.detach().abs().sum()) == 0.0
     self_attn = model.sam_mask_decoder.transformer.layers[0].self_attn
-    assert not torch.equal(self_attn.k_proj.weight, self_attn.q_proj.weight)  # self-attention untouched
+    assert not torch.equal(
+        self_attn.k_proj.weight, self_attn.q_proj.weight
+    )  # self-attention untouched
 
 
 def test_memory_attention_alignment_makes_attention_local():
@@ -283,7 +350,9 @@ def test_memory_attention_alignment_makes_attention_local():
     model, _ = build_for_training(tiny_tree())
     assert align_memory_attention(model, strength=5.0, pairs=3) == 1
     attn = model.memory_attention.layers[0].cross_attn_image
-    assert torch.equal(attn.q_proj.bias, attn.k_proj.bias) and int((attn.q_proj.bias != 0).sum()) == 6
+    assert (
+        torch.equal(attn.q_proj.bias, attn.k_proj.bias) and int((attn.q_proj.bias != 0).sum()) == 6
+    )
     # With content-free inputs only the biases remain: each query position attends most to the same key position.
     side = 4
     with torch.no_grad():

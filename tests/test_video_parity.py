@@ -16,7 +16,10 @@ def replayed(mini_a_dir, tmp_path_factory):
     out = tmp_path_factory.mktemp("video_parity")
     proc = subprocess.run(
         [sys.executable, "-m", "sam2_core.parity", "replay", str(mini_a_dir), str(out)],
-        capture_output=True, text=True, timeout=1200, check=False,
+        capture_output=True,
+        text=True,
+        timeout=1200,
+        check=False,
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     return out
@@ -33,7 +36,10 @@ def test_compare_passes_on_video_cases(replayed, mini_a_dir, case):
 def test_compare_cli_exits_zero_on_the_replay(replayed, mini_a_dir):
     proc = subprocess.run(
         [sys.executable, "-m", "sam2_core.parity", "compare", str(mini_a_dir), str(replayed)],
-        capture_output=True, text=True, timeout=300, check=False,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "FAIL" not in proc.stdout

@@ -79,17 +79,13 @@ def check_readable_format(name: str) -> str:
     return name
 
 
-def read_export(
-    root: str, format: str, storage_options: dict | None = None
-) -> ReviewedExport:
+def read_export(root: str, format: str, storage_options: dict | None = None) -> ReviewedExport:
     """The masks of an export folder in ``format`` (as written by ``export_run``, perhaps
     edited since), each with the file and entry it came from."""
     return READERS[check_readable_format(format)](root, storage_options)
 
 
-def read_export_table(
-    root: str, format: str, storage_options: dict | None = None
-) -> pa.Table:
+def read_export_table(root: str, format: str, storage_options: dict | None = None) -> pa.Table:
     """An export folder as a mask table (MASK_SCHEMA), e.g. ground truth for evaluation."""
     return reviewed_table(read_export(root, format, storage_options), run_id=format)
 

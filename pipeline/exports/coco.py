@@ -216,9 +216,7 @@ def read_coco_review(root: str, storage_options: dict | None = None) -> Reviewed
         object_id = parse_object_id(ann.get("object_id"), where)
         mask = segmentation_mask(ann.get("segmentation"), image["height"], image["width"], where)
         label = f"annotation {ann.get('id', i)}"
-        export.add_mask(
-            str(image["video_id"]), image["frame_index"], object_id, label, mask, where
-        )
+        export.add_mask(str(image["video_id"]), image["frame_index"], object_id, label, mask, where)
     return export
 
 

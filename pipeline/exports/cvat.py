@@ -163,9 +163,13 @@ def export_cvat(reader: RunReader, dest: Destination, options: ExportOptions) ->
 def cvat_mask(runs: list[int], left: int, top: int, width: int, height: int, shape) -> np.ndarray:
     """The inverse of :func:`cvat_mask_rle`: a bool mask of ``shape`` (H, W)."""
     if sum(runs) != width * height or any(r < 0 for r in runs):
-        raise ValueError(f"rle covers {sum(runs)} pixels, its {width} x {height} box has {width * height}")
+        raise ValueError(
+            f"rle covers {sum(runs)} pixels, its {width} x {height} box has {width * height}"
+        )
     if left < 0 or top < 0 or left + width > shape[1] or top + height > shape[0]:
-        raise ValueError(f"box {left},{top} {width}x{height} leaves the {shape[1]} x {shape[0]} frame")
+        raise ValueError(
+            f"box {left},{top} {width}x{height} leaves the {shape[1]} x {shape[0]} frame"
+        )
     values = np.repeat(np.arange(len(runs)) % 2 == 1, runs)
     mask = np.zeros(shape, bool)
     mask[top : top + height, left : left + width] = values.reshape(height, width)
@@ -206,9 +210,7 @@ def read_cvat_review(root: str, storage_options: dict | None = None) -> Reviewed
     import xml.etree.ElementTree as ET
 
     fs, base = url_to_fs(root, storage_options)
-    paths = sorted(
-        p for p in fs.glob(posixpath.join(base, "*", ANNOTATIONS_FILE)) if fs.isfile(p)
-    )
+    paths = sorted(p for p in fs.glob(posixpath.join(base, "*", ANNOTATIONS_FILE)) if fs.isfile(p))
     if not paths:
         raise FileNotFoundError(f"{root}: no CVAT files (<video_id>/{ANNOTATIONS_FILE})")
     export = ReviewedExport(root)

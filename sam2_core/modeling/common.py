@@ -62,15 +62,24 @@ class LayerNorm2d(nn.Module):
         self.weight = nn.Parameter(torch.ones(num_channels))
         self.bias = nn.Parameter(torch.zeros(num_channels))
         self.eps = eps
-        self.num_channels = num_channels  # a Python int, so that a traced graph (ONNX) keeps it constant
+        self.num_channels = (
+            num_channels  # a Python int, so that a traced graph (ONNX) keeps it constant
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = F.layer_norm(x.permute(0, 2, 3, 1), (self.num_channels,), self.weight, self.bias, self.eps)
+        x = F.layer_norm(
+            x.permute(0, 2, 3, 1), (self.num_channels,), self.weight, self.bias, self.eps
+        )
         return x.permute(0, 3, 1, 2)
 
 
 def sine_position_encoding_2d(
-    batch: int, height: int, width: int, num_pos_feats: int, temperature: float, device: torch.device
+    batch: int,
+    height: int,
+    width: int,
+    num_pos_feats: int,
+    temperature: float,
+    device: torch.device,
 ) -> torch.Tensor:
     """DETR-style normalised sine encoding of a H x W grid: B x num_pos_feats x H x W.
 
@@ -111,11 +120,15 @@ class PositionEmbeddingSine(nn.Module):
         b, _, h, w = x.shape
         key = (h, w, x.device)
         if key not in self._cache:
-            self._cache[key] = sine_position_encoding_2d(1, h, w, self.num_pos_feats, self.temperature, x.device).contiguous()
+            self._cache[key] = sine_position_encoding_2d(
+                1, h, w, self.num_pos_feats, self.temperature, x.device
+            ).contiguous()
         return self._cache[key].expand(b, -1, -1, -1).to(x.dtype)
 
 
-def sine_encoding_1d(positions: torch.Tensor, dim: int, temperature: float = 10000.0) -> torch.Tensor:
+def sine_encoding_1d(
+    positions: torch.Tensor, dim: int, temperature: float = 10000.0
+) -> torch.Tensor:
     """Sine/cosine encoding of scalar positions: N -> N x dim (sines first, then cosines)."""
     half = dim // 2
     k = torch.arange(half, dtype=torch.float32, device=positions.device)
@@ -124,7 +137,13 @@ def sine_encoding_1d(positions: torch.Tensor, dim: int, temperature: float = 100
     return torch.cat([angles.sin(), angles.cos()], dim=-1)
 
 
-def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None = None, dropout_p: float = 0.0) -> torch.Tensor:
+def attention(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    mask: torch.Tensor | None = None,
+    dropout_p: float = 0.0,
+) -> torch.Tensor:
     """Scaled dot-product attention on B x heads x L x d tensors; ``mask`` (broadcastable to
     B x heads x Lq x Lk) is True where keys count, None when every key does.
 
@@ -135,5 +154,7 @@ def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Ten
     """
     q, k, v = q.contiguous(), k.contiguous(), v.contiguous()
     if mask is not None and mask.dtype == torch.bool:
-        mask = torch.zeros(mask.shape, dtype=q.dtype, device=q.device).masked_fill_(~mask, float("-inf"))
+        mask = torch.zeros(mask.shape, dtype=q.dtype, device=q.device).masked_fill_(
+            ~mask, float("-inf")
+        )
     return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout_p)

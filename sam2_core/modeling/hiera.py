@@ -28,7 +28,9 @@ def _to_windows(x: torch.Tensor, size: int) -> tuple[torch.Tensor, tuple[int, in
     return x.reshape(-1, size, size, c), (hp, wp)
 
 
-def _from_windows(x: torch.Tensor, size: int, padded: tuple[int, int], out: tuple[int, int]) -> torch.Tensor:
+def _from_windows(
+    x: torch.Tensor, size: int, padded: tuple[int, int], out: tuple[int, int]
+) -> torch.Tensor:
     """Inverse of _to_windows, cropping the padding away."""
     hp, wp = padded
     b = x.shape[0] // ((hp // size) * (wp // size))
@@ -66,7 +68,9 @@ class MultiScaleAttention(nn.Module):
             q = _pool(q.reshape(b, h, w, -1), self.q_pool)
             h, w = q.shape[1:3]
             q = q.reshape(b, h * w, self.num_heads, -1)
-        out = F.scaled_dot_product_attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2))
+        out = F.scaled_dot_product_attention(
+            q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)
+        )
         out = out.transpose(1, 2).reshape(b, h, w, -1)
         return self.proj(out)
 
@@ -74,13 +78,25 @@ class MultiScaleAttention(nn.Module):
 class MultiScaleBlock(nn.Module):
     """Pre-norm transformer block with windowed (or global) attention and optional pooling."""
 
-    def __init__(self, dim: int, dim_out: int, num_heads: int, mlp_ratio: float, q_stride: tuple[int, int] | None, window_size: int):
+    def __init__(
+        self,
+        dim: int,
+        dim_out: int,
+        num_heads: int,
+        mlp_ratio: float,
+        q_stride: tuple[int, int] | None,
+        window_size: int,
+    ):
         super().__init__()
         self.dim, self.dim_out = dim, dim_out
         self.window_size = window_size
         self.q_stride = q_stride
         self.norm1 = nn.LayerNorm(dim, eps=1e-6)
-        self.pool = nn.MaxPool2d(kernel_size=q_stride, stride=q_stride, ceil_mode=False) if q_stride else None
+        self.pool = (
+            nn.MaxPool2d(kernel_size=q_stride, stride=q_stride, ceil_mode=False)
+            if q_stride
+            else None
+        )
         self.attn = MultiScaleAttention(dim, dim_out, num_heads, q_pool=self.pool)
         self.norm2 = nn.LayerNorm(dim_out, eps=1e-6)
         self.mlp = MLP(dim_out, int(dim_out * mlp_ratio), dim_out, num_layers=2, activation=nn.GELU)
@@ -117,8 +133,12 @@ class Hiera(nn.Module):
         self.stage_ends = [sum(stages[: i + 1]) - 1 for i in range(len(stages))]
         q_pool_blocks = [end + 1 for end in self.stage_ends[:-1]][: cfg.q_pool]
         self.patch_embed = PatchEmbed(cfg.embed_dim)
-        self.pos_embed = nn.Parameter(torch.zeros(1, cfg.embed_dim, *cfg.window_pos_embed_bkg_spatial_size))
-        self.pos_embed_window = nn.Parameter(torch.zeros(1, cfg.embed_dim, cfg.window_spec[0], cfg.window_spec[0]))
+        self.pos_embed = nn.Parameter(
+            torch.zeros(1, cfg.embed_dim, *cfg.window_pos_embed_bkg_spatial_size)
+        )
+        self.pos_embed_window = nn.Parameter(
+            torch.zeros(1, cfg.embed_dim, cfg.window_spec[0], cfg.window_spec[0])
+        )
 
         blocks = []
         dim, heads, stage = cfg.embed_dim, cfg.num_heads, 0
@@ -132,7 +152,14 @@ class Hiera(nn.Module):
                 heads = int(heads * cfg.head_mul)
                 stage += 1
             blocks.append(
-                MultiScaleBlock(dim, dim_out, heads, cfg.mlp_ratio, cfg.q_stride if i in q_pool_blocks else None, window)
+                MultiScaleBlock(
+                    dim,
+                    dim_out,
+                    heads,
+                    cfg.mlp_ratio,
+                    cfg.q_stride if i in q_pool_blocks else None,
+                    window,
+                )
             )
             dim = dim_out
         self.blocks = nn.ModuleList(blocks)

@@ -41,8 +41,11 @@ class FpnNeck(nn.Module):
             if i in self.cfg.fpn_top_down_levels and above is not None:
                 mode = self.cfg.fpn_interp_model
                 up = F.interpolate(
-                    above.to(torch.float32), scale_factor=2.0, mode=mode,
-                    align_corners=None if mode == "nearest" else False, antialias=False,
+                    above.to(torch.float32),
+                    scale_factor=2.0,
+                    mode=mode,
+                    align_corners=None if mode == "nearest" else False,
+                    antialias=False,
                 )
                 above = lateral + up
                 if self.cfg.fuse_type == "avg":

@@ -31,11 +31,21 @@ class MaskDecoder(nn.Module):
     is SAM 1's decoder (SAM 2's extends it); ``transformer`` defaults to SAM 2's two-way transformer.
     """
 
-    def __init__(self, transformer_dim: int, cfg: DecoderConfig, num_multimask_outputs: int = 3, transformer: nn.Module | None = None):
+    def __init__(
+        self,
+        transformer_dim: int,
+        cfg: DecoderConfig,
+        num_multimask_outputs: int = 3,
+        transformer: nn.Module | None = None,
+    ):
         super().__init__()
         self.cfg = cfg
         dim = transformer_dim
-        self.transformer = transformer if transformer is not None else TwoWayTransformer(depth=2, embedding_dim=dim, num_heads=8, mlp_dim=2048)
+        self.transformer = (
+            transformer
+            if transformer is not None
+            else TwoWayTransformer(depth=2, embedding_dim=dim, num_heads=8, mlp_dim=2048)
+        )
         self.num_mask_tokens = num_multimask_outputs + 1
         self.iou_token = nn.Embedding(1, dim)
         self.mask_tokens = nn.Embedding(self.num_mask_tokens, dim)
@@ -51,10 +61,16 @@ class MaskDecoder(nn.Module):
         if cfg.use_high_res_features:
             self.conv_s0 = nn.Conv2d(dim, dim // 8, kernel_size=1)
             self.conv_s1 = nn.Conv2d(dim, dim // 4, kernel_size=1)
-        self.output_hypernetworks_mlps = nn.ModuleList(MLP(dim, dim, dim // 8, 3) for _ in range(self.num_mask_tokens))
-        self.iou_prediction_head = MLP(dim, 256, self.num_mask_tokens, 3, sigmoid_output=cfg.iou_prediction_use_sigmoid)
+        self.output_hypernetworks_mlps = nn.ModuleList(
+            MLP(dim, dim, dim // 8, 3) for _ in range(self.num_mask_tokens)
+        )
+        self.iou_prediction_head = MLP(
+            dim, 256, self.num_mask_tokens, 3, sigmoid_output=cfg.iou_prediction_use_sigmoid
+        )
         if cfg.pred_obj_scores:
-            self.pred_obj_score_head = MLP(dim, dim, 1, 3) if cfg.pred_obj_scores_mlp else nn.Linear(dim, 1)
+            self.pred_obj_score_head = (
+                MLP(dim, dim, 1, 3) if cfg.pred_obj_scores_mlp else nn.Linear(dim, 1)
+            )
 
     @float32_island
     def forward(
@@ -70,7 +86,9 @@ class MaskDecoder(nn.Module):
         """image_embeddings: B x C x h x w (or 1 x ... with ``repeat_image``); sparse: B x N x C;
         dense: B x C x h x w; high_res_features: [B x C/8 x 4h x 4w, B x C/4 x 2h x 2w], or None / []
         for a decoder without them (SAM 1)."""
-        masks, iou, tokens, obj_logits = self._predict(image_embeddings, image_pe, sparse, dense, high_res_features, repeat_image)
+        masks, iou, tokens, obj_logits = self._predict(
+            image_embeddings, image_pe, sparse, dense, high_res_features, repeat_image
+        )
         if multimask_output:
             masks, iou = masks[:, 1:], iou[:, 1:]
         elif self.cfg.dynamic_multimask_via_stability and not self.training:
@@ -84,7 +102,9 @@ class MaskDecoder(nn.Module):
         return DecoderOutput(masks, iou, tokens, obj_logits)
 
     @float32_island
-    def project_high_res(self, feat_s0: torch.Tensor, feat_s1: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def project_high_res(
+        self, feat_s0: torch.Tensor, feat_s1: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """The image encoder's two finer levels projected for the skip connections:
         B x C x 4h x 4w -> B x C/8 x 4h x 4w and B x C x 2h x 2w -> B x C/4 x 2h x 2w."""
         return self.conv_s0(feat_s0), self.conv_s1(feat_s1)
@@ -95,7 +115,9 @@ class MaskDecoder(nn.Module):
             weights.insert(0, self.obj_score_token.weight)
         first = 1 if self.cfg.pred_obj_scores else 0
         b = sparse.shape[0]
-        tokens = torch.cat([torch.cat(weights, dim=0).unsqueeze(0).expand(b, -1, -1), sparse], dim=1)
+        tokens = torch.cat(
+            [torch.cat(weights, dim=0).unsqueeze(0).expand(b, -1, -1), sparse], dim=1
+        )
         src = torch.repeat_interleave(image, b, dim=0) if repeat_image else image
         src = src + dense
         pos = image_pe.expand(b, -1, -1, -1) if image_pe.shape[0] == 1 else image_pe
@@ -113,7 +135,10 @@ class MaskDecoder(nn.Module):
             up = act1(ln1(up1(src) + feat_s1))
             up = act2(up2(up) + feat_s0)
 
-        hyper = torch.stack([mlp(mask_tokens_out[:, i]) for i, mlp in enumerate(self.output_hypernetworks_mlps)], dim=1)
+        hyper = torch.stack(
+            [mlp(mask_tokens_out[:, i]) for i, mlp in enumerate(self.output_hypernetworks_mlps)],
+            dim=1,
+        )
         _, uc, uh, uw = up.shape
         masks = (hyper @ up.reshape(b, uc, uh * uw)).reshape(b, -1, uh, uw)
         iou = self.iou_prediction_head(iou_token_out)
@@ -123,7 +148,9 @@ class MaskDecoder(nn.Module):
             obj_logits = 10.0 * iou.new_ones(iou.shape[0], 1)
         return masks, iou, mask_tokens_out, obj_logits
 
-    def _stable_or_best(self, masks: torch.Tensor, iou: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def _stable_or_best(
+        self, masks: torch.Tensor, iou: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """Keep the single-mask output when it is stable under a small logit shift,
         else fall back to the best of the three multimask outputs."""
         multi, multi_iou = masks[:, 1:], iou[:, 1:]

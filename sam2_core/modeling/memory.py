@@ -20,10 +20,21 @@ class MemoryAttentionLayer(nn.Module):
         super().__init__()
         self.cfg = cfg
         d = cfg.d_model
-        self.self_attn = RoPEAttention(d, cfg.num_heads, dropout=cfg.dropout, rope_theta=cfg.rope_theta, feat_sizes=cfg.feat_sizes)
+        self.self_attn = RoPEAttention(
+            d,
+            cfg.num_heads,
+            dropout=cfg.dropout,
+            rope_theta=cfg.rope_theta,
+            feat_sizes=cfg.feat_sizes,
+        )
         self.cross_attn_image = RoPEAttention(
-            d, cfg.num_heads, dropout=cfg.dropout, kv_in_dim=cfg.kv_in_dim,
-            rope_theta=cfg.rope_theta, feat_sizes=cfg.feat_sizes, rope_k_repeat=cfg.rope_k_repeat,
+            d,
+            cfg.num_heads,
+            dropout=cfg.dropout,
+            kv_in_dim=cfg.kv_in_dim,
+            rope_theta=cfg.rope_theta,
+            feat_sizes=cfg.feat_sizes,
+            rope_k_repeat=cfg.rope_k_repeat,
         )
         self.linear1 = nn.Linear(d, cfg.dim_feedforward)
         self.linear2 = nn.Linear(cfg.dim_feedforward, d)
@@ -39,18 +50,38 @@ class MemoryAttentionLayer(nn.Module):
         qk = h + x_pos if self.cfg.pos_enc_at_attn else h
         return x + self.dropout(self.self_attn(qk, qk, h))
 
-    def attend_memory(self, x: torch.Tensor, memory: torch.Tensor, x_pos: torch.Tensor, memory_pos: torch.Tensor, num_k_exclude_rope: int, key_mask: torch.Tensor | None) -> torch.Tensor:
+    def attend_memory(
+        self,
+        x: torch.Tensor,
+        memory: torch.Tensor,
+        x_pos: torch.Tensor,
+        memory_pos: torch.Tensor,
+        num_k_exclude_rope: int,
+        key_mask: torch.Tensor | None,
+    ) -> torch.Tensor:
         """Cross-attention to the memory, then the feed-forward. ``x`` may have batch 1 against a
         memory of batch B (one frame shared by B objects): the result has batch B."""
         cfg = self.cfg
         h = self.norm2(x)
         q = h + x_pos if cfg.pos_enc_at_cross_attn_queries else h
         k = memory + memory_pos if cfg.pos_enc_at_cross_attn_keys else memory
-        x = x + self.dropout(self.cross_attn_image(q, k, memory, num_k_exclude_rope=num_k_exclude_rope, key_mask=key_mask))
+        x = x + self.dropout(
+            self.cross_attn_image(
+                q, k, memory, num_k_exclude_rope=num_k_exclude_rope, key_mask=key_mask
+            )
+        )
         h = self.norm3(x)
         return x + self.dropout(self.linear2(self.dropout(self.activation(self.linear1(h)))))
 
-    def forward(self, x: torch.Tensor, memory: torch.Tensor, x_pos: torch.Tensor, memory_pos: torch.Tensor, num_k_exclude_rope: int, key_mask: torch.Tensor | None) -> torch.Tensor:
+    def forward(
+        self,
+        x: torch.Tensor,
+        memory: torch.Tensor,
+        x_pos: torch.Tensor,
+        memory_pos: torch.Tensor,
+        num_k_exclude_rope: int,
+        key_mask: torch.Tensor | None,
+    ) -> torch.Tensor:
         x = self.attend_self(x, x_pos)
         return self.attend_memory(x, memory, x_pos, memory_pos, num_k_exclude_rope, key_mask)
 
@@ -98,7 +129,11 @@ class MaskDownSampler(nn.Module):
         chans = 1
         for _ in range(n):
             out = chans * cfg.mask_stride**2
-            layers += [nn.Conv2d(chans, out, cfg.mask_kernel_size, cfg.mask_stride, cfg.mask_padding), LayerNorm2d(out), nn.GELU()]
+            layers += [
+                nn.Conv2d(chans, out, cfg.mask_kernel_size, cfg.mask_stride, cfg.mask_padding),
+                LayerNorm2d(out),
+                nn.GELU(),
+            ]
             chans = out
         layers.append(nn.Conv2d(chans, cfg.mask_embed_dim, kernel_size=1))
         self.encoder = nn.Sequential(*layers)
@@ -110,9 +145,18 @@ class MaskDownSampler(nn.Module):
 class CXBlock(nn.Module):
     """ConvNeXt block: depth-wise conv, norm, point-wise MLP, layer scale, residual."""
 
-    def __init__(self, dim: int, kernel_size: int, padding: int, layer_scale_init_value: float, use_dwconv: bool):
+    def __init__(
+        self,
+        dim: int,
+        kernel_size: int,
+        padding: int,
+        layer_scale_init_value: float,
+        use_dwconv: bool,
+    ):
         super().__init__()
-        self.dwconv = nn.Conv2d(dim, dim, kernel_size, padding=padding, groups=dim if use_dwconv else 1)
+        self.dwconv = nn.Conv2d(
+            dim, dim, kernel_size, padding=padding, groups=dim if use_dwconv else 1
+        )
         self.norm = LayerNorm2d(dim, eps=1e-6)
         self.pwconv1 = nn.Linear(dim, 4 * dim)
         self.act = nn.GELU()
@@ -129,7 +173,13 @@ class Fuser(nn.Module):
     def __init__(self, cfg: MemoryEncoderConfig):
         super().__init__()
         self.layers = nn.ModuleList(
-            CXBlock(cfg.fuser_dim, cfg.fuser_kernel_size, cfg.fuser_padding, cfg.layer_scale_init_value, cfg.use_dwconv)
+            CXBlock(
+                cfg.fuser_dim,
+                cfg.fuser_kernel_size,
+                cfg.fuser_padding,
+                cfg.layer_scale_init_value,
+                cfg.use_dwconv,
+            )
             for _ in range(cfg.fuser_num_layers)
         )
 
@@ -148,10 +198,16 @@ class MemoryEncoder(nn.Module):
         self.pix_feat_proj = nn.Conv2d(cfg.in_dim, cfg.in_dim, kernel_size=1)
         self.fuser = Fuser(cfg)
         self.position_encoding = PositionEmbeddingSine(cfg.num_pos_feats)
-        self.out_proj = nn.Conv2d(cfg.in_dim, cfg.out_dim, kernel_size=1) if cfg.out_dim != cfg.in_dim else nn.Identity()
+        self.out_proj = (
+            nn.Conv2d(cfg.in_dim, cfg.out_dim, kernel_size=1)
+            if cfg.out_dim != cfg.in_dim
+            else nn.Identity()
+        )
 
     @float32_island
-    def forward(self, pix_feat: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(
+        self, pix_feat: torch.Tensor, mask: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """pix_feat: B x C x h x w; mask: B x 1 x S x S (values fed as is). Returns (features, pos)."""
         x = self.pix_feat_proj(pix_feat) + self.mask_downsampler(mask)
         x = self.out_proj(self.fuser(x))

@@ -109,11 +109,19 @@ class PromptEncoder(nn.Module):
     def _has_box(labels: torch.Tensor) -> bool:
         boxed = ((labels == BOX_TOP_LEFT) | (labels == BOX_BOTTOM_RIGHT)).any(dim=1)
         if bool(boxed.any()) and not bool(boxed.all()):
-            raise ValueError("a batch of prompts must either all hold a box or none (they would need different padding)")
+            raise ValueError(
+                "a batch of prompts must either all hold a box or none (they would need different padding)"
+            )
         return bool(boxed.any())
 
     @float32_island
-    def forward(self, coords: torch.Tensor | None, labels: torch.Tensor | None, masks: torch.Tensor | None, batch_size: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(
+        self,
+        coords: torch.Tensor | None,
+        labels: torch.Tensor | None,
+        masks: torch.Tensor | None,
+        batch_size: int | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """Returns (sparse B x N x C, dense B x C x h x w). ``masks`` are B x 1 x 4h x 4w logits."""
         if coords is not None:
             b = coords.shape[0]

@@ -58,7 +58,10 @@ class ImageFeatures:
 
     def expand(self, n: int) -> ImageFeatures:
         """Broadcast a single image's features to n objects (a view, no copy)."""
-        return ImageFeatures([x.expand(n, -1, -1, -1) for x in self.levels], [p.expand(n, -1, -1, -1) for p in self.pos])
+        return ImageFeatures(
+            [x.expand(n, -1, -1, -1) for x in self.levels],
+            [p.expand(n, -1, -1, -1) for p in self.pos],
+        )
 
     def to(self, device: torch.device | str) -> ImageFeatures:
         return ImageFeatures([x.to(device) for x in self.levels], [p.to(device) for p in self.pos])
@@ -102,7 +105,9 @@ class SAM2Model(nn.Module):
         self.memory_attention = MemoryAttention(cfg.memory_attention)
         self.memory_encoder = MemoryEncoder(cfg.memory_encoder)
         emb = cfg.feat_size
-        self.sam_prompt_encoder = PromptEncoder(hidden, (emb, emb), (cfg.image_size, cfg.image_size), mask_in_chans=16)
+        self.sam_prompt_encoder = PromptEncoder(
+            hidden, (emb, emb), (cfg.image_size, cfg.image_size), mask_in_chans=16
+        )
         self.sam_mask_decoder = MaskDecoder(hidden, cfg.decoder)
 
         self.maskmem_tpos_enc = nn.Parameter(torch.zeros(t.num_maskmem, 1, 1, mem))
@@ -115,8 +120,14 @@ class SAM2Model(nn.Module):
         if t.use_obj_ptrs_in_encoder:
             # Turns a full-resolution mask prompt into the decoder's low-res mask input.
             self.mask_downsample = nn.Conv2d(1, 1, kernel_size=4, stride=4)
-        self.obj_ptr_proj = MLP(hidden, hidden, hidden, 3) if t.use_mlp_for_obj_ptr_proj else nn.Linear(hidden, hidden)
-        self.obj_ptr_tpos_proj = nn.Linear(hidden, mem) if t.proj_tpos_enc_in_obj_ptrs else nn.Identity()
+        self.obj_ptr_proj = (
+            MLP(hidden, hidden, hidden, 3)
+            if t.use_mlp_for_obj_ptr_proj
+            else nn.Linear(hidden, hidden)
+        )
+        self.obj_ptr_tpos_proj = (
+            nn.Linear(hidden, mem) if t.proj_tpos_enc_in_obj_ptrs else nn.Identity()
+        )
         self._init_like_official()
 
     def _init_like_official(self) -> None:
@@ -138,7 +149,12 @@ class SAM2Model(nn.Module):
         their shapes stable (see ``TrackerOptions.stable_shapes``) so that the compiled parts
         are not recompiled for every object count and memory length."""
         self.hot_parts_compiled = True
-        for part in (self.image_encoder, self.memory_attention, self.memory_encoder, self.sam_mask_decoder):
+        for part in (
+            self.image_encoder,
+            self.memory_attention,
+            self.memory_encoder,
+            self.sam_mask_decoder,
+        ):
             part.compile(**compile_kwargs)
 
     # ------------------------------------------------------------------ image
@@ -162,7 +178,11 @@ class SAM2Model(nn.Module):
         conditioning frame (``init``: prompts on a frame the object was not tracked on) or, if
         the config allows, while tracking and correcting, with few enough points."""
         t = self.cfg.tracking
-        return t.multimask_output_in_sam and (init or t.multimask_output_for_tracking) and t.multimask_min_pt_num <= num_points <= t.multimask_max_pt_num
+        return (
+            t.multimask_output_in_sam
+            and (init or t.multimask_output_for_tracking)
+            and t.multimask_min_pt_num <= num_points <= t.multimask_max_pt_num
+        )
 
     def sam_heads(
         self,
@@ -187,11 +207,21 @@ class SAM2Model(nn.Module):
             size = self.sam_prompt_encoder.mask_input_size
             mask_prompt = mask_inputs
             if tuple(mask_inputs.shape[-2:]) != tuple(size):
-                mask_prompt = F.interpolate(mask_inputs.float(), size=size, mode="bilinear", align_corners=False, antialias=True)
+                mask_prompt = F.interpolate(
+                    mask_inputs.float(),
+                    size=size,
+                    mode="bilinear",
+                    align_corners=False,
+                    antialias=True,
+                )
         sparse, dense = self.sam_prompt_encoder(point_coords, point_labels, mask_prompt)
         dec = self.sam_mask_decoder(
-            pix_feat, self.sam_prompt_encoder.get_dense_pe(), sparse, dense,
-            multimask_output=multimask, high_res_features=high_res,
+            pix_feat,
+            self.sam_prompt_encoder.get_dense_pe(),
+            sparse,
+            dense,
+            multimask_output=multimask,
+            high_res_features=high_res,
         )
         masks, ious, tokens, obj_logits = dec.masks, dec.iou, dec.tokens, dec.object_score_logits
         present = obj_logits > 0
@@ -199,14 +229,25 @@ class SAM2Model(nn.Module):
             masks = torch.where(present[:, :, None, None], masks, NO_OBJECT_SCORE)
         masks = masks.float()
         rows = torch.arange(b, device=masks.device)
-        best = ious.argmax(dim=-1) if multimask else torch.zeros(b, dtype=torch.long, device=masks.device)
+        best = (
+            ious.argmax(dim=-1)
+            if multimask
+            else torch.zeros(b, dtype=torch.long, device=masks.device)
+        )
         low_res = masks[rows, best].unsqueeze(1)
         # Upsampling is per channel: upsampling only the chosen mask gives the same numbers.
-        high_res_mask = F.interpolate(low_res, size=(self.image_size, self.image_size), mode="bilinear", align_corners=False)
+        high_res_mask = F.interpolate(
+            low_res, size=(self.image_size, self.image_size), mode="bilinear", align_corners=False
+        )
         token = tokens[rows, best] if tokens.shape[1] > 1 else tokens[:, 0]
         obj_ptr = self._project_pointer(token)
-        obj_ptr = self._gate_pointer(obj_ptr, present.float() if not self.cfg.tracking.soft_no_obj_ptr else obj_logits.sigmoid())
-        return HeadsOutput(masks, ious, low_res, high_res_mask, ious[rows, best], obj_ptr, obj_logits)
+        obj_ptr = self._gate_pointer(
+            obj_ptr,
+            present.float() if not self.cfg.tracking.soft_no_obj_ptr else obj_logits.sigmoid(),
+        )
+        return HeadsOutput(
+            masks, ious, low_res, high_res_mask, ious[rows, best], obj_ptr, obj_logits
+        )
 
     @float32_island
     def _project_pointer(self, token: torch.Tensor) -> torch.Tensor:
@@ -221,16 +262,26 @@ class SAM2Model(nn.Module):
         return obj_ptr + (1 - appearing) * self.no_obj_ptr
 
     @float32_island
-    def mask_as_output(self, pix_feat: torch.Tensor, high_res: list[torch.Tensor], masks: torch.Tensor) -> HeadsOutput:
+    def mask_as_output(
+        self, pix_feat: torch.Tensor, high_res: list[torch.Tensor], masks: torch.Tensor
+    ) -> HeadsOutput:
         """Take a B x 1 x S x S binary mask prompt as the prediction itself (SAM 2's rule for
         mask inputs); only the object pointer comes from the decoder."""
         masks = masks.float()
         high = masks * 20.0 - 10.0
-        low = F.interpolate(high, size=(high.shape[-2] // 4, high.shape[-1] // 4), mode="bilinear", align_corners=False, antialias=True)
+        low = F.interpolate(
+            high,
+            size=(high.shape[-2] // 4, high.shape[-1] // 4),
+            mode="bilinear",
+            align_corners=False,
+            antialias=True,
+        )
         b = masks.shape[0]
         ious = masks.new_ones(b, 1)
         if self.cfg.tracking.use_obj_ptrs_in_encoder:
-            obj_ptr = self.sam_heads(pix_feat, high_res, None, None, self.mask_downsample(masks), multimask=False).obj_ptr
+            obj_ptr = self.sam_heads(
+                pix_feat, high_res, None, None, self.mask_downsample(masks), multimask=False
+            ).obj_ptr
         else:
             obj_ptr = masks.new_zeros(b, self.cfg.hidden_dim)
         appearing = (masks.flatten(1) > 0).any(dim=1, keepdim=True).float()
@@ -277,7 +328,11 @@ class SAM2Model(nn.Module):
         Returns (features B x mem x h x w, pos B x mem x h x w)."""
         t = self.cfg.tracking
         if isinstance(binarize, torch.Tensor):
-            mask = torch.where(binarize.reshape(1, 1, 1, 1), (high_res_masks > 0).float(), torch.sigmoid(high_res_masks))
+            mask = torch.where(
+                binarize.reshape(1, 1, 1, 1),
+                (high_res_masks > 0).float(),
+                torch.sigmoid(high_res_masks),
+            )
         elif binarize and not self.training:
             mask = (high_res_masks > 0).float()
         else:

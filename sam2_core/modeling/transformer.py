@@ -14,14 +14,23 @@ from .common import MLP, attention
 class Attention(nn.Module):
     """Multi-head attention with separate q/k/v projections and an optional internal downsampling."""
 
-    def __init__(self, embedding_dim: int, num_heads: int, downsample_rate: int = 1, dropout: float = 0.0, kv_in_dim: int | None = None):
+    def __init__(
+        self,
+        embedding_dim: int,
+        num_heads: int,
+        downsample_rate: int = 1,
+        dropout: float = 0.0,
+        kv_in_dim: int | None = None,
+    ):
         super().__init__()
         self.embedding_dim = embedding_dim
         self.kv_in_dim = kv_in_dim if kv_in_dim is not None else embedding_dim
         self.internal_dim = embedding_dim // downsample_rate
         self.num_heads = num_heads
         if self.internal_dim % num_heads:
-            raise ValueError(f"num_heads={num_heads} must divide the internal dim {self.internal_dim}")
+            raise ValueError(
+                f"num_heads={num_heads} must divide the internal dim {self.internal_dim}"
+            )
         self.q_proj = nn.Linear(embedding_dim, self.internal_dim)
         self.k_proj = nn.Linear(self.kv_in_dim, self.internal_dim)
         self.v_proj = nn.Linear(self.kv_in_dim, self.internal_dim)
@@ -38,12 +47,18 @@ class Attention(nn.Module):
         return x.transpose(1, 2).reshape(b, n, h * d)
 
     def forward(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-        q, k, v = self._heads(self.q_proj(q)), self._heads(self.k_proj(k)), self._heads(self.v_proj(v))
+        q, k, v = (
+            self._heads(self.q_proj(q)),
+            self._heads(self.k_proj(k)),
+            self._heads(self.v_proj(v)),
+        )
         out = attention(q, k, v, dropout_p=self.dropout_p if self.training else 0.0)
         return self.out_proj(self._merge(out))
 
 
-def axial_rope_angles(head_dim: int, width: int, height: int, theta: float, device: torch.device | None = None) -> torch.Tensor:
+def axial_rope_angles(
+    head_dim: int, width: int, height: int, theta: float, device: torch.device | None = None
+) -> torch.Tensor:
     """Rotation angles for a width x height grid, row-major: (W*H) x (head_dim / 2).
 
     The first quarter of the head's channel pairs rotate with x, the second with y.
@@ -56,7 +71,9 @@ def axial_rope_angles(head_dim: int, width: int, height: int, theta: float, devi
     return torch.cat([torch.outer(xs, inv), torch.outer(ys, inv)], dim=-1)
 
 
-def axial_rope_frequencies(head_dim: int, width: int, height: int, theta: float, device: torch.device | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+def axial_rope_frequencies(
+    head_dim: int, width: int, height: int, theta: float, device: torch.device | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
     """(cos, sin) of the axial rotations of a width x height grid, each (W*H) x (head_dim / 2), float32.
 
     Taken from ``torch.polar`` as the official code does (``torch.cos`` differs from it in the
@@ -90,27 +107,51 @@ class RoPEAttention(Attention):
     (not saved in checkpoints); another square grid gets its rotations computed per call.
     """
 
-    def __init__(self, *args, rope_theta: float = 10000.0, rope_k_repeat: bool = False, feat_sizes: tuple[int, int] = (64, 64), **kwargs):
+    def __init__(
+        self,
+        *args,
+        rope_theta: float = 10000.0,
+        rope_k_repeat: bool = False,
+        feat_sizes: tuple[int, int] = (64, 64),
+        **kwargs,
+    ):
         super().__init__(*args, **kwargs)
         self.rope_theta = rope_theta
         self.rope_k_repeat = rope_k_repeat
         self.feat_sizes = tuple(feat_sizes)
-        cos, sin = axial_rope_frequencies(self.internal_dim // self.num_heads, *self.feat_sizes, rope_theta)
+        cos, sin = axial_rope_frequencies(
+            self.internal_dim // self.num_heads, *self.feat_sizes, rope_theta
+        )
         self.register_buffer("rope_cos", cos, persistent=False)
         self.register_buffer("rope_sin", sin, persistent=False)
 
-    def _frequencies(self, n_queries: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    def _frequencies(
+        self, n_queries: int, device: torch.device
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """(cos, sin), each n_queries x head_dim/2, for a query grid of n_queries tokens."""
         if n_queries == self.rope_cos.shape[0]:
             return self.rope_cos, self.rope_sin  # buffers: already on the module's device
         side = int(round(math.sqrt(n_queries)))
         if side * side != n_queries:
             raise ValueError(f"RoPE attention needs a square query grid, got {n_queries} tokens")
-        return axial_rope_frequencies(self.internal_dim // self.num_heads, side, side, self.rope_theta, device)
+        return axial_rope_frequencies(
+            self.internal_dim // self.num_heads, side, side, self.rope_theta, device
+        )
 
-    def forward(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, num_k_exclude_rope: int = 0, key_mask: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(
+        self,
+        q: torch.Tensor,
+        k: torch.Tensor,
+        v: torch.Tensor,
+        num_k_exclude_rope: int = 0,
+        key_mask: torch.Tensor | None = None,
+    ) -> torch.Tensor:
         """``key_mask``: optional B x Lk bool, True for keys that take part (padding is False)."""
-        q, k, v = self._heads(self.q_proj(q)), self._heads(self.k_proj(k)), self._heads(self.v_proj(v))
+        q, k, v = (
+            self._heads(self.q_proj(q)),
+            self._heads(self.k_proj(k)),
+            self._heads(self.v_proj(v)),
+        )
         freqs = self._frequencies(q.shape[-2], q.device)
         q = rotate(q, freqs)
         n_rope = k.shape[-2] - num_k_exclude_rope
@@ -158,15 +199,25 @@ class TwoWayAttentionBlock(nn.Module):
         super().__init__()
         self.self_attn = Attention(embedding_dim, num_heads)
         self.norm1 = nn.LayerNorm(embedding_dim)
-        self.cross_attn_token_to_image = Attention(embedding_dim, num_heads, downsample_rate=attention_downsample_rate)
+        self.cross_attn_token_to_image = Attention(
+            embedding_dim, num_heads, downsample_rate=attention_downsample_rate
+        )
         self.norm2 = nn.LayerNorm(embedding_dim)
         self.mlp = mlp_block(embedding_dim, mlp_dim)
         self.norm3 = nn.LayerNorm(embedding_dim)
         self.norm4 = nn.LayerNorm(embedding_dim)
-        self.cross_attn_image_to_token = Attention(embedding_dim, num_heads, downsample_rate=attention_downsample_rate)
+        self.cross_attn_image_to_token = Attention(
+            embedding_dim, num_heads, downsample_rate=attention_downsample_rate
+        )
         self.skip_first_layer_pe = skip_first_layer_pe
 
-    def forward(self, queries: torch.Tensor, keys: torch.Tensor, query_pe: torch.Tensor, key_pe: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(
+        self,
+        queries: torch.Tensor,
+        keys: torch.Tensor,
+        query_pe: torch.Tensor,
+        key_pe: torch.Tensor,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         if self.skip_first_layer_pe:
             queries = self.self_attn(queries, queries, queries)
         else:
@@ -195,13 +246,24 @@ class TwoWayTransformer(nn.Module):
     ):
         super().__init__()
         self.layers = nn.ModuleList(
-            TwoWayAttentionBlock(embedding_dim, num_heads, mlp_dim, attention_downsample_rate, skip_first_layer_pe=(i == 0), mlp_block=mlp_block)
+            TwoWayAttentionBlock(
+                embedding_dim,
+                num_heads,
+                mlp_dim,
+                attention_downsample_rate,
+                skip_first_layer_pe=(i == 0),
+                mlp_block=mlp_block,
+            )
             for i in range(depth)
         )
-        self.final_attn_token_to_image = Attention(embedding_dim, num_heads, downsample_rate=attention_downsample_rate)
+        self.final_attn_token_to_image = Attention(
+            embedding_dim, num_heads, downsample_rate=attention_downsample_rate
+        )
         self.norm_final_attn = nn.LayerNorm(embedding_dim)
 
-    def forward(self, image: torch.Tensor, image_pe: torch.Tensor, tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(
+        self, image: torch.Tensor, image_pe: torch.Tensor, tokens: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """image, image_pe: B x C x h x w; tokens: B x N x C. Returns (tokens, image as B x hw x C)."""
         keys = image.flatten(2).permute(0, 2, 1)
         key_pe = image_pe.flatten(2).permute(0, 2, 1)

@@ -27,7 +27,9 @@ def average_state_dicts(
     """
     if not states:
         raise ValueError("nothing to average: no checkpoints given")
-    names = list(names) if names is not None else [f"checkpoint {i + 1}" for i in range(len(states))]
+    names = (
+        list(names) if names is not None else [f"checkpoint {i + 1}" for i in range(len(states))]
+    )
     first, first_name = states[0], names[0]
     for state, name in zip(states[1:], names[1:]):
         missing, extra = sorted(set(first) - set(state)), sorted(set(state) - set(first))
@@ -36,7 +38,11 @@ def average_state_dicts(
                 f"{name} and {first_name} hold different tensors "
                 f"(only in {first_name}: {listing(missing) or '-'}; only in {name}: {listing(extra) or '-'})"
             )
-        shapes = [f"{k} {tuple(state[k].shape)} vs {tuple(first[k].shape)}" for k in first if state[k].shape != first[k].shape]
+        shapes = [
+            f"{k} {tuple(state[k].shape)} vs {tuple(first[k].shape)}"
+            for k in first
+            if state[k].shape != first[k].shape
+        ]
         if shapes:
             raise CheckpointError(f"{name} and {first_name} differ in shape: {listing(shapes)}")
         kinds = [
@@ -45,11 +51,19 @@ def average_state_dicts(
             if state[k].is_floating_point() != first[k].is_floating_point()
         ]
         if kinds:
-            raise CheckpointError(f"{name} and {first_name} differ in dtype kind (float or not): {listing(kinds)}")
+            raise CheckpointError(
+                f"{name} and {first_name} differ in dtype kind (float or not): {listing(kinds)}"
+            )
     for state, name in zip(states, names):
-        bad = [k for k, v in state.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
+        bad = [
+            k
+            for k, v in state.items()
+            if v.is_floating_point() and not bool(torch.isfinite(v).all())
+        ]
         if bad:
-            raise CheckpointError(f"{name} holds NaN or infinite values in {listing(bad)}; refusing to average it")
+            raise CheckpointError(
+                f"{name} holds NaN or infinite values in {listing(bad)}; refusing to average it"
+            )
     averaged: dict[str, torch.Tensor] = {}
     for key, reference in first.items():
         if reference.is_floating_point():

@@ -79,7 +79,9 @@ def _masks_to_input(masks: np.ndarray, size: int) -> torch.Tensor:
     m = torch.from_numpy(np.ascontiguousarray(masks)).float()
     if m.shape[-2:] != (size, size):
         o, t, h, w = m.shape
-        m = F.interpolate(m.reshape(o * t, 1, h, w), size=(size, size), mode="bilinear", align_corners=False)
+        m = F.interpolate(
+            m.reshape(o * t, 1, h, w), size=(size, size), mode="bilinear", align_corners=False
+        )
         m = (m >= 0.5).float().reshape(o, t, size, size)
     return m
 
@@ -93,14 +95,20 @@ def make_batch(clips: Sequence[Clip], image_size: int) -> ClipBatch:
         raise ValueError(f"clips of one batch must have one length, got {sorted(lengths)}")
     images, masks, index = [], [], []
     for i, clip in enumerate(clips):
-        if clip.masks.ndim != 4 or clip.masks.shape[1] != len(clip.frames) or clip.masks.shape[0] == 0:
+        if (
+            clip.masks.ndim != 4
+            or clip.masks.shape[1] != len(clip.frames)
+            or clip.masks.shape[0] == 0
+        ):
             raise ValueError(
                 f"clip {i} ({clip.source}): masks must be O x T x H x W with O >= 1 and T = {len(clip.frames)}, "
                 f"got {clip.masks.shape}"
             )
         images.append(_frames_to_input(clip.frames, image_size))
         m = _masks_to_input(clip.masks, image_size)
-        keep = m[:, 0].flatten(1).sum(1) > 0  # an object must show on the prompted frame at model size
+        keep = (
+            m[:, 0].flatten(1).sum(1) > 0
+        )  # an object must show on the prompted frame at model size
         if not bool(keep.any()):
             keep[int(m[:, 0].flatten(1).sum(1).argmax())] = True
         masks.append(m[keep])
@@ -201,8 +209,14 @@ class SyntheticClips:
         for _ in range(100):
             video = self._video(rng)
             clip = cut_clip(
-                video.frames, video.masks, rng, clip_len, self.min_area, self.max_objects,
-                self.reverse_prob, source=f"synthetic seed {video.seed}",
+                video.frames,
+                video.masks,
+                rng,
+                clip_len,
+                self.min_area,
+                self.max_objects,
+                self.reverse_prob,
+                source=f"synthetic seed {video.seed}",
             )
             if clip is not None:
                 return clip
@@ -228,7 +242,18 @@ class VideoClips:
         for _ in range(100):
             k = int(rng.integers(len(self.videos)))
             frames, masks = self.videos[k]
-            clip = cut_clip(frames, masks, rng, clip_len, self.min_area, self.max_objects, self.reverse_prob, f"video {k}")
+            clip = cut_clip(
+                frames,
+                masks,
+                rng,
+                clip_len,
+                self.min_area,
+                self.max_objects,
+                self.reverse_prob,
+                f"video {k}",
+            )
             if clip is not None:
                 return clip
-        raise ValueError(f"no video has a {clip_len}-frame clip with an object of >= {self.min_area} pixels on its first frame")
+        raise ValueError(
+            f"no video has a {clip_len}-frame clip with an object of >= {self.min_area} pixels on its first frame"
+        )

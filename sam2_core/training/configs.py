@@ -31,7 +31,9 @@ def small_tree(
     if image_size % 64 or image_size < 64:
         raise ValueError(f"image_size must be a positive multiple of 64, got {image_size}")
     if hidden_dim % 8 or hidden_dim % mem_dim:
-        raise ValueError(f"hidden_dim ({hidden_dim}) must be a multiple of 8 and of mem_dim ({mem_dim})")
+        raise ValueError(
+            f"hidden_dim ({hidden_dim}) must be a multiple of 8 and of mem_dim ({mem_dim})"
+        )
     fs = image_size // 16
     blocks = sum(stages)
     tree = official_tree("sam2.1_hiera_tiny")

@@ -106,7 +106,9 @@ class ClipForward:
             later = int(rng.integers(1, num_frames))
 
         outputs: list[StepOutput] = []
-        bank = MemoryBank(model, num_frames, pointer_span=opts.pointer_frames or self.cfg.max_obj_ptrs_in_encoder)
+        bank = MemoryBank(
+            model, num_frames, pointer_span=opts.pointer_frames or self.cfg.max_obj_ptrs_in_encoder
+        )
         objects = list(range(n))
         for t in range(num_frames):
             feats = all_feats.take(rows + t)
@@ -115,19 +117,31 @@ class ClipForward:
                 kind = rng.random()
                 if kind < opts.mask_prob:
                     heads = model.mask_as_output(feats.embedding, feats.high_res, gt[:, 0:1])
-                    outputs.append(StepOutput(0, heads.multimasks, heads.ious, heads.object_score_logits, supervised=False))
+                    outputs.append(
+                        StepOutput(
+                            0,
+                            heads.multimasks,
+                            heads.ious,
+                            heads.object_score_logits,
+                            supervised=False,
+                        )
+                    )
                     n_corr = 0
                     pix = None
                 else:
                     pix = bank.without_memory(feats)
-                    points = self._initial_points(gt_np[:, 0], rng, box=kind < opts.mask_prob + opts.box_prob)
+                    points = self._initial_points(
+                        gt_np[:, 0], rng, box=kind < opts.mask_prob + opts.box_prob
+                    )
                     heads = self._decode(pix, feats, points, None, init=True)
                     outputs.append(self._record(0, heads))
                     n_corr = int(rng.integers(0, opts.max_corrections + 1))
                 is_cond = True
             else:
                 pix = bank.condition(objects, t, feats, reverse=False)
-                heads = model.sam_heads(pix, feats.high_res, None, None, None, multimask=model.use_multimask(False, 0))
+                heads = model.sam_heads(
+                    pix, feats.high_res, None, None, None, multimask=model.use_multimask(False, 0)
+                )
                 outputs.append(self._record(t, heads))
                 n_corr = int(rng.integers(1, opts.max_corrections + 1)) if t == later else 0
                 is_cond = False
@@ -138,13 +152,17 @@ class ClipForward:
             if n_corr and t > 0 and self.cfg.add_all_frames_to_correct_as_cond:
                 is_cond = True
             binarize = self.cfg.binarize_mask_from_pts_for_mem_enc and points is not None
-            mem, _ = model.encode_memory(feats.embedding, heads.high_res, heads.object_score_logits, binarize=binarize)
+            mem, _ = model.encode_memory(
+                feats.embedding, heads.high_res, heads.object_score_logits, binarize=binarize
+            )
             bank.add(objects, t, bank.records(heads, mem), conditioning=is_cond)
         return outputs
 
     # ------------------------------------------------------------------ prompts
 
-    def _initial_points(self, masks: np.ndarray, rng: np.random.Generator, box: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    def _initial_points(
+        self, masks: np.ndarray, rng: np.random.Generator, box: bool
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """One click (or a box) per object on frame 0: coords N x K x 2, labels N x K."""
         coords, labels = [], []
         for m in masks:
@@ -160,9 +178,13 @@ class ClipForward:
                 coords.append([[float(x), float(y)]])
                 labels.append([1])
         dev = self.model.device
-        return torch.tensor(coords, dtype=torch.float32, device=dev), torch.tensor(labels, dtype=torch.int32, device=dev)
+        return torch.tensor(coords, dtype=torch.float32, device=dev), torch.tensor(
+            labels, dtype=torch.int32, device=dev
+        )
 
-    def _add_correction(self, points, heads: HeadsOutput, masks: np.ndarray, rng: np.random.Generator, n: int):
+    def _add_correction(
+        self, points, heads: HeadsOutput, masks: np.ndarray, rng: np.random.Generator, n: int
+    ):
         """Append one corrective click per object (a padding point where the mask is already right)."""
         pred = (heads.high_res[:, 0] > 0).detach().cpu().numpy()
         new_c, new_l = [], []
@@ -184,9 +206,18 @@ class ClipForward:
     def _decode(self, pix, feats: ImageFeatures, points, prev_low_res, init: bool) -> HeadsOutput:
         coords, labels = points
         mask_in = None if prev_low_res is None else prev_low_res.clamp(-32.0, 32.0)
-        return self.model.sam_heads(pix, feats.high_res, coords, labels, mask_in, multimask=self.model.use_multimask(init, coords.shape[1]))
+        return self.model.sam_heads(
+            pix,
+            feats.high_res,
+            coords,
+            labels,
+            mask_in,
+            multimask=self.model.use_multimask(init, coords.shape[1]),
+        )
 
     def _record(self, t: int, heads: HeadsOutput) -> StepOutput:
         size = self.model.image_size
-        high = F.interpolate(heads.multimasks.float(), size=(size, size), mode="bilinear", align_corners=False)
+        high = F.interpolate(
+            heads.multimasks.float(), size=(size, size), mode="bilinear", align_corners=False
+        )
         return StepOutput(t, high, heads.ious, heads.object_score_logits)

@@ -37,7 +37,9 @@ class LossWeights:
     embedding_rms: float = 0.0
 
 
-def focal_loss(logits: torch.Tensor, target: torch.Tensor, alpha: float = 0.25, gamma: float = 2.0) -> torch.Tensor:
+def focal_loss(
+    logits: torch.Tensor, target: torch.Tensor, alpha: float = 0.25, gamma: float = 2.0
+) -> torch.Tensor:
     """Sigmoid focal loss averaged over pixels: N x M x H x W -> N x M."""
     prob = logits.sigmoid()
     ce = F.binary_cross_entropy_with_logits(logits, target, reduction="none")
@@ -95,7 +97,9 @@ def step_losses(
     else:
         focal, dice = focal[:, 0], dice[:, 0]
     iou = iou.mean(dim=1)
-    obj = F.binary_cross_entropy_with_logits(object_logits.float().reshape(-1), present, reduction="none")
+    obj = F.binary_cross_entropy_with_logits(
+        object_logits.float().reshape(-1), present, reduction="none"
+    )
     return {
         "mask": (focal * present).sum(),
         "dice": (dice * present).sum(),

@@ -97,7 +97,9 @@ def load_tree(spec: str | dict) -> dict:
     else:
         path = Path(spec)
         if not path.is_file():
-            raise FileNotFoundError(f"model config not found: {spec} (give an official name or a config file)")
+            raise FileNotFoundError(
+                f"model config not found: {spec} (give an official name or a config file)"
+            )
         text = path.read_text()
         try:
             doc = json.loads(text)
@@ -177,7 +179,9 @@ def frozen_names(model: torch.nn.Module, prefixes: tuple[str, ...]) -> list[str]
         hit = [n for n in names if n == prefix or n.startswith(prefix.rstrip(".") + ".")]
         if not hit:
             tops = sorted({n.split(".")[0] for n in names})
-            raise ValueError(f"--freeze {prefix!r} matches no parameter; top-level modules: {', '.join(tops)}")
+            raise ValueError(
+                f"--freeze {prefix!r} matches no parameter; top-level modules: {', '.join(tops)}"
+            )
         matched += hit
     return sorted(set(matched))
 
@@ -211,7 +215,10 @@ class Trainer:
         self.replicas = replicas or Replicas()
         per_worker = config.batch_size // self.replicas.world_size
         self.plan = BatchPlan(
-            config.batch_size, config.micro_batch or per_worker, self.replicas.rank, self.replicas.world_size
+            config.batch_size,
+            config.micro_batch or per_worker,
+            self.replicas.rank,
+            self.replicas.world_size,
         )
         self.model = model.to(config.device)
         if config.align_prompt_attention:
@@ -238,11 +245,15 @@ class Trainer:
         decay = [p for n, p in params if p.ndim >= 2 and "pos_embed" not in n]
         no_decay = [p for n, p in params if not (p.ndim >= 2 and "pos_embed" not in n)]
         self.optimizer = torch.optim.AdamW(
-            [{"params": decay, "weight_decay": config.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
+            [
+                {"params": decay, "weight_decay": config.weight_decay},
+                {"params": no_decay, "weight_decay": 0.0},
+            ],
             lr=config.lr,
         )
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
-            self.optimizer, lambda s: lr_factor(s, config.steps, config.warmup_steps, config.min_lr_ratio)
+            self.optimizer,
+            lambda s: lr_factor(s, config.steps, config.warmup_steps, config.min_lr_ratio),
         )
         self.forward = ClipForward(self.model, config.prompts)
         self.elapsed = 0.0
@@ -260,7 +271,9 @@ class Trainer:
     def batches_for(self, step: int) -> StepBatches:
         """This worker's micro-batches of step ``step`` (see :mod:`.loader`)."""
         clip_len = self.config.clip_len_at(step)
-        return step_batches(self.source, self.plan, self.config.seed, step, clip_len, self.model.image_size)
+        return step_batches(
+            self.source, self.plan, self.config.seed, step, clip_len, self.model.image_size
+        )
 
     def train_step(self, batch: ClipBatch | StepBatches | None = None) -> StepStats:
         """One optimisation step on ``batch`` (default: this step's batches from the source).
@@ -290,13 +303,24 @@ class Trainer:
                 if not out.supervised:
                     continue
                 target = part_batch.masks[:, out.frame]
-                part = step_losses(out.multimasks.float(), out.ious.float(), out.object_logits.float(), target, cfg.loss)
+                part = step_losses(
+                    out.multimasks.float(),
+                    out.ious.float(),
+                    out.object_logits.float(),
+                    target,
+                    cfg.loss,
+                )
                 terms = {k: terms[k] + part[k] for k in terms}
             terms = {k: v / n for k, v in terms.items()}
-            terms["embedding"] = embedding_penalty(self.forward.last_embedding) / self.plan.num_chunks
+            terms["embedding"] = (
+                embedding_penalty(self.forward.last_embedding) / self.plan.num_chunks
+            )
             loss = total_loss(terms, cfg.loss)
             loss.backward()
-            logged += torch.stack([torch.as_tensor(terms[k], dtype=torch.float32, device=dev).detach() for k in names] + [loss.detach().float()])
+            logged += torch.stack(
+                [torch.as_tensor(terms[k], dtype=torch.float32, device=dev).detach() for k in names]
+                + [loss.detach().float()]
+            )
         trainable = [p for p in self.model.parameters() if p.requires_grad]
         self.replicas.sum_gradients(trainable)
         self.replicas.sum_(logged)
@@ -324,7 +348,11 @@ class Trainer:
 
     # ------------------------------------------------------------------ loop
 
-    def train(self, on_log: Callable[[StepStats], None] | None = None, on_checkpoint: Callable[[int, Path], None] | None = None) -> None:
+    def train(
+        self,
+        on_log: Callable[[StepStats], None] | None = None,
+        on_checkpoint: Callable[[int, Path], None] | None = None,
+    ) -> None:
         """Run until ``config.steps``, logging and checkpointing as configured. With several
         replicas, only the main one writes files; the callbacks run on every replica."""
         cfg = self.config
@@ -346,7 +374,10 @@ class Trainer:
                     window = []
                     if main:
                         with open(self.output / LOG_FILE, "a") as f:
-                            f.write(json.dumps(asdict(mean) | {"elapsed_s": round(self.elapsed, 1)}) + "\n")
+                            f.write(
+                                json.dumps(asdict(mean) | {"elapsed_s": round(self.elapsed, 1)})
+                                + "\n"
+                            )
                     if on_log:
                         on_log(mean)
                 if self.step % cfg.checkpoint_every == 0 or self.step == cfg.steps:
@@ -361,7 +392,12 @@ class Trainer:
 
     def training_record(self) -> dict:
         cfg = asdict(self.config)
-        return {"step": self.step, "elapsed_s": round(self.elapsed, 1), "config": cfg, **self.extra_record}
+        return {
+            "step": self.step,
+            "elapsed_s": round(self.elapsed, 1),
+            "config": cfg,
+            **self.extra_record,
+        }
 
     def save(self) -> Path:
         """Write model.pt (official format), config.json, train_state.pt, and a per-step copy."""
@@ -402,7 +438,9 @@ class Trainer:
         load_checkpoint(self.model, str(model_path))
         state = read_train_state(state_path)
         if list(state.get("frozen", [])) != self.frozen:
-            raise ValueError(f"cannot resume: {state_path} was trained with frozen {state.get('frozen')}, now {self.frozen}")
+            raise ValueError(
+                f"cannot resume: {state_path} was trained with frozen {state.get('frozen')}, now {self.frozen}"
+            )
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         self.step = int(state["step"])
@@ -426,10 +464,14 @@ def read_train_state(path: Path) -> dict:
             "refusing to load it (a train_state.pt written by this trainer holds none)"
         ) from None
     except Exception as err:  # torch.load raises many types on foreign or truncated bytes
-        raise ValueError(f"cannot resume: {path} is not a readable train_state.pt ({type(err).__name__})") from None
+        raise ValueError(
+            f"cannot resume: {path} is not a readable train_state.pt ({type(err).__name__})"
+        ) from None
     missing = [k for k in _STATE_KEYS if not isinstance(state, dict) or k not in state]
     if missing:
-        raise ValueError(f"cannot resume: {path} is not a train_state.pt (missing {', '.join(missing)})")
+        raise ValueError(
+            f"cannot resume: {path} is not a train_state.pt (missing {', '.join(missing)})"
+        )
     return state
 
 
