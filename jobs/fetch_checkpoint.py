@@ -38,7 +38,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "name",
         nargs="?",
         metavar="NAME",
-        help=f"official checkpoint: {', '.join(hub.OFFICIAL_CHECKPOINTS)}",
+        help=f"official checkpoint: {', '.join(hub.checkpoint_files())}",
     )
     parser.add_argument(
         "--dest",
@@ -84,7 +84,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _print_table(base_url: str | None) -> None:
-    for entry in hub.OFFICIAL_CHECKPOINTS.values():
+    for entry in hub.checkpoint_files().values():
         print(f"{entry.name:24} {entry.sha256 or '(no known sha256)':64}  {entry.url(base_url)}")
 
 
@@ -93,11 +93,11 @@ def run(args: argparse.Namespace) -> int:
     if args.list:
         _print_table(base_url)
         return 0
-    names = ", ".join(hub.OFFICIAL_CHECKPOINTS)
+    names = ", ".join(hub.checkpoint_files())
     if not args.name:
         print(f"error: give a checkpoint NAME; official names: {names}", file=sys.stderr)
         return 1
-    entry = hub.OFFICIAL_CHECKPOINTS.get(args.name)
+    entry = hub.checkpoint_files().get(args.name)
     if entry is None:
         print(f"error: unknown checkpoint {args.name!r}; official names: {names}", file=sys.stderr)
         return 1

@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO
 
-from .official import OFFICIAL_CHECKPOINTS, OfficialCheckpoint
+from .official import OFFICIAL_CHECKPOINTS, OfficialCheckpoint, checkpoint_files  # noqa: F401 - OFFICIAL_CHECKPOINTS re-exported
 
 ENV_CACHE = "SAM2_LABELER_CACHE"
 ENV_BASE_URL = "SAM2_CHECKPOINT_BASE_URL"
@@ -335,7 +335,7 @@ class CheckpointBytes:
 
 def checkpoint_sha256(uri: str, storage_options: dict | None = None) -> str:
     """The SHA-256 a run plans with for ``uri``: the table's for an official name, the file's otherwise."""
-    entry = OFFICIAL_CHECKPOINTS.get(uri)
+    entry = checkpoint_files().get(uri)
     if entry is not None:
         if entry.sha256 is None:
             raise ValueError(
@@ -403,7 +403,7 @@ def read_checkpoint(
     copy that does not match is fetched again; bytes from the source that do not
     match raise CheckpointDigestError, and nothing is cached.
     """
-    entry = OFFICIAL_CHECKPOINTS.get(uri)
+    entry = checkpoint_files().get(uri)
     if entry is not None:
         expected = sha256 or entry.sha256
         target = cache_dir(cache) / entry.filename

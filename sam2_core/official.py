@@ -100,3 +100,59 @@ def official_checkpoint(name: str) -> OfficialCheckpoint:
         raise KeyError(
             f"unknown model {name!r}; official names: {', '.join(sorted(OFFICIAL_CHECKPOINTS))}"
         ) from None
+
+
+# ---------------------------------------------------------------------------
+# SAM 1 (Segment Anything): bare state dicts (``torch.save(model.state_dict())``).
+# URLs: facebookresearch/segment-anything README, "Model Checkpoints". SHA-256:
+# computational-cell-analytics/micro-sam's registry of the default segment-anything models,
+# pinned to the same URLs by many other independent public download scripts. Sizes: public
+# manifests recording size and SHA-256 together; None where no trustworthy source was found.
+# ---------------------------------------------------------------------------
+
+SAM1_BASE_URL = "https://dl.fbaipublicfiles.com/segment_anything"
+
+
+@dataclass(frozen=True)
+class SAM1Checkpoint:
+    """One official SAM 1 checkpoint file; ``name`` is the model name (``sam_vit_b``)."""
+
+    name: str
+    filename: str
+    sha256: str
+    size: int | None
+
+    def url(self, base_url: str | None = None) -> str:
+        """Download URL below ``base_url`` (default: Meta's)."""
+        return (base_url or SAM1_BASE_URL).rstrip("/") + "/" + self.filename
+
+
+SAM1_CHECKPOINTS: dict[str, SAM1Checkpoint] = {
+    c.name: c
+    for c in (
+        SAM1Checkpoint(
+            "sam_vit_b",
+            "sam_vit_b_01ec64.pth",
+            "ec2df62732614e57411cdcf32a23ffdf28910380d03139ee0f4fcbe91eb8c912",
+            375_042_383,
+        ),
+        SAM1Checkpoint(
+            "sam_vit_l",
+            "sam_vit_l_0b3195.pth",
+            "3adcc4315b642a4d2101128f611684e8734c41232a17c648ed1693702a49a622",
+            None,
+        ),
+        SAM1Checkpoint(
+            "sam_vit_h",
+            "sam_vit_h_4b8939.pth",
+            "a7bf3b02f3ebf1267aba913ff637d9a2d5c33d3173bb679e46d9f338c26f262e",
+            2_564_550_879,
+        ),
+    )
+}
+
+
+def checkpoint_files() -> dict:
+    """Every official checkpoint file by model name (SAM 2, SAM 2.1, SAM 1): what `jobs
+    fetch-checkpoint` fetches and what a run given a name as its checkpoint plans with."""
+    return {**OFFICIAL_CHECKPOINTS, **SAM1_CHECKPOINTS}

@@ -365,3 +365,34 @@ def test_list_prints_the_table(capsys):
     out = capsys.readouterr().out
     for entry in oc.OFFICIAL_CHECKPOINTS.values():
         assert f"{entry.sha256}  {entry.url()}" in out
+
+
+def test_sam1_checkpoints_are_in_the_fetch_table_and_fetched_like_the_others(tmp_path, capsys):
+    """SAM 1's three files are fetched by name, from their own base URL, and verified."""
+    from sam2_core.official import SAM1_CHECKPOINTS
+
+    assert main(["fetch-checkpoint", "--list"]) == 0
+    out = capsys.readouterr().out
+    for entry in SAM1_CHECKPOINTS.values():
+        assert entry.url().startswith("https://dl.fbaipublicfiles.com/segment_anything/")
+        assert f"{entry.name:24} {entry.sha256}  {entry.url()}" in out
+    root = tmp_path / "mirror"
+    root.mkdir()
+    (root / SAM1_CHECKPOINTS["sam_vit_b"].filename).write_bytes(FAKE)
+    handler = type("Handler", (_Handler,), {"gets": []})
+    httpd = http.server.ThreadingHTTPServer(
+        ("127.0.0.1", 0), functools.partial(handler, directory=str(root))
+    )
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    try:
+        base = f"http://127.0.0.1:{httpd.server_address[1]}"
+        args = ["fetch-checkpoint", "sam_vit_b", "--dest", str(tmp_path / "b.pth")]
+        assert main([*args, "--base-url", base]) == 1  # not Meta's bytes: refused
+        assert not (tmp_path / "b.pth").exists()
+        assert main([*args, "--base-url", base, "--sha256", FAKE_SHA]) == 0
+        assert (tmp_path / "b.pth").read_bytes() == FAKE
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+        thread.join(timeout=5)
