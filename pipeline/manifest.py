@@ -34,7 +34,8 @@ only known after decoding, so the worker checks that with
 :func:`fit_prompt_to_frame` and maps each prompt into the tracker's
 :class:`~sam2_core.prompts.ObjectPrompt` (``pipeline.labeling``).
 File syntax (lines, documents, rows) is read by :mod:`pipeline.manifest_parse`, single
-field values are checked by :mod:`pipeline.manifest_fields`.
+field values are checked by :mod:`pipeline.manifest_fields`, an object's prompts by
+:mod:`pipeline.manifest_objects`.
 """
 
 from __future__ import annotations
@@ -51,17 +52,16 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from pipeline.images import is_image_file, list_images
-from pipeline.manifest_fields import (
-    apply_rule,
-    bad_text,
-    check_box,
-    check_labels,
-    check_mask,
-    check_points,
-    is_int,
-    json_type,
-    short,
-)
+from pipeline.manifest_fields import AUTO_FIELDS as AUTO_FIELDS  # re-exported
+from pipeline.manifest_fields import bad_text, json_type, short
+from pipeline.manifest_fields import check_auto as _check_auto
+from pipeline.manifest_objects import MAX_ID as MAX_ID  # re-exported: callers import these here
+from pipeline.manifest_objects import OBJECT_FIELDS as OBJECT_FIELDS
+from pipeline.manifest_objects import PROMPT_FIELDS as PROMPT_FIELDS
+from pipeline.manifest_objects import ObjectSpec as ObjectSpec
+from pipeline.manifest_objects import Prompt as Prompt
+from pipeline.manifest_objects import fit_prompt_to_frame as fit_prompt_to_frame
+from pipeline.manifest_objects import validate_object as _validate_object
 from pipeline.manifest_parse import (
     NO_VALUE,
     Entry,
@@ -73,30 +73,6 @@ from pipeline.manifest_parse import (
 )
 from pipeline.manifest_parse import Invalid as _Invalid
 from pipeline.storage import has_protocol, safe_uri, url_to_fs
-from sam2_core.prompts import check_combination, check_pairing, is_coordinate
-
-
-@dataclass(frozen=True)
-class Prompt:
-    """Prompts for one object on one frame; coordinates in original-video pixels.
-
-    points: N x (x, y) with labels N x {0: background, 1: foreground};
-    box: (x1, y1, x2, y2); mask_rle: {"size": [h, w], "counts": str} (COCO compressed RLE).
-    """
-
-    frame: int
-    points: tuple[tuple[float, float], ...] | None = None
-    labels: tuple[int, ...] | None = None
-    box: tuple[float, float, float, float] | None = None
-    mask_rle: dict | None = None
-
-
-@dataclass(frozen=True)
-class ObjectSpec:
-    """One object to track and its prompts (on one or more frames)."""
-
-    object_id: int
-    prompts: tuple[Prompt, ...]
 
 
 @dataclass(frozen=True)
@@ -129,38 +105,9 @@ class Reject:
 
 VIDEO_FIELDS = ("video", "video_id", "objects", "auto")
 IMAGE_FIELDS = ("image", "image_id", "objects", "auto")
-# The MaskGeneratorSettings fields an image line's "auto" may set, with their JSON types.
-AUTO_FIELDS = {
-    **dict.fromkeys(
-        (
-            "points_per_side",
-            "points_per_batch",
-            "crop_n_layers",
-            "crop_n_points_downscale_factor",
-            "min_mask_region_area",
-        ),
-        "integer",
-    ),
-    **dict.fromkeys(
-        (
-            "pred_iou_thresh",
-            "stability_score_thresh",
-            "stability_score_offset",
-            "mask_threshold",
-            "box_nms_thresh",
-            "crop_nms_thresh",
-            "crop_overlap_ratio",
-        ),
-        "number",
-    ),
-    **dict.fromkeys(("use_m2m", "multimask_output"), "boolean"),
-}
-OBJECT_FIELDS = ("object_id", "prompts")
-PROMPT_FIELDS = ("frame", "points", "labels", "box", "mask")
 JSONL_SUFFIXES = (".jsonl", ".ndjson", ".json")
 PARQUET_SUFFIXES = (".parquet", ".pq")
 CSV_SUFFIXES = (".csv",)
-MAX_ID = 2**63 - 1
 _ID_UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
 
 
@@ -465,120 +412,6 @@ def _validate_image(
     return image, image_id, job, problems
 
 
-def _check_auto(value: Any, problems: list[_Invalid]) -> tuple[tuple[str, Any], ...]:
-    """An image's or video's ``auto`` object: MaskGeneratorSettings fields and values (sorted)."""
-    if not isinstance(value, dict):
-        problems.append(_Invalid("auto", f"must be an object of settings, got {short(value)}"))
-        return ()
-    settings = {}
-    for key, item in value.items():
-        kind = AUTO_FIELDS.get(key)
-        if kind is None:
-            problems.append(
-                _Invalid(f"auto.{key}", f"unknown setting (allowed: {', '.join(AUTO_FIELDS)})")
-            )
-        elif (
-            (kind == "integer" and not is_int(item))
-            or (kind == "boolean" and not isinstance(item, bool))
-            or (kind == "number" and not (is_coordinate(item) and not isinstance(item, bool)))
-        ):
-            problems.append(_Invalid(f"auto.{key}", f"must be a finite {kind}, got {short(item)}"))
-        else:
-            settings[key] = float(item) if kind == "number" else item
-    if len(settings) == len(value):
-        from sam2_core.mask_generator import MaskGeneratorSettings
-
-        try:
-            MaskGeneratorSettings(**settings)
-        except ValueError as error:
-            problems.append(_Invalid("auto", str(error)))
-    return tuple(sorted(settings.items()))
-
-
-def _validate_object(
-    obj: Any, where: str, object_index: int, entry: Entry, image: bool = False
-) -> tuple[ObjectSpec | None, list[_Invalid]]:
-    if not isinstance(obj, dict):
-        return None, [_Invalid(where, f"must be an object, got {short(obj)}")]
-    problems: list[_Invalid] = []
-    for key in obj:
-        if key not in OBJECT_FIELDS:
-            problems.append(
-                _Invalid(f"{where}.{key}", f"unknown field (allowed: {', '.join(OBJECT_FIELDS)})")
-            )
-    object_id = obj.get("object_id")
-    if not is_int(object_id) or not 0 <= object_id <= MAX_ID:
-        problems.append(
-            _Invalid(
-                f"{where}.object_id",
-                f"must be a non-negative integer, got {short(object_id)}",
-                location=(entry.locations or {}).get((object_index, 0)),
-            )
-        )
-        object_id = None
-    prompts = obj.get("prompts")
-    parsed: list[Prompt] = []
-    if not isinstance(prompts, list) or not prompts:
-        problems.append(
-            _Invalid(f"{where}.prompts", f"must be a non-empty list, got {short(prompts)}")
-        )
-    else:
-        frames: dict[int, int] = {}
-        for index, raw_prompt in enumerate(prompts):
-            prompt_where = f"{where}.prompts[{index}]"
-            row_location = (entry.locations or {}).get((object_index, index))
-            try:
-                prompt = _validate_prompt(raw_prompt, prompt_where, image)
-            except _Invalid as problem:
-                problem.location = problem.location or row_location
-                problems.append(problem)
-                continue
-            if prompt.frame in frames:
-                problem = _Invalid(
-                    f"{prompt_where}.frame",
-                    f"second prompt on frame {prompt.frame} for this object (first is prompts[{frames[prompt.frame]}]); "
-                    "put all clicks of one frame in one prompt",
-                )
-                problem.location = problem.location or row_location
-                problems.append(problem)
-                continue
-            frames[prompt.frame] = index
-            parsed.append(prompt)
-    if problems or object_id is None:
-        return None, problems
-    return ObjectSpec(object_id=object_id, prompts=tuple(parsed)), []
-
-
-def _validate_prompt(raw: Any, where: str, image: bool = False) -> Prompt:
-    """One prompt; on an image (``image``) the frame may be left out and must be 0."""
-    if not isinstance(raw, dict):
-        raise _Invalid(where, f"must be an object, got {short(raw)}")
-    for key in raw:
-        if key not in PROMPT_FIELDS:
-            raise _Invalid(f"{where}.{key}", f"unknown field (allowed: {', '.join(PROMPT_FIELDS)})")
-    frame = raw.get("frame", 0 if image else None)
-    if frame is None:
-        raise _Invalid(f"{where}.frame", "missing")
-    if not is_int(frame) or not 0 <= frame <= MAX_ID:
-        raise _Invalid(f"{where}.frame", f"must be a non-negative integer, got {short(frame)}")
-    if image and frame != 0:
-        raise _Invalid(f"{where}.frame", f"an image has frame 0 only, got {frame}")
-
-    points = labels = box = mask = None
-    has_points = raw.get("points") is not None
-    apply_rule(where, check_pairing, has_points, raw.get("labels") is not None)
-    if has_points:
-        points = check_points(raw["points"], f"{where}.points")
-        labels = check_labels(raw["labels"], where, len(points))
-    if raw.get("box") is not None:
-        box = check_box(raw["box"], f"{where}.box")
-    has_mask = raw.get("mask") is not None
-    apply_rule(where, check_combination, points is not None, box is not None, has_mask)
-    if has_mask:
-        mask = check_mask(raw["mask"], f"{where}.mask")
-    return Prompt(frame=frame, points=points, labels=labels, box=box, mask_rle=mask)
-
-
 def _expand_image_folders(
     jobs: list[VideoJob], rejects: list[Reject], storage_options: dict | None
 ) -> tuple[list[VideoJob], list[Reject]]:
@@ -613,32 +446,3 @@ def _expand_image_folders(
             owners[one.video_id] = where
             out.append(one)
     return out, rejects
-
-
-# ---------------------------------------------------------------- against the video
-
-
-def fit_prompt_to_frame(prompt: Prompt, height: int, width: int) -> Prompt:
-    """``prompt`` checked against a height x width frame, a partly-outside box clipped to it.
-
-    A point must lie in [0, width] x [0, height]; a box must overlap the frame.
-    Otherwise the prompt points at nothing in the video, yet the model would still
-    return a mask for it, so this raises ValueError naming the field and value
-    ("points[1] (5000, -300) is outside ..."). Callers (the worker, once the video is
-    open) add the manifest location, object and prompt. Mask prompts pass unchanged.
-    """
-    for index, (x, y) in enumerate(prompt.points or ()):
-        if not (0 <= x <= width and 0 <= y <= height):
-            raise ValueError(
-                f"points[{index}] ({x:g}, {y:g}) is outside the {width} x {height} frame "
-                f"(x must be in 0..{width}, y in 0..{height})"
-            )
-    if prompt.box is None:
-        return prompt
-    x1, y1, x2, y2 = prompt.box
-    clipped = (max(x1, 0.0), max(y1, 0.0), min(x2, float(width)), min(y2, float(height)))
-    if clipped[2] <= clipped[0] or clipped[3] <= clipped[1]:
-        raise ValueError(
-            f"box [{x1:g}, {y1:g}, {x2:g}, {y2:g}] lies wholly outside the {width} x {height} frame"
-        )
-    return prompt if clipped == prompt.box else dataclasses.replace(prompt, box=clipped)

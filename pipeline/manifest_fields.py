@@ -1,7 +1,8 @@
-"""Checks of single field values in a manifest entry: points, labels, box, mask, ids, text.
+"""Checks of single field values in a manifest entry: points, labels, box, mask, ids, text, auto.
 
 Each check returns the value in its typed form or raises ``Invalid`` naming the field path it
-was given (``objects[0].prompts[1].box``) and why, with the offending value shortened.
+was given (``objects[0].prompts[1].box``) and why, with the offending value shortened
+(:func:`check_auto` appends every problem of the settings object to a list instead).
 :mod:`pipeline.manifest` assembles entries from these into jobs.
 """
 
@@ -23,6 +24,33 @@ from sam2_core.prompts import (
 )
 
 _CONTROL = re.compile(r"[\x00-\x1f]")
+
+# The MaskGeneratorSettings fields an image line's "auto" may set, with their JSON types.
+AUTO_FIELDS = {
+    **dict.fromkeys(
+        (
+            "points_per_side",
+            "points_per_batch",
+            "crop_n_layers",
+            "crop_n_points_downscale_factor",
+            "min_mask_region_area",
+        ),
+        "integer",
+    ),
+    **dict.fromkeys(
+        (
+            "pred_iou_thresh",
+            "stability_score_thresh",
+            "stability_score_offset",
+            "mask_threshold",
+            "box_nms_thresh",
+            "crop_nms_thresh",
+            "crop_overlap_ratio",
+        ),
+        "number",
+    ),
+    **dict.fromkeys(("use_m2m", "multimask_output"), "boolean"),
+}
 
 
 def apply_rule(where: str, check, *args):
@@ -113,3 +141,33 @@ def bad_text(text: str) -> str | None:
 def short(value: Any, limit: int = 80) -> str:
     text = json.dumps(value, default=str) if not isinstance(value, str) else repr(value)
     return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def check_auto(value: Any, problems: list[Invalid]) -> tuple[tuple[str, Any], ...]:
+    """An image's or video's ``auto`` object: MaskGeneratorSettings fields and values (sorted)."""
+    if not isinstance(value, dict):
+        problems.append(Invalid("auto", f"must be an object of settings, got {short(value)}"))
+        return ()
+    settings = {}
+    for key, item in value.items():
+        kind = AUTO_FIELDS.get(key)
+        if kind is None:
+            problems.append(
+                Invalid(f"auto.{key}", f"unknown setting (allowed: {', '.join(AUTO_FIELDS)})")
+            )
+        elif (
+            (kind == "integer" and not is_int(item))
+            or (kind == "boolean" and not isinstance(item, bool))
+            or (kind == "number" and not (is_coordinate(item) and not isinstance(item, bool)))
+        ):
+            problems.append(Invalid(f"auto.{key}", f"must be a finite {kind}, got {short(item)}"))
+        else:
+            settings[key] = float(item) if kind == "number" else item
+    if len(settings) == len(value):
+        from sam2_core.mask_generator import MaskGeneratorSettings
+
+        try:
+            MaskGeneratorSettings(**settings)
+        except ValueError as error:
+            problems.append(Invalid("auto", str(error)))
+    return tuple(sorted(settings.items()))
