@@ -11,170 +11,37 @@ masked. What each object remembers, and how a frame is conditioned on it,
 is the :class:`~sam2_core.memory_bank.MemoryBank`'s (shared with training);
 the session handles prompts and orchestrates the steps.
 
-:func:`track_video` is the batch path the pipeline uses: all prompts are
-known up front, so it streams frames and drops whatever the memory rule says
-no later frame can read, keeping its state bounded whatever the video's
-length.
+The typed records (options, per-frame results) are in :mod:`sam2_core.tracker_records`; the
+batch path (:func:`track_video`) is in :mod:`sam2_core.batch_tracking`. Both are re-exported
+here.
 """
 
 from __future__ import annotations
 
 import contextlib
-import functools
 from collections import OrderedDict
-from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterator
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
+from .batch_tracking import _merge_prompts, track_session, track_video  # noqa: F401
 from .frames import FramePrefetcher, FrameSource
 from .memory_bank import FrameState, MemoryBank
 from .modeling.sam2 import NO_OBJECT_SCORE, HeadsOutput, ImageFeatures, SAM2Model
 from .postprocess import fill_small_holes
 from .prompts import ObjectPrompt
-from .transfer import to_device, to_host
+from .tracker_records import (
+    FrameMasks,  # noqa: F401
+    FrameResult,
+    ObjectTrack,
+    TrackerOptions,
+    TrackerStats,
+    automatic_object_chunk,
+)
+from .transfer import to_device
 from .transforms import to_model_coords
-
-
-@dataclass(frozen=True)
-class TrackerOptions:
-    """How a session stores its state and runs the model.
-
-    storage_device: where per-frame memories live (None: the model's device; "cpu" offloads,
-    as the official ``offload_state_to_cpu``). memory_dtype: dtype of stored memory features
-    (float32 for parity; bfloat16 halves state). batch_objects: advance all objects of a frame
-    in one batch (False: one object at a time, for comparison). feature_cache_size: frames whose
-    image features are kept. autocast_dtype: e.g. torch.bfloat16 to run under autocast on CUDA.
-    prefetch_frames: how many frames ahead of a propagation a background thread reads and
-    preprocesses (0: none; None: 2 when the model is on a GPU, 0 on a CPU, where the thread
-    competes with torch's own threads for the cores and roughly halves the speed, see
-    docs/PERFORMANCE.md). object_chunk: at most this many objects go through memory
-    attention, the mask decoder and the memory encoder together (None: automatic, every object
-    on the CPU, on CUDA as many as about half the free device memory holds; see
-    :func:`automatic_object_chunk`); a frame that runs out of device memory is redone with
-    half the chunk. stable_shapes: pad each chunk's objects to a power of two (at most the
-    chunk) and every memory to a fixed token count, so that compiled parts see few shapes
-    (None: when the model's hot parts are compiled, ``SAM2Model.compile_hot_parts``).
-    """
-
-    storage_device: str | None = None
-    memory_dtype: torch.dtype = torch.float32
-    batch_objects: bool = True
-    feature_cache_size: int = 2
-    autocast_dtype: torch.dtype | None = None
-    prefetch_frames: int | None = None
-    object_chunk: int | None = None
-    stable_shapes: bool | None = None
-
-    def __post_init__(self):
-        if self.object_chunk is not None and self.object_chunk < 1:
-            raise ValueError(
-                f"object_chunk must be >= 1 (or None for automatic), got {self.object_chunk}"
-            )
-
-
-@dataclass
-class TrackerStats:
-    """How a session ran, for reports (summary.json): object_chunk: the chunk size in use
-    (None until the first tracked frame); max_chunks_per_frame: the most chunks one frame was
-    split into; oom_retries: frames redone with a smaller chunk after running out of device
-    memory."""
-
-    object_chunk: int | None = None
-    max_chunks_per_frame: int = 0
-    oom_retries: int = 0
-
-
-@dataclass
-class ObjectTrack:
-    """One object's prompts, one per frame (its memory is in the session's MemoryBank).
-    ``pending`` holds outputs of prompts added since the last propagation, as (conditioning,
-    state) with the memory not encoded yet; ``tracked`` maps each frame the object has been
-    tracked on to the direction it was tracked in (True = reverse)."""
-
-    object_id: int
-    prompts: dict[int, ObjectPrompt] = field(default_factory=dict)
-    pending: dict[int, tuple[bool, FrameState]] = field(default_factory=dict)
-    tracked: dict[int, bool] = field(default_factory=dict)
-
-    def prompted_frames(self) -> set[int]:
-        return set(self.prompts)
-
-
-@dataclass
-class FrameMasks:
-    """One frame's outputs on the host, as :meth:`FrameResult.download` returns them.
-
-    masks: N x H x W bool at the video's resolution (logit > 0); present: N bool (object
-    score > 0); object_score_logits: N float32; ious: N float32 predicted IoU.
-    """
-
-    frame_index: int
-    object_ids: list[int]
-    masks: np.ndarray
-    present: np.ndarray
-    object_score_logits: np.ndarray
-    ious: np.ndarray
-    prompted: list[bool]
-
-
-@dataclass
-class FrameResult:
-    """All objects' outputs on one frame, left on the model's device.
-
-    low_res: N x 1 x h4 x w4 float32 logits at the model's mask resolution;
-    object_score_logits: N (> 0: present); ious: N predicted IoU of the returned masks;
-    prompted: N, whether the frame has prompts for that object; video_size: (H, W).
-    :meth:`download` brings thresholded masks and the scores to the host in one copy (the
-    pipeline's path); :attr:`mask_logits` gives float logits at video size (for parity and
-    debugging: a large copy).
-    """
-
-    frame_index: int
-    object_ids: list[int]
-    low_res: torch.Tensor
-    object_score_logits: torch.Tensor
-    ious: torch.Tensor
-    prompted: list[bool]
-    video_size: tuple[int, int]
-
-    def video_logits(self) -> torch.Tensor:
-        """N x H x W float32 logits at the video's resolution, on the device (> 0 inside;
-        -1024 where absent)."""
-        return F.interpolate(
-            self.low_res, size=self.video_size, mode="bilinear", align_corners=False
-        )[:, 0]
-
-    @functools.cached_property
-    def mask_logits(self) -> torch.Tensor:
-        """N x H x W float32 logits at the video's resolution, on the host (computed once)."""
-        return to_host(self.video_logits())
-
-    def download(self) -> FrameMasks:
-        """Thresholded masks and per-object scalars on the host, in one copy and one wait:
-        1 byte per pixel instead of 4, and no copy per object."""
-        n = len(self.object_ids)
-        h, w = self.video_size
-        masks = self.video_logits() > 0
-        scalars = torch.stack(
-            [self.object_score_logits.float(), self.ious.float()], dim=1
-        ).contiguous()
-        packed = torch.cat(
-            [scalars.reshape(-1).view(torch.uint8), masks.reshape(-1).view(torch.uint8)]
-        )
-        host = to_host(packed).numpy()
-        values = host[: n * 8].view(np.float32).reshape(n, 2)
-        return FrameMasks(
-            self.frame_index,
-            list(self.object_ids),
-            host[n * 8 :].view(np.bool_).reshape(n, h, w),
-            values[:, 0] > 0,
-            values[:, 0],
-            values[:, 1],
-            list(self.prompted),
-        )
 
 
 class VideoSession:
@@ -601,107 +468,3 @@ class VideoSession:
 
 def _next_power_of_two(n: int) -> int:
     return 1 << max(n - 1, 0).bit_length()
-
-
-def automatic_object_chunk(
-    model: SAM2Model, device: torch.device, num_objects: int, share: float = 0.5
-) -> int:
-    """How many objects to advance together: all of them on the CPU; on CUDA as many as
-    ``share`` of the free device memory holds, by an estimate of one object's working memory
-    in memory attention (its memory tokens, the attention scores if the math kernel runs, the
-    feed-forward activations) and in the decoder and memory encoder (masks at input size).
-    ``num_objects``: the session's objects (the chunk is never larger)."""
-    if device.type != "cuda":
-        return max(num_objects, 1)
-    free, _ = torch.cuda.mem_get_info(device)
-    cfg = model.cfg
-    hw = cfg.feat_size**2
-    mem_tokens = cfg.tracking.num_maskmem * hw + cfg.tracking.max_obj_ptrs_in_encoder * max(
-        cfg.hidden_dim // cfg.mem_dim, 1
-    )
-    att = cfg.memory_attention
-    per_object = 4 * (
-        hw * mem_tokens * att.num_heads  # attention scores (math kernel)
-        + hw * (att.dim_feedforward + 6 * att.d_model)  # activations of a layer
-        + 2 * mem_tokens * cfg.mem_dim  # tokens and their encodings
-        + 4 * model.image_size**2  # high-res masks, memory encoder input
-    )
-    return max(1, min(max(num_objects, 1), int(share * free // (2 * per_object))))
-
-
-# ---------------------------------------------------------------------- batch path
-
-
-def _merge_prompts(prompts: Sequence[ObjectPrompt], num_frames: int) -> list[ObjectPrompt]:
-    """One prompt per (object, frame), points of several prompts joined in the order given;
-    sorted by frame, then object. Checks each frame lies in the video and how prompts combine."""
-    merged: dict[tuple[int, int], ObjectPrompt] = {}
-    for i, p in enumerate(prompts):
-        where = f"prompt {i} (object {p.object_id}, frame {p.frame})"
-        if p.frame >= num_frames:
-            raise ValueError(
-                f"{where}: frame {p.frame} is past the video's end ({num_frames} frames)"
-            )
-        key = (p.object_id, p.frame)
-        earlier = merged.get(key)
-        if earlier is None:
-            merged[key] = p
-            continue
-        if p.mask is not None:
-            raise ValueError(
-                f"{where}: a mask prompt cannot be combined with other prompts on the same frame"
-            )
-        if p.box is not None and (earlier.box is not None or earlier.mask is not None):
-            raise ValueError(f"{where}: more than one box (or a box and a mask) on the same frame")
-        if earlier.mask is not None:
-            raise ValueError(
-                f"{where}: a mask prompt cannot be combined with points on the same frame"
-            )
-        merged[key] = earlier.with_points_of(p)
-    return [merged[key] for key in sorted(merged, key=lambda k: (k[1], k[0]))]
-
-
-def track_video(
-    model: SAM2Model,
-    frames: FrameSource,
-    prompts: Sequence[ObjectPrompt],
-    options: TrackerOptions | None = None,
-    bounded: bool = True,
-    encoder: Callable[[torch.Tensor], ImageFeatures] | None = None,
-) -> Iterator[FrameResult]:
-    """Track every prompted object through the whole video, each frame yielded once.
-
-    All prompts are added first (each prompted frame becomes a conditioning frame, as with the
-    official predictor when every prompt is given before propagating); then objects are tracked
-    forward from the earliest prompted frame to the end, then in reverse down to frame 0.
-    With ``bounded`` the session drops every stored frame the memory rule can no longer reach,
-    so its state does not grow with the video's length. ``encoder``: see :class:`VideoSession`.
-    """
-    if not prompts:
-        raise ValueError("no prompts given")
-    return track_session(VideoSession(model, frames, options, encoder), prompts, bounded)
-
-
-def track_session(
-    session: VideoSession, prompts: Sequence[ObjectPrompt], bounded: bool = True
-) -> Iterator[FrameResult]:
-    """track_video on a session the caller made (and may inspect while it runs)."""
-    merged = _merge_prompts(prompts, session.num_frames)
-    if not merged:
-        raise ValueError("no prompts given")
-    for prompt in merged:
-        session.add(prompt)
-    start = merged[0].frame
-    reverse_from = (
-        start if start > 0 else None
-    )  # the reverse pass reads the frames just after start
-    for result in session.propagate(start, reverse=False):
-        yield result
-        if bounded:
-            session.forget(result.frame_index, reverse=False, reverse_from=reverse_from)
-    if start > 0:
-        for result in session.propagate(start, reverse=True):
-            if result.frame_index != start:
-                yield result
-            if bounded:
-                session.forget(result.frame_index, reverse=True)

@@ -17,7 +17,6 @@ from __future__ import annotations
 import copy
 import json
 import math
-import pickle
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -34,11 +33,10 @@ from .forward import ClipForward, PromptOptions
 from .loader import BackgroundBatches, BatchPlan, StepBatches, prompt_rng, step_batches
 from .losses import LossWeights, embedding_penalty, step_losses, total_loss
 from .replicas import Replicas
+from .train_state import STATE_FILE, _atomic_save, read_train_state
 
 MODEL_FILE = "model.pt"
 CONFIG_FILE = "config.json"
-STATE_FILE = "train_state.pt"
-_STATE_KEYS = ("step", "optimizer", "scheduler", "rng", "torch_rng")
 LOG_FILE = "log.jsonl"
 
 
@@ -451,34 +449,6 @@ class Trainer:
         if cuda_rng and torch.cuda.is_available():
             for device, rng_state in enumerate(cuda_rng[: torch.cuda.device_count()]):
                 torch.cuda.set_rng_state(rng_state, device)
-
-
-def read_train_state(path: Path) -> dict:
-    """The dict in a ``train_state.pt``, loaded with ``weights_only=True``: tensors and plain
-    values only, so a crafted file cannot run code; anything else is refused, naming the file."""
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError:
-        raise ValueError(
-            f"cannot resume: {path} holds Python objects other than tensors and plain values; "
-            "refusing to load it (a train_state.pt written by this trainer holds none)"
-        ) from None
-    except Exception as err:  # torch.load raises many types on foreign or truncated bytes
-        raise ValueError(
-            f"cannot resume: {path} is not a readable train_state.pt ({type(err).__name__})"
-        ) from None
-    missing = [k for k in _STATE_KEYS if not isinstance(state, dict) or k not in state]
-    if missing:
-        raise ValueError(
-            f"cannot resume: {path} is not a train_state.pt (missing {', '.join(missing)})"
-        )
-    return state
-
-
-def _atomic_save(obj, path: Path) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(obj, tmp)
-    tmp.replace(path)
 
 
 def _mean_stats(window: list[StepStats]) -> StepStats:
