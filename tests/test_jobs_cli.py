@@ -44,6 +44,7 @@ def ray_dashboard():
     os.environ["RAY_AUTH_MODE"] = "disabled"
     port = _free_port()
     ray.init(
+        address="local",  # a fresh instance, never a cluster left running on this machine
         num_cpus=2,
         include_dashboard=True,
         dashboard_host="127.0.0.1",
