@@ -8,7 +8,7 @@ label run converts it, tracked, and compared with the generator's masks.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 
 import pyarrow as pa
 
@@ -20,8 +20,9 @@ from pipeline.synthetic_io import (
     manifest_entry,
     video_id_for_seed,
 )
-from sam2_core.frames import ArrayFrames
+from sam2_core.frames import ArrayFrames, FrameSource
 from sam2_core.modeling.sam2 import SAM2Model
+from sam2_core.prompts import ObjectPrompt
 from sam2_core.synthetic import SyntheticConfig, generate_video
 from sam2_core.tracker import track_video
 
@@ -38,8 +39,17 @@ def track_synthetic(
     video_id = video_id_for_seed(seed, id_prefix)
     entry = manifest_entry(f"{video_id}.mp4", video_id, video)
     frames = ArrayFrames(video.frames)
+    prompts = entry_prompts(entry, frames)
+    return tracked_table(model, video_id, frames, prompts), ground_truth_table(video_id, video)
+
+
+def tracked_table(
+    model: SAM2Model, video_id: str, frames: FrameSource, prompts: Sequence[ObjectPrompt]
+) -> pa.Table:
+    """Mask rows of ``prompts`` tracked through ``frames`` (for evaluation: synthetic videos,
+    held-out training videos); a mask counts only where the object is judged present."""
     rows = []
-    for result in track_video(model, frames, entry_prompts(entry, frames)):
+    for result in track_video(model, frames, prompts):
         for i, oid in enumerate(result.object_ids):
             present = bool(result.object_score_logits[i] > 0)
             rows.append(
@@ -55,7 +65,7 @@ def track_synthetic(
                     model=EVAL_MODEL,
                 )
             )
-    return mask_table(rows), ground_truth_table(video_id, video)
+    return mask_table(rows)
 
 
 def synthetic_jf(model: SAM2Model, seeds: Iterable[int], config: SyntheticConfig) -> EvalReport:

@@ -17,45 +17,16 @@ import numpy as np
 import pyarrow as pa
 
 from pipeline.evaluate import EvalReport, evaluate_tables
-from pipeline.masks import mask_row, mask_table
+from pipeline.synthetic_eval import tracked_table
 from pipeline.video import open_video
 from sam2_core.clicks import first_click, prompt_frame_of_areas
-from sam2_core.frames import FrameSource
 from sam2_core.modeling.sam2 import SAM2Model
 from sam2_core.prompts import ObjectPrompt
-from sam2_core.tracker import track_video
 
 from .videos import TrainingVideo
 
-EVAL_RUN_ID = "train-eval"
-EVAL_MODEL = "training"
 BEST_DIR = "best"
 BEST_FILE = "best.json"
-
-
-def tracked_table(
-    model: SAM2Model, video_id: str, frames: FrameSource, prompts: Sequence[ObjectPrompt]
-) -> pa.Table:
-    """Mask rows of ``prompts`` tracked through ``frames``; a mask counts only where the
-    object is judged present."""
-    rows = []
-    for result in track_video(model, frames, prompts):
-        for i, oid in enumerate(result.object_ids):
-            present = bool(result.object_score_logits[i] > 0)
-            rows.append(
-                mask_row(
-                    video_id,
-                    oid,
-                    result.frame_index,
-                    (result.mask_logits[i] > 0).numpy() & present,
-                    score=float(result.ious[i]),
-                    present=present,
-                    prompted=result.prompted[i],
-                    run_id=EVAL_RUN_ID,
-                    model=EVAL_MODEL,
-                )
-            )
-    return mask_table(rows)
 
 
 def click_prompts(video: TrainingVideo) -> list[ObjectPrompt]:
