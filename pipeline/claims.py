@@ -17,7 +17,11 @@ corrected prompts can label those objects later; a run killed before that
 leaves its claims, and the refusal names the claim file to delete.
 
 An image is claimed whole (``Unit.claim_keys``: object ``pipeline.plan.WHOLE_IMAGE``, -1), so
-automatic masks and prompted objects of one image never mix in an output.
+automatic masks and prompted objects of one image never mix in an output. A video is claimed
+whole (object -1) by a unit that finds its objects; such a unit is refused where another unit
+holds any object of that video, and a prompted unit where another unit holds the video whole
+(both would write rows for object ids 1, 2, ...). That check reads the claims already there:
+two such runs started at the very same moment are not told apart.
 """
 
 from __future__ import annotations
@@ -30,7 +34,7 @@ import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
-from pipeline.plan import Unit
+from pipeline.plan import WHOLE_VIDEO, Unit
 from pipeline.sink import CLAIMS_DIR, OutputStore
 from pipeline.storage import join
 
@@ -63,8 +67,11 @@ class ClaimRefused(RuntimeError):
 def claim_path(store: OutputStore, video_id: str, object_id: int) -> str:
     """The claim record of one (video_id, object_id): a readable slug plus a hash."""
     digest = hashlib.sha256(json.dumps([video_id, int(object_id)]).encode("utf-8")).hexdigest()
-    slug = _SLUG.sub("_", video_id).strip("._")[:48] or "video"
-    return join(store.root, CLAIMS_DIR, f"{slug}-{int(object_id)}-{digest[:32]}.json")
+    return join(store.root, CLAIMS_DIR, f"{_slug(video_id)}-{int(object_id)}-{digest[:32]}.json")
+
+
+def _slug(video_id: str) -> str:
+    return _SLUG.sub("_", video_id).strip("._")[:48] or "video"
 
 
 def read_claim(store: OutputStore, video_id: str, object_id: int) -> Claim | None:
@@ -99,10 +106,41 @@ def claim_units(store: OutputStore, units: Sequence[Unit], run_id: str, model: s
                     raise OSError(f"claim {path} could be neither created nor read")
             if holder.unit_id != claim.unit_id:
                 raise ClaimRefused(claim, holder, path)
+        for u in units:
+            if not u.images:
+                _refuse_the_other_kind(store, u, wanted)
     except BaseException:
         for path in created:
             store.remove(path)
         raise
+
+
+def _refuse_the_other_kind(store: OutputStore, unit: Unit, wanted: dict[str, Claim]) -> None:
+    """ClaimRefused when another unit holds `unit`'s video the other way: whole (objects found
+    by the labeler) against object by object (prompted objects)."""
+    whole = unit.object_ids == (WHOLE_VIDEO,)
+    mine = next(c for c in wanted.values() if c.unit_id == unit.unit_id)
+    if not whole:
+        path = claim_path(store, unit.video_id, WHOLE_VIDEO)
+        holder = read_claim(store, unit.video_id, WHOLE_VIDEO)
+        if holder is not None and holder.unit_id != unit.unit_id:
+            raise ClaimRefused(mine, holder, path)
+        return
+    folder = join(store.root, CLAIMS_DIR)
+    store.fs.invalidate_cache(folder)
+    prefix = _slug(unit.video_id) + "-"  # the claims of this video (and of videos sharing its slug)
+    for path in sorted(store.fs.ls(folder, detail=False)):
+        if not path.rsplit("/", 1)[-1].startswith(prefix):
+            continue
+        record = store.read_json(path)
+        holder = None if record is None else Claim(**record)
+        if (
+            holder is not None
+            and holder.video_id == unit.video_id
+            and holder.object_id != WHOLE_VIDEO
+            and holder.unit_id != unit.unit_id
+        ):
+            raise ClaimRefused(mine, holder, path)
 
 
 def release_units(store: OutputStore, units: Iterable[Unit]) -> None:

@@ -267,3 +267,28 @@ def test_two_runs_with_other_prompts_into_one_output_never_give_two_rows_per_key
         RunFatalError, match="already holds masks of video .dog. object 1 .*other prompts"
     ):
         run_labeling(run_config(runs[refused[0]], out, mini_a_dir, workers=1))
+
+
+def discovery(videos=("cups",)) -> list:
+    """Units that find every object of `videos` (no prompts): each claims its video whole."""
+    jobs = [
+        VideoJob(f"/videos/{v}.mp4", v, (), f"d.jsonl line {i + 1}") for i, v in enumerate(videos)
+    ]
+    return plan_units(jobs, "model", None, identities={job.video: "size=1" for job in jobs})
+
+
+@pytest.mark.parametrize("first_kind", ["prompted", "found"])
+def test_found_and_prompted_objects_of_one_video_never_mix_in_an_output(output, first_kind):
+    """Objects found by the labeler and prompted objects both use ids 1, 2, ...: one labeling
+    of a video of either kind refuses the other kind, whichever came first."""
+    uri, options = output
+    store = OutputStore(uri, options)
+    prompted, found = labeling(shift=0, videos=("cups",)), discovery(("cups",))
+    first, second = (prompted, found) if first_kind == "prompted" else (found, prompted)
+    claim_units(store, first, run_id="first", model="m@1")
+    with pytest.raises(ClaimRefused) as refused:
+        claim_units(store, second, run_id="second", model="m@1")
+    assert refused.value.holder.unit_id in {u.unit_id for u in first}
+    assert holders(store, second) == {None}  # the refused run left no claim behind
+    claim_units(store, first, run_id="again", model="m@1")  # the same labeling resumes
+    claim_units(store, discovery(("dogs",)), run_id="other", model="m@1")  # other videos: free
