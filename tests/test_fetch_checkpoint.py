@@ -23,6 +23,7 @@ import threading
 from pathlib import Path
 
 import pytest
+from http_mirror import serve_folder
 
 from jobs.__main__ import main
 from sam2_core import hub as oc
@@ -379,20 +380,9 @@ def test_sam1_checkpoints_are_in_the_fetch_table_and_fetched_like_the_others(tmp
     root = tmp_path / "mirror"
     root.mkdir()
     (root / SAM1_CHECKPOINTS["sam_vit_b"].filename).write_bytes(FAKE)
-    handler = type("Handler", (_Handler,), {"gets": []})
-    httpd = http.server.ThreadingHTTPServer(
-        ("127.0.0.1", 0), functools.partial(handler, directory=str(root))
-    )
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
-    thread.start()
-    try:
-        base = f"http://127.0.0.1:{httpd.server_address[1]}"
+    with serve_folder(root) as (base, _):
         args = ["fetch-checkpoint", "sam_vit_b", "--dest", str(tmp_path / "b.pth")]
         assert main([*args, "--base-url", base]) == 1  # not Meta's bytes: refused
         assert not (tmp_path / "b.pth").exists()
         assert main([*args, "--base-url", base, "--sha256", FAKE_SHA]) == 0
         assert (tmp_path / "b.pth").read_bytes() == FAKE
-    finally:
-        httpd.shutdown()
-        httpd.server_close()
-        thread.join(timeout=5)

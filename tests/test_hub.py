@@ -9,15 +9,13 @@ tell it apart. Official names are served by an HTTP server on 127.0.0.1.
 from __future__ import annotations
 
 import dataclasses
-import functools
 import hashlib
-import http.server
-import threading
 from pathlib import Path
 
 import fsspec
 import pytest
 import torch
+from http_mirror import serve_folder
 
 from pipeline.worker import LabelWorker, WorkerConfig
 from sam2_core import hub, resolve_config
@@ -202,28 +200,9 @@ def mirror(mini_files, tmp_path, monkeypatch):
     monkeypatch.setitem(hub.OFFICIAL_CHECKPOINTS, entry.name, entry)
     (root / entry.path).parent.mkdir(parents=True)
     (root / entry.path).write_bytes(real)
-    gets: list[str] = []
-
-    class Handler(http.server.SimpleHTTPRequestHandler):
-        def do_GET(self):  # noqa: N802 - http.server's naming
-            gets.append(self.path)
-            super().do_GET()
-
-        def log_message(self, *args):
-            pass
-
-    httpd = http.server.ThreadingHTTPServer(
-        ("127.0.0.1", 0), functools.partial(Handler, directory=str(root))
-    )
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
-    thread.start()
-    monkeypatch.setenv(hub.ENV_BASE_URL, f"http://127.0.0.1:{httpd.server_address[1]}")
-    try:
+    with serve_folder(root) as (base, gets):
+        monkeypatch.setenv(hub.ENV_BASE_URL, base)
         yield entry, gets
-    finally:
-        httpd.shutdown()
-        httpd.server_close()
-        thread.join(timeout=5)
 
 
 def test_official_name_is_downloaded_once_into_the_cache_and_checked(mirror, other_bytes, tmp_path):

@@ -6,12 +6,10 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import functools
 import hashlib
-import http.server
-import threading
 
 import pytest
+from http_mirror import serve_folder
 
 from jobs import label
 from pipeline.worker import LabelWorker, WorkerConfig
@@ -62,28 +60,9 @@ def default_mirror(tmp_path, monkeypatch):
     root = tmp_path / "mirror"
     (root / entry.path).parent.mkdir(parents=True)
     (root / entry.path).write_bytes(served)
-    gets: list[str] = []
-
-    class Handler(http.server.SimpleHTTPRequestHandler):
-        def do_GET(self):  # noqa: N802 - http.server's naming
-            gets.append(self.path)
-            super().do_GET()
-
-        def log_message(self, *args):
-            pass
-
-    httpd = http.server.ThreadingHTTPServer(
-        ("127.0.0.1", 0), functools.partial(Handler, directory=str(root))
-    )
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
-    thread.start()
-    monkeypatch.setenv(hub.ENV_BASE_URL, f"http://127.0.0.1:{httpd.server_address[1]}")
-    try:
+    with serve_folder(root) as (base, gets):
+        monkeypatch.setenv(hub.ENV_BASE_URL, base)
         yield entry, gets
-    finally:
-        httpd.shutdown()
-        httpd.server_close()
-        thread.join(timeout=5)
 
 
 def test_the_default_models_checkpoint_is_fetched_by_name_into_the_cache_and_checked(

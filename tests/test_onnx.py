@@ -14,27 +14,16 @@ import torch
 onnx = pytest.importorskip("onnx", reason="onnx is not installed (pip install '.[onnx]')")
 pytest.importorskip("onnxruntime", reason="onnxruntime is not installed (pip install '.[onnx]')")
 
+from test_sam1 import TINY as SAM1_TINY  # noqa: E402 - one tiny SAM 1 for the tests
+
 from jobs.__main__ import main  # noqa: E402
 from sam2_core import build_model  # noqa: E402
 from sam2_core.onnx import MANIFEST_NAME, OnnxManifest, export_onnx  # noqa: E402
 from sam2_core.onnx.runtime import OnnxModel, upsample_bilinear  # noqa: E402
 from sam2_core.predictor import ImagePredictor  # noqa: E402
-from sam2_core.sam1 import SAM1Config, ViTConfig, build_sam1  # noqa: E402
+from sam2_core.sam1 import build_sam1  # noqa: E402
 
 TOL = 1e-3
-
-SAM1_TINY = SAM1Config(
-    "sam_vit_tiny_test",
-    ViTConfig(
-        embed_dim=64,
-        depth=2,
-        num_heads=4,
-        global_attn_indexes=(1,),
-        window_size=7,
-        pretrain_image_size=256,
-    ),
-    image_size=256,
-)
 
 
 @pytest.fixture(scope="module")
