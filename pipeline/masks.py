@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Iterable
+from dataclasses import dataclass
 from typing import NamedTuple
 
 import numpy as np
@@ -33,6 +34,28 @@ MASK_SCHEMA = pa.schema(
         pa.field("model", pa.string()),
     ]
 )
+
+
+SOURCES = ("prompt", "auto", "detector")  # how an object came to be labeled
+
+
+@dataclass(frozen=True)
+class ObjectOrigin:
+    """Where one object came from, written on every row of it so a reviewer can sort by doubt.
+
+    source: "prompt" (a manifest named it), "auto" (found by automatic mask generation) or
+    "detector" (a detector's box, live or precomputed); category: its class name, None when
+    unknown; detection_score: the detector's score for the detection that started it, None
+    when no detector was involved.
+    """
+
+    source: str = "prompt"
+    category: str | None = None
+    detection_score: float | None = None
+
+    def __post_init__(self) -> None:
+        if self.source not in SOURCES:
+            raise ValueError(f"ObjectOrigin.source must be one of {SOURCES}, got {self.source!r}")
 
 
 class MaskRow(NamedTuple):

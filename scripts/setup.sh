@@ -23,7 +23,7 @@ stamp=.venv/.installed-$(cat pyproject.toml scripts/setup.sh | sha256sum | cut -
 if [ ! -f "$stamp" ]; then
   .venv/bin/python -m pip install -q --upgrade pip setuptools wheel
   .venv/bin/python -m pip install -q "$TORCH_PIN"
-  .venv/bin/python -m pip install -q -e ".[dev,export,onnx,train]"
+  .venv/bin/python -m pip install -q -e ".[dev,export,onnx,train,detect]"
   # The official implementations, as test/benchmark references only: without their
   # dependency lists, which would pull a CUDA torchvision (the tests give them a stand-in).
   SAM2_BUILD_CUDA=0 .venv/bin/python -m pip install -q --no-deps segment-anything==1.0 sam2==1.1.0
