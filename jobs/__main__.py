@@ -13,7 +13,8 @@ from collections.abc import Callable
 
 COMMANDS = {
     "label": "Label the videos of a manifest into Parquet mask tables.",
-    "submit": "Send a label run to a Ray cluster as a Ray job.",
+    "submit": "Send a label run to a Ray cluster as a Ray job (`submit train ...`: a training run).",
+    "submit-train": "Send a training run to a Ray cluster as a Ray job (the same as `submit train`).",
     "train": "Fine-tune or train a SAM 2 model on videos with ground truth.",
     "average-checkpoints": "Average the weights of several checkpoints of one model (a model soup).",
     "evaluate": "Score a mask table against ground truth (J&F).",
@@ -58,6 +59,8 @@ def build_parser(
 def main(argv: list[str] | None = None) -> int:
     """Run one command; a run that cannot proceed at all ends with one line and exit 1."""
     argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:2] == ["submit", "train"]:
+        argv = ["submit-train", *argv[2:]]
     # The top-level parser has no options of its own besides --help, so the command comes first.
     parser, runners = build_parser(only=argv[0] if argv and argv[0] in COMMANDS else "")
     args = parser.parse_args(argv)

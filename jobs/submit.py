@@ -1,4 +1,5 @@
-"""``python -m jobs submit``: send a label run to a Ray cluster as a Ray job.
+"""``python -m jobs submit``: send a label run to a Ray cluster as a Ray job
+(``python -m jobs submit train ...``: a training run, see :mod:`jobs.submit_train`).
 
 Takes the same arguments as ``jobs label`` plus the cluster's dashboard
 address. The job's working directory is this project (uploaded by Ray); its
@@ -37,6 +38,11 @@ EXCLUDES = [
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     label.add_arguments(parser)
+    add_cluster_arguments(parser)
+
+
+def add_cluster_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options of every ``submit``: where the cluster is and how to follow the job."""
     parser.add_argument(
         "--address",
         default=os.environ.get("RAY_ADDRESS") or "http://127.0.0.1:8265",
@@ -73,6 +79,12 @@ def run(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 1
+    return submit(args, entrypoint(args))
+
+
+def submit(args: argparse.Namespace, command: str) -> int:
+    """Send ``command`` to the cluster at ``args.address`` as a Ray job (this project as its
+    working directory); with ``--follow``, stream its log and return its exit status."""
     try:
         from ray.job_submission import JobSubmissionClient
     except ImportError as err:  # pragma: no cover - ray[default] is a dependency
@@ -82,7 +94,6 @@ def run(args: argparse.Namespace) -> int:
     if refusal:
         print(f"error: {refusal}", file=sys.stderr)
         return 1
-    command = entrypoint(args)
     try:
         client = JobSubmissionClient(args.address)
         job_id = client.submit_job(

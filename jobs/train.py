@@ -37,6 +37,7 @@ from pipeline.training.data import (
     load_training_data,
     parse_data_spec,
 )
+from pipeline.training.output import TrainOutput
 from sam2_core.synthetic import SyntheticConfig
 from sam2_core.training import (
     CONFIG_FILE,
@@ -83,7 +84,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--init-checkpoint", help="start from these weights (official format), loaded strictly"
     )
     parser.add_argument(
-        "--output", required=True, help="output folder (model.pt, config.json, train_state.pt)"
+        "--output",
+        required=True,
+        help="output folder or any fsspec URL such as s3://bucket/run (model.pt, config.json, "
+        "train_state.pt; a URL is written from a local staging folder after every checkpoint)",
     )
     parser.add_argument(
         "--resume",
@@ -330,16 +334,21 @@ class TrainJob:
     source, the trainer, and the held-out scoring run at each checkpoint (main replica only)."""
 
     def __init__(
-        self, args: argparse.Namespace, replicas: Replicas | None = None, resume: bool | None = None
+        self,
+        args: argparse.Namespace,
+        replicas: Replicas | None = None,
+        resume: bool | None = None,
+        output: TrainOutput | None = None,
     ):
         self.args = args
-        self.out = Path(args.output)
         resume = args.resume if resume is None else resume
+        self.output = output or TrainOutput.open(args.output, args.storage_options, resume)
+        self.out = self.output.local
         torch.manual_seed(args.seed)  # the same initial weights in every process, every time
         if resume:
             doc_path = self.out / CONFIG_FILE
             if not doc_path.is_file():
-                raise FileNotFoundError(f"--resume: {doc_path} not found")
+                raise FileNotFoundError(f"--resume: {self.output.describe(CONFIG_FILE)} not found")
             model, tree = build_for_training(str(doc_path))
         else:
             if not args.config:
@@ -465,14 +474,18 @@ def run(args: argparse.Namespace) -> int:
     started = time.time()
 
     def on_checkpoint(step: int, path: Path) -> None:
-        print(f"checkpoint step {step}: {path}" + job.score(step), flush=True)
+        line = job.score(step)
+        job.output.push()
+        print(f"checkpoint step {step}: {job.output.describe(MODEL_FILE)}" + line, flush=True)
 
     trainer.train(
         on_log=lambda st: print(log_line(st, trainer.config.steps, started), flush=True),
         on_checkpoint=on_checkpoint,
     )
+    job.output.close()
     print(
-        f"done: {trainer.step} steps, {trainer.elapsed:.0f}s training time; model {job.out / MODEL_FILE}",
+        f"done: {trainer.step} steps, {trainer.elapsed:.0f}s training time; "
+        f"model {job.output.describe(MODEL_FILE)}",
         flush=True,
     )
     return 0

@@ -18,7 +18,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from pipeline.storage import absolute_uri
+from pipeline.storage import absolute_uri, join, safe_uri
+from pipeline.training.output import TrainOutput
 from sam2_core.training import CONFIG_FILE, MODEL_FILE, STATE_FILE
 
 CHECKPOINT_FILES = (MODEL_FILE, CONFIG_FILE, STATE_FILE)
@@ -39,20 +40,21 @@ def _worker_loop(config: dict) -> None:
     if args.gpus_per_worker > 0:
         args = argparse.Namespace(**{**vars(args), "device": str(ray.train.torch.get_device())})
     resume = bool(args.resume)
+    output = None
     checkpoint = ray.train.get_checkpoint()
     if checkpoint is not None:  # a restart after a lost worker: every worker loads the same files
-        work = (
-            Path(args.output)
-            if replicas.is_main
-            else Path(tempfile.mkdtemp(prefix="train-replica-"))
-        )
+        if replicas.is_main:  # the run's own folder (or a URL output's staging folder)
+            output = TrainOutput.open(args.output, args.storage_options)
+            work = output.local
+        else:
+            work = Path(tempfile.mkdtemp(prefix="train-replica-"))
         work.mkdir(parents=True, exist_ok=True)
         with checkpoint.as_directory() as folder:
             for name in CHECKPOINT_FILES:
                 shutil.copy2(Path(folder) / name, work / name)
         args = argparse.Namespace(**{**vars(args), "output": str(work)})
         resume = True
-    job = TrainJob(args, replicas=replicas, resume=resume)
+    job = TrainJob(args, replicas=replicas, resume=resume, output=output)
     trainer = job.trainer
     if replicas.is_main:
         print(
@@ -70,13 +72,16 @@ def _worker_loop(config: dict) -> None:
             ray.train.report({"step": step}, checkpoint=None)
             return
         line = job.score(step)
-        print(f"checkpoint step {step}: {path}{line}", flush=True)
+        job.output.push()
+        print(f"checkpoint step {step}: {job.output.describe(MODEL_FILE)}{line}", flush=True)
         with tempfile.TemporaryDirectory(prefix="train-ckpt-") as folder:
             for name in CHECKPOINT_FILES:
                 shutil.copy2(Path(path).parent / name, Path(folder) / name)
             ray.train.report({"step": step}, checkpoint=ray.train.Checkpoint.from_directory(folder))
 
     trainer.train(on_log=on_log, on_checkpoint=on_checkpoint)
+    if replicas.is_main:
+        job.output.close()
 
 
 def run_distributed(args: argparse.Namespace) -> int:
@@ -109,7 +114,7 @@ def run_distributed(args: argparse.Namespace) -> int:
         )
         for spec in args.data
     ]
-    storage = args.storage or str(Path(args.output) / "ray")
+    storage = args.storage or join(args.output, "ray")
     if not ray.is_initialized():
         ray.init(address=args.ray_address, log_to_driver=True)
     use_gpu = args.gpus_per_worker > 0
@@ -122,7 +127,7 @@ def run_distributed(args: argparse.Namespace) -> int:
             num_workers=args.workers, use_gpu=use_gpu, resources_per_worker=resources
         ),
         run_config=ray.train.RunConfig(
-            name=Path(args.output).name or "train",
+            name=args.output.rstrip("/").rpartition("/")[2] or "train",
             storage_path=storage,
             failure_config=ray.train.FailureConfig(max_failures=args.max_failures),
             checkpoint_config=ray.train.CheckpointConfig(num_to_keep=2),
@@ -134,7 +139,8 @@ def run_distributed(args: argparse.Namespace) -> int:
         print(f"train: the distributed run failed: {err}", file=sys.stderr)
         return 1
     print(
-        f"done: {args.workers} workers; model {Path(args.output) / MODEL_FILE}; Ray Train checkpoint {result.checkpoint}",
+        f"done: {args.workers} workers; model {safe_uri(join(args.output, MODEL_FILE))}; "
+        f"Ray Train checkpoint {result.checkpoint}",
         flush=True,
     )
     return 0

@@ -7,6 +7,8 @@ from __future__ import annotations
 import argparse
 import io
 import os
+import shlex
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -44,7 +46,7 @@ def test_top_level_help_imports_none_of_the_commands():
 
 
 # jobs.train builds its options from the training records (torch) and is left out here.
-@pytest.mark.parametrize("command", [c for c in COMMANDS if c != "train"])
+@pytest.mark.parametrize("command", [c for c in COMMANDS if c not in ("train", "submit-train")])
 def test_command_help_imports_neither_torch_nor_ray(command):
     imported = _imported_by([command, "--help"])
     assert not imported & {"torch", "ray"}, sorted(imported & {"torch", "ray"})
@@ -169,3 +171,55 @@ def test_follow_exits_with_the_label_runs_status_and_survives_a_broken_stream(ca
     assert submit.follow(broken, "job-3", out=out, poll_s=0.0) == 1
     assert out.getvalue().splitlines() == ["first line", "job job-3 STOPPED"]
     assert "log stream of job job-3 broke off" in capsys.readouterr().err
+
+
+def test_submit_train_rebuilds_the_train_command_line_with_local_paths_absolute(tmp_path):
+    from jobs import submit_train
+
+    (tmp_path / "davis").mkdir()
+    argv = [
+        "--config",
+        "sam2.1_hiera_tiny",
+        "--data",
+        "davis:davis",
+        "--data",
+        "run:s3://bucket/labels",
+        "--output",
+        "s3://bucket/runs/a",
+        "--steps",
+        "7",
+        "--clip-len-schedule",
+        "0:4,300:8",
+        "--freeze",
+        "image_encoder",
+        "--freeze",
+        "sam_prompt_encoder",
+        "--storage-options",
+        '{"endpoint_url": "http://127.0.0.1:9"}',
+        "--no-autocast",
+        "--workers",
+        "2",
+    ]
+    here = os.getcwd()
+    os.chdir(tmp_path)
+    try:
+        args = build_parser("submit-train")[0].parse_args(["submit-train", *argv])
+        command = shlex.split(submit_train.entrypoint(args))
+    finally:
+        os.chdir(here)
+    assert command[:4] == ["python", "-m", "jobs", "train"]
+    rebuilt = build_parser("train")[0].parse_args(["train", *command[4:]])
+    original = build_parser("train")[0].parse_args(["train", *argv])
+    original.data[0] = type(original.data[0])("davis", str(tmp_path / "davis"))
+    assert vars(rebuilt) == vars(original)
+
+
+def test_submit_train_is_the_submit_train_command(capsys):
+    port = socket.socket()
+    port.bind(("127.0.0.1", 0))
+    address = f"http://127.0.0.1:{port.getsockname()[1]}"
+    port.close()
+    status = main(["submit", "train", "--config", "x", "--output", "o", "--address", address])
+    assert status == 1 and f"could not submit to the Ray cluster at {address}" in (
+        capsys.readouterr().err
+    )

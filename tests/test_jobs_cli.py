@@ -357,3 +357,53 @@ def test_unreachable_ray_address_exits_1_quickly(clips, mini_a_dir, tmp_path):
     done = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
     assert done.returncode == 1, done.stderr[-2000:]
     assert "could not start or reach Ray" in done.stderr and "ray status" in done.stderr
+
+
+@pytest.mark.slow
+def test_submit_train_runs_the_train_command_as_a_ray_job(ray_dashboard, tmp_path):
+    from test_training_data import write_davis
+    from training_helpers import tiny_tree
+
+    import sam2_core
+
+    config = tmp_path / "tiny.json"
+    config.write_text(json.dumps({"resolved": tiny_tree()}))
+    write_davis(tmp_path / "davis", [1])
+    out = tmp_path / "trained"
+    command = [
+        sys.executable,
+        "-m",
+        "jobs",
+        "submit",
+        "train",
+        "--config",
+        "tiny.json",  # relative: made absolute before it leaves this machine
+        "--data",
+        "davis:davis",
+        "--output",
+        "trained",
+        "--steps",
+        "2",
+        "--batch-size",
+        "1",
+        "--clip-len",
+        "2",
+        "--warmup-steps",
+        "1",
+        "--checkpoint-every",
+        "2",
+        "--address",
+        ray_dashboard,
+        "--follow",
+        "--python",
+        sys.executable,
+    ]
+    env = {**os.environ, "RAY_AUTH_MODE": "disabled"}
+    done = subprocess.run(
+        command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=400
+    )
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert "submitted job" in done.stdout and f"--output {out}" in done.stdout
+    assert "done: 2 steps" in done.stdout  # the train command's own report, from the job's log
+    model = sam2_core.build_model(str(out / "config.json"), str(out / "model.pt"))
+    assert model.image_size == 64

@@ -253,3 +253,51 @@ def test_fine_tuning_on_the_demos_label_run(tmp_path, tiny_config, capsys):
     assert (out / "best" / "model.pt").is_file()
     model = sam2_core.build_model(str(out / "config.json"), str(out / "model.pt"))
     assert model.image_size == 64
+
+
+def test_training_to_an_s3_url_writes_there_and_resumes_from_there(tmp_path, tiny_config, capsys):
+    from s3_server import start_s3
+
+    davis = write_davis(tmp_path / "davis", [1])
+    with start_s3(buckets=["train-out"]) as s3:
+        url = "s3://train-out/runs/first"
+        argv = [
+            "train",
+            "--config",
+            str(tiny_config),
+            "--data",
+            f"davis:{davis}",
+            "--output",
+            url,
+            "--storage-options",
+            json.dumps(s3.storage_options),
+            "--batch-size",
+            "1",
+            "--clip-len",
+            "2",
+            "--warmup-steps",
+            "1",
+            "--log-every",
+            "1",
+            "--checkpoint-every",
+            "2",
+        ]
+        assert jobs_main([*argv, "--steps", "2"]) == 0
+        printed = capsys.readouterr().out
+        assert f"model {url}/model.pt" in printed and "train-output-" not in printed
+        fs = s3.filesystem()
+        names = {p.rpartition("runs/first/")[2] for p in fs.find("train-out/runs/first")}
+        assert {"model.pt", "config.json", "train_state.pt", "log.jsonl"} <= names
+        assert jobs_main([*argv, "--steps", "4", "--resume"]) == 0
+        assert "resumed at step 2" in capsys.readouterr().out
+        steps = [
+            json.loads(line)["step"]
+            for line in fs.cat_file("train-out/runs/first/log.jsonl").decode().splitlines()
+        ]
+        assert steps == [1, 2, 3, 4]
+        model = sam2_core.build_model(
+            f"{url}/config.json", f"{url}/model.pt", storage_options=s3.storage_options
+        )
+        assert model.image_size == 64
+        assert jobs_main([*argv, "--output", "s3://train-out/none", "--resume"]) == 1
+        assert "nothing at s3://train-out/none" in capsys.readouterr().err
