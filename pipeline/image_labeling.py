@@ -163,7 +163,13 @@ def _predict_objects(
             best = int(pred.ious.argmax())
             logit = float(pred.object_score_logits.reshape(-1)[0])
             found.append(
-                (p.object_id, pred.masks[best].cpu().numpy(), float(pred.ious[best]), logit > 0, logit)
+                (
+                    p.object_id,
+                    pred.masks[best].cpu().numpy(),
+                    float(pred.ious[best]),
+                    logit > 0,
+                    logit,
+                )
             )
         out.append(found)
     return out

@@ -130,9 +130,7 @@ def mask_row(
         object_score_logit=None if object_score_logit is None else float(object_score_logit),
         source=origin.source,
         category=origin.category,
-        detection_score=(
-            None if origin.detection_score is None else float(origin.detection_score)
-        ),
+        detection_score=(None if origin.detection_score is None else float(origin.detection_score)),
     )
 
 

@@ -114,7 +114,10 @@ def _prompt_record(prompt) -> dict:
 def _object_record(spec: ObjectSpec) -> dict:
     """What a unit id hashes of one object: its id and prompts, and its category only when
     the manifest gives one (so ids of manifests without categories never change)."""
-    record = {"object_id": int(spec.object_id), "prompts": [_prompt_record(p) for p in spec.prompts]}
+    record = {
+        "object_id": int(spec.object_id),
+        "prompts": [_prompt_record(p) for p in spec.prompts],
+    }
     if spec.category is not None:
         record["category"] = spec.category
     return record

@@ -67,9 +67,7 @@ def test_bad_categories_are_rejected_naming_the_line_and_field(tmp_path, value, 
     lines = [prompted("/v/ok.mp4", 1, category="cup"), prompted("/v/bad.mp4", 1, category=value)]
     jobs, rejects = read_manifest(str(write_jsonl(tmp_path / "m.jsonl", lines)))
     assert [job.video for job in jobs] == ["/v/ok.mp4"]
-    assert [(r.location, r.field) for r in rejects] == [
-        ("m.jsonl line 2", "objects[0].category")
-    ]
+    assert [(r.location, r.field) for r in rejects] == [("m.jsonl line 2", "objects[0].category")]
     assert reason in rejects[0].reason
 
 
@@ -180,3 +178,38 @@ def test_tables_written_before_the_origin_columns_read_with_them_filled(tmp_path
     pq.write_table(old_schema_table("a", 1, 3), tmp_path / "truth.parquet")
     report = evaluate_uris(run, str(tmp_path / "truth.parquet"))
     assert report.j == pytest.approx(1.0)
+
+
+def test_exports_that_name_classes_use_the_category(tmp_path):
+    import xml.etree.ElementTree as ET
+
+    from export_checks import commit, synthetic_units
+
+    from pipeline.exports import export_run
+
+    run = str(tmp_path / "run")
+    commit(run, synthetic_units())  # vid-b object 2 is an "ellipse"; the rest have no category
+    export_run(run, "youtube-vis", str(tmp_path / "ytvis"))
+    document = json.loads((tmp_path / "ytvis" / "instances.json").read_text())
+    names = {c["id"]: c["name"] for c in document["categories"]}
+    videos = {v["id"]: v["name"] for v in document["videos"]}
+    assert {
+        (videos[a["video_id"]], a["object_id"]): names[a["category_id"]]
+        for a in document["annotations"]
+    } == {("vid-a", 1): "object", ("vid-a", 7): "object", ("vid-b", 2): "ellipse",
+          ("vid-b", 3): "object"}  # fmt: skip
+
+    export_run(run, "cvat", str(tmp_path / "cvat"))
+    root = ET.parse(tmp_path / "cvat" / "vid-b" / "annotations.xml").getroot()
+    assert [label.find("name").text for label in root.iter("label")] == ["object", "ellipse"]
+    tracks = {t.find("mask/attribute").text: t.get("label") for t in root.iter("track")}
+    assert tracks == {"2": "ellipse", "3": "object"}
+
+    export_run(run, "label-studio", str(tmp_path / "ls"))
+    config = ET.parse(tmp_path / "ls" / "label_config.xml").getroot()
+    assert [label.get("value") for label in config.iter("Label")] == ["object", "ellipse"]
+    tasks = json.loads((tmp_path / "ls" / "tasks" / "vid-b.json").read_text())
+    brushes = {
+        r["id"]: r["value"]["brushlabels"] for t in tasks for r in t["predictions"][0]["result"]
+    }
+    assert brushes == {"object-2": ["ellipse"], "object-3": ["object"]}

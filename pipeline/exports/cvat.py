@@ -6,7 +6,8 @@ is visible on. CVAT keeps a track's last shape on later frames until an
 gets one (with the previous geometry). A mask shape's ``rle`` is CVAT's own
 encoding: run lengths, background first, row by row over the mask's bounding
 box (``left``, ``top``, ``width``, ``height``). Our object id rides along as
-the shape attribute ``object_id`` (CVAT renumbers track ids on import).
+the shape attribute ``object_id`` (CVAT renumbers track ids on import); a track's label is
+its object's ``category`` (``object`` without one), each declared in the task's labels.
 The XML is written element by element with the standard library's streaming
 ``XMLGenerator``: no document tree is held.
 """

@@ -4,9 +4,10 @@ Label Studio's brush tool works on images, not on its video player, so each
 (video, frame) becomes an image task whose ``data.image`` is the frame's URL
 (``ExportOptions.frame_name``; frames are not part of a run's output) and
 whose ``predictions`` hold one ``brushlabels`` result per visible object,
-``id`` = ``object-<object_id>``, ``score`` = predicted IoU. Tasks go to one
-JSON list per video (``tasks/<video_id>.json``, importable as is); the
-labeling config to create the project with is ``label_config.xml``.
+``id`` = ``object-<object_id>``, ``score`` = predicted IoU, its brush label the object's
+``category`` (``object`` without one). Tasks go to one JSON list per video
+(``tasks/<video_id>.json``, importable as is); the labeling config to create the project
+with is ``label_config.xml`` (a label per class of the run).
 
 The brush RLE is Label Studio's bit-packed format (the one its converter's
 ``decode_rle`` reads): a 32-bit value count, 5-bit word size, four 4-bit run
@@ -20,7 +21,6 @@ from __future__ import annotations
 
 import json
 import posixpath
-
 from xml.sax.saxutils import quoteattr
 
 import numpy as np
@@ -46,6 +46,7 @@ def label_config(names: list[str]) -> str:
 {labels}  </BrushLabels>
 </View>
 """
+
 
 _RUN_CLASSES = ((3, 8), (4, 16), (8, 256), (16, 65536))  # (bits, longest run) per size class
 
