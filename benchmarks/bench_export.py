@@ -80,6 +80,10 @@ def build_run(output: str, videos: int, objects: int, frames: int, size: tuple[i
                 "prompted": [f == 0 for _, f in keys],
                 "run_id": ["bench"] * len(keys),
                 "model": ["synthetic"] * len(keys),
+                "object_score_logit": [5.0] * len(keys),
+                "source": ["prompt"] * len(keys),
+                "category": [None] * len(keys),
+                "detection_score": [None] * len(keys),
             },
             schema=MASK_SCHEMA,
         )

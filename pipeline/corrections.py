@@ -12,7 +12,10 @@ change) per (video, object, frame), and writes a new manifest:
 - an object the run showed but the export no longer has is dropped;
 - an object the person added gets the next free id of its video and a mask
   prompt on each frame it is drawn on;
-- videos the export does not hold stay as they were.
+- videos the export does not hold stay as they were;
+- an object keeps its manifest ``category``; an added one has none. Every object of the
+  new manifest is prompted, so the re-run writes its rows with source "prompt" (a person
+  drew or checked it), whatever found it first (a masklet, a detector).
 
 ``jobs label --manifest NEW --output NEW_OUT`` then re-tracks every object with
 the person's masks as conditioning frames. A reviewed mask on a frame past the
@@ -137,7 +140,8 @@ def import_corrections(
     for video_id, job in jobs.items():
         if video_id not in reviewed.videos:
             unreviewed.append(video_id)
-            entries.append(_entry(job, [_object_json(o.object_id, o.prompts) for o in job.objects]))
+            kept = [_object_json(o.object_id, o.prompts, category=o.category) for o in job.objects]
+            entries.append(_entry(job, kept))
             continue
         objects, summary = _correct_video(
             job,
@@ -259,7 +263,7 @@ def _correct_video(
         ]
         masks = [(f, mine.get(f, empty)) for f in frames]
         kept = tuple(p for p in spec.prompts if p.frame not in set(frames))
-        objects.append(_object_json(spec.object_id, kept, masks))
+        objects.append(_object_json(spec.object_id, kept, masks, spec.category))
         if frames:
             corrected[spec.object_id] = tuple(frames)
     added = {}
@@ -292,11 +296,17 @@ def mask_prompt_json(frame: int, mask: np.ndarray) -> dict:
 
 
 def _object_json(
-    object_id: int, prompts: tuple[Prompt, ...], masks: list[tuple[int, np.ndarray]] = ()
+    object_id: int,
+    prompts: tuple[Prompt, ...],
+    masks: list[tuple[int, np.ndarray]] = (),
+    category: str | None = None,
 ) -> dict:
     items = [(p.frame, prompt_json(p)) for p in prompts]
     items += [(f, mask_prompt_json(f, m)) for f, m in masks]
-    return {"object_id": object_id, "prompts": [p for _, p in sorted(items, key=lambda i: i[0])]}
+    out = {"object_id": object_id, "prompts": [p for _, p in sorted(items, key=lambda i: i[0])]}
+    if category is not None:
+        out["category"] = category
+    return out
 
 
 def _entry(job: VideoJob, objects: list[dict]) -> dict:

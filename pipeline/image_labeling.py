@@ -8,11 +8,13 @@ The image counterpart of :mod:`pipeline.labeling` and, like it, free of Ray: wor
   (:func:`pipeline.labeling.to_object_prompts`); a single click asks for three masks and keeps
   the one with the highest predicted IoU, other point/box prompts for one mask (the tracker's
   rule on a conditioning frame); a mask prompt is its own result, as on a video's mask-prompted
-  frame (score 1).
+  frame (score 1, object-score logit +10 or -10 for an empty mask: SAM 2's rule for mask
+  inputs). Rows carry the object's manifest category; source "prompt".
 - An image without objects gets automatic masks (:class:`sam2_core.mask_generator.MaskGenerator`
   with its manifest ``auto`` settings); object ids 1..K follow (area descending, bbox, mask
   bits), so
-  the same image and settings always give the same ids. ``prompted`` is false on these rows.
+  the same image and settings always give the same ids. ``prompted`` is false on these rows,
+  ``source`` is "auto" and ``object_score_logit`` null (the generator keeps no object score).
 
 Every image of the batch is read and every prompt checked before the model runs, so bad input
 fails the unit fast with an :class:`~pipeline.errors.InputError` naming the file or line.
@@ -29,7 +31,7 @@ import pyarrow as pa
 from pipeline.images import read_image
 from pipeline.labeling import LabelStats, to_object_prompts
 from pipeline.manifest import VideoJob
-from pipeline.masks import MASK_SCHEMA, MaskRow, mask_row, mask_table
+from pipeline.masks import MASK_SCHEMA, MaskRow, ObjectOrigin, mask_row, mask_table
 from pipeline.plan import ImageBatch
 from pipeline.storage import safe_uri
 from sam2_core.frames import ArrayFrames
@@ -37,6 +39,8 @@ from sam2_core.prompts import ObjectPrompt
 
 SORT_KEYS = [("video_id", "ascending"), ("object_id", "ascending"), ("frame_index", "ascending")]
 ENCODE_BATCH = 4  # prompted images encoded per image-encoder call
+MASK_PROMPT_LOGIT = 10.0  # a mask prompt's object score: SAM 2's mask_as_output gives +-10
+_AUTOMATIC = ObjectOrigin(source="auto")
 
 
 def label_images(
@@ -93,6 +97,7 @@ def label_images(
             results.append((i, _automatic_masks(model, arrays[i], images[i], generators)))
         for i, found in sorted(results, key=lambda item: item[0]):
             encode_started = time.perf_counter()
+            origins = {o.object_id: ObjectOrigin(category=o.category) for o in images[i].objects}
             rows.extend(
                 mask_row(
                     images[i].video_id,
@@ -104,8 +109,10 @@ def label_images(
                     prompted=bool(images[i].objects),
                     run_id=run_id,
                     model=model_name,
+                    object_score_logit=logit,
+                    origin=origins.get(object_id, _AUTOMATIC),
                 )
-                for object_id, mask, score, present in found
+                for object_id, mask, score, present, logit in found
             )
             encode_s += time.perf_counter() - encode_started
             done += 1
@@ -129,9 +136,9 @@ def label_images(
 
 def _predict_objects(
     model, arrays: list[np.ndarray], prompts: list[list[ObjectPrompt]]
-) -> list[list[tuple[int, np.ndarray, float, bool]]]:
-    """(object_id, mask, score, present) per prompted object of each image, the images encoded
-    in one batch."""
+) -> list[list[tuple[int, np.ndarray, float, bool, float]]]:
+    """(object_id, mask, score, present, object-score logit) per prompted object of each image,
+    the images encoded in one batch."""
     from sam2_core.predictor import ImagePredictor
 
     predictor = ImagePredictor(model)
@@ -141,7 +148,9 @@ def _predict_objects(
         found = []
         for p in objects:
             if p.mask is not None:
-                found.append((p.object_id, np.asarray(p.mask, dtype=bool), 1.0, bool(p.mask.any())))
+                drawn = bool(p.mask.any())
+                logit = MASK_PROMPT_LOGIT if drawn else -MASK_PROMPT_LOGIT
+                found.append((p.object_id, np.asarray(p.mask, dtype=bool), 1.0, drawn, logit))
                 continue
             single_click = p.points is not None and len(p.points) == 1 and p.box is None
             pred = predictor.predict(
@@ -152,12 +161,14 @@ def _predict_objects(
                 image_index=index,
             )
             best = int(pred.ious.argmax())
+            logit = float(pred.object_score_logits.reshape(-1)[0])
             found.append(
                 (
                     p.object_id,
                     pred.masks[best].cpu().numpy(),
                     float(pred.ious[best]),
-                    bool(pred.object_score_logits.reshape(-1)[0] > 0),
+                    logit > 0,
+                    logit,
                 )
             )
         out.append(found)
@@ -166,9 +177,10 @@ def _predict_objects(
 
 def _automatic_masks(
     model, array: np.ndarray, image: VideoJob, generators: dict
-) -> list[tuple[int, np.ndarray, float, bool]]:
-    """(object_id, mask, predicted IoU, True) per automatic mask, ids 1..K by (area descending,
-    bbox, mask bits); one generator per distinct settings in ``generators``."""
+) -> list[tuple[int, np.ndarray, float, bool, None]]:
+    """(object_id, mask, predicted IoU, True, None: no object score) per automatic mask, ids
+    1..K by (area descending, bbox, mask bits); one generator per distinct settings in
+    ``generators``."""
     from sam2_core.mask_generator import MaskGenerator
 
     generator = generators.get(image.auto)
@@ -181,6 +193,6 @@ def _automatic_masks(
     ]
     order = sorted(range(len(records)), key=lambda k: keys[k])
     return [
-        (object_id, masks[k], float(records[k].predicted_iou), True)
+        (object_id, masks[k], float(records[k].predicted_iou), True, None)
         for object_id, k in enumerate(order, start=1)
     ]

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import time
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 
@@ -24,7 +24,7 @@ import pyarrow as pa
 
 from pipeline.errors import InputError
 from pipeline.manifest import ObjectSpec, VideoJob, fit_prompt_to_frame
-from pipeline.masks import MASK_SCHEMA, MaskRow, decode_mask, mask_row, mask_table
+from pipeline.masks import MASK_SCHEMA, MaskRow, ObjectOrigin, decode_mask, mask_row, mask_table
 from pipeline.storage import safe_uri
 from pipeline.video import open_video
 from sam2_core.frames import FrameSource
@@ -56,13 +56,14 @@ class LabelStats:
 
 @dataclass
 class _HostFrame:
-    """One frame's outputs on their way to the host: masks N x H x W bool, present N bool,
-    scores N float32; ``ready`` is the CUDA event after which the copies are complete."""
+    """One frame's outputs on their way to the host: masks N x H x W bool, object-score
+    logits N float32 (> 0: present), scores N float32; ``ready`` is the CUDA event after which
+    the copies are complete."""
 
     frame_index: int
     object_ids: list[int]
     masks: object
-    present: object
+    logits: object
     scores: object
     prompted: list[bool]
     ready: object = None
@@ -75,7 +76,7 @@ def _to_host(result) -> _HostFrame:
 
     tensors = [
         result.video_logits() > 0,  # thresholded on the device: 1 byte a pixel comes back
-        result.object_score_logits.reshape(-1) > 0,
+        result.object_score_logits.detach().reshape(-1).float(),
         result.ious.detach().reshape(-1).float(),
     ]
     ready = None
@@ -89,12 +90,12 @@ def _to_host(result) -> _HostFrame:
         ]
         ready = torch.cuda.Event()
         ready.record(torch.cuda.current_stream(on_device[0].device))
-    masks, present, scores = tensors
+    masks, logits, scores = tensors
     return _HostFrame(
         result.frame_index,
         list(result.object_ids),
         masks,
-        present,
+        logits,
         scores,
         list(result.prompted),
         ready,
@@ -102,15 +103,21 @@ def _to_host(result) -> _HostFrame:
 
 
 def _encode_rows(
-    frame: _HostFrame, video_id: str, run_id: str, model_name: str, given: dict[int, np.ndarray]
+    frame: _HostFrame,
+    video_id: str,
+    run_id: str,
+    model_name: str,
+    given: dict[int, np.ndarray],
+    origins: Mapping[int, ObjectOrigin],
 ) -> tuple[list[MaskRow], float]:
     """One frame's mask rows (RLE encoded), on an encoder thread; returns them with the seconds
     it took. ``given``: object id -> the mask a mask prompt gives it on this frame, written as
-    drawn (the model sees it through its low-resolution input, which would move edge pixels)."""
+    drawn (the model sees it through its low-resolution input, which would move edge pixels);
+    ``origins``: object id -> its origin (missing: prompted)."""
     started = time.perf_counter()
     if frame.ready is not None:
         frame.ready.synchronize()
-    masks, present, scores = frame.masks.numpy(), frame.present.numpy(), frame.scores.numpy()
+    masks, logits, scores = frame.masks.numpy(), frame.logits.numpy(), frame.scores.numpy()
     rows = [
         mask_row(
             video_id,
@@ -118,14 +125,19 @@ def _encode_rows(
             frame.frame_index,
             given[oid] if oid in given else masks[i],
             score=scores[i],
-            present=bool(given[oid].any()) if oid in given else present[i],
+            present=bool(given[oid].any()) if oid in given else logits[i] > 0,
             prompted=frame.prompted[i],
             run_id=run_id,
             model=model_name,
+            object_score_logit=logits[i],
+            origin=origins.get(oid, _PROMPTED),
         )
         for i, oid in enumerate(frame.object_ids)
     ]
     return rows, time.perf_counter() - started
+
+
+_PROMPTED = ObjectOrigin()
 
 
 class _TimedFrames:
@@ -225,6 +237,7 @@ def label_frames(
     frames = _TimedFrames(frames)
     prompts = to_object_prompts(objects, frames, location)
     _require_tracking(model, location)
+    origins = {o.object_id: ObjectOrigin(category=o.category) for o in objects if o.category}
     return label_prompts(
         model,
         frames,
@@ -236,6 +249,7 @@ def label_frames(
         on_frame=on_frame,
         encoder=encoder,
         encode_threads=encode_threads,
+        origins=origins,
         started=started,
     )
 
@@ -253,16 +267,20 @@ def label_prompts(
     encoder=None,
     encode_threads: int = ENCODE_THREADS,
     prompted: bool = True,
+    origins: Mapping[int, ObjectOrigin] | None = None,
     started: float | None = None,
 ) -> tuple[pa.Table, LabelStats]:
     """:func:`label_frames` from the tracker's prompts (checked against the video already).
     ``prompted`` False: no row is marked prompted (objects found by the labeler, not a
-    person); ``started``: when the unit's work began, for ``wall_s``."""
+    person); ``origins``: object id -> where it came from, written on each of its rows
+    (objects not in it: ``ObjectOrigin()``, prompted, no category); ``started``: when the
+    unit's work began, for ``wall_s``."""
     import torch
 
     from sam2_core.tracker import track_video
 
     started = time.perf_counter() if started is None else started
+    origins = dict(origins or {})
     if not isinstance(frames, _TimedFrames):
         frames = _TimedFrames(frames)
     drawn: dict[int, dict[int, np.ndarray]] = {}  # frame -> object id -> mask prompt
@@ -301,7 +319,9 @@ def label_prompts(
                 given = drawn.get(host.frame_index, {})
                 if not prompted:
                     host.prompted = [False] * len(host.prompted)
-                pending.append(pool.submit(_encode_rows, host, video_id, run_id, model_name, given))
+                pending.append(
+                    pool.submit(_encode_rows, host, video_id, run_id, model_name, given, origins)
+                )
                 while len(pending) > max_pending:
                     collect()
                 done += 1

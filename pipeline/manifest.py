@@ -7,6 +7,8 @@ A manifest is JSON Lines (one video per line)::
                  {"object_id": 2, "prompts": [{"frame": 0, "box": [100, 120, 300, 400]}]},
                  {"object_id": 3, "prompts": [{"frame": 10, "mask": {"size": [540, 960], "counts": "..."}}]}]}
 
+(an object may name its class: ``"category": "cup"``, written on its rows),
+
 or, without ``objects``, asks for every object of the video (prompt-free masklets,
 :mod:`pipeline.masklets`; an optional ``auto`` tunes its automatic masks as for images), or
 names an image instead (``{"image": "s3://bucket/img.jpg", "image_id": "cat", "objects":
@@ -16,8 +18,8 @@ or a folder of images (``{"image": "s3://bucket/imgs/"}``: one job per JPEG/PNG 
 sorted, each with automatic masks and the id derived from its URI; listed when the manifest is
 read, so a missing or empty folder is a reject). JSON only, not tables. The same content may be
 a Parquet/CSV table with one prompt per row (columns ``video, video_id,
-object_id, frame, points, labels, box, mask_rle``; in CSV the last four are
-JSON text), grouped by video then object. Coordinates are pixels of the
+object_id, frame, points, labels, box, mask_rle`` and optionally ``category``; in CSV
+points, labels, box and mask_rle are JSON text), grouped by video then object. Coordinates are pixels of the
 original video. A relative ``video`` path is resolved against the
 manifest's folder. A ``.json`` file holds one JSON array of videos or one
 video object (a ``.json`` file of JSON Lines is read as such).

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import re
+import unicodedata
 from typing import Any
 
 from pipeline.manifest_parse import Invalid
@@ -118,6 +119,23 @@ def check_mask(value: Any, where: str) -> dict:
 
 def is_int(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
+
+
+MAX_CATEGORY = 200  # characters of an object's category
+
+
+def check_category(value: Any, where: str) -> str:
+    """An object's class name: a string of 1..MAX_CATEGORY characters, without surrounding
+    spaces or control characters (it becomes a category name in exports)."""
+    if not isinstance(value, str) or not value.strip() or value != value.strip():
+        raise Invalid(
+            where, f"must be a non-empty string without surrounding spaces, got {short(value)}"
+        )
+    if len(value) > MAX_CATEGORY:
+        raise Invalid(where, f"must be at most {MAX_CATEGORY} characters, got {len(value)}")
+    if any(unicodedata.category(char) == "Cc" for char in value) or bad_text(value):
+        raise Invalid(where, f"{bad_text(value) or 'contains control characters'}: {value!r:.80}")
+    return value
 
 
 def json_type(value: Any) -> str:

@@ -14,6 +14,7 @@ from typing import Any
 from pipeline.manifest_fields import (
     apply_rule,
     check_box,
+    check_category,
     check_labels,
     check_mask,
     check_points,
@@ -24,7 +25,7 @@ from pipeline.manifest_parse import Entry
 from pipeline.manifest_parse import Invalid as _Invalid
 from sam2_core.prompts import check_combination, check_pairing
 
-OBJECT_FIELDS = ("object_id", "prompts")
+OBJECT_FIELDS = ("object_id", "prompts", "category")
 PROMPT_FIELDS = ("frame", "points", "labels", "box", "mask")
 MAX_ID = 2**63 - 1
 
@@ -46,10 +47,12 @@ class Prompt:
 
 @dataclass(frozen=True)
 class ObjectSpec:
-    """One object to track and its prompts (on one or more frames)."""
+    """One object to track, its prompts (on one or more frames) and its class name (None when
+    the manifest gives none; written on its rows as ``category``)."""
 
     object_id: int
     prompts: tuple[Prompt, ...]
+    category: str | None = None
 
 
 def validate_object(
@@ -74,6 +77,13 @@ def validate_object(
             )
         )
         object_id = None
+    category = obj.get("category")
+    if category is not None:
+        try:
+            category = check_category(category, f"{where}.category")
+        except _Invalid as problem:
+            problem.location = (entry.locations or {}).get((object_index, "category"))
+            problems.append(problem)
     prompts = obj.get("prompts")
     parsed: list[Prompt] = []
     if not isinstance(prompts, list) or not prompts:
@@ -104,7 +114,7 @@ def validate_object(
             parsed.append(prompt)
     if problems or object_id is None:
         return None, problems
-    return ObjectSpec(object_id=object_id, prompts=tuple(parsed)), []
+    return ObjectSpec(object_id=object_id, prompts=tuple(parsed), category=category), []
 
 
 def validate_prompt(raw: Any, where: str, image: bool = False) -> Prompt:

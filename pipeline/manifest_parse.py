@@ -21,7 +21,17 @@ from typing import Any
 
 import pyarrow as pa
 
-TABLE_COLUMNS = ("video", "video_id", "object_id", "frame", "points", "labels", "box", "mask_rle")
+TABLE_COLUMNS = (
+    "video",
+    "video_id",
+    "object_id",
+    "frame",
+    "points",
+    "labels",
+    "box",
+    "mask_rle",
+    "category",
+)
 TABLE_REQUIRED = ("video", "object_id", "frame")
 TABLE_JSON_COLUMNS = ("points", "labels", "box", "mask_rle")
 # Deepest nesting a valid entry needs is 7 (line, objects, object, prompts, prompt, points, pair);
@@ -48,7 +58,9 @@ class Entry:
     raw: str
     value: Any = NO_VALUE  # parsed value in the JSON Lines layout
     problems: list[Invalid] = field(default_factory=list)
-    locations: dict | None = None  # (object index, prompt index) -> row location (tables)
+    # (object index, prompt index) -> row location (tables); (object index, "category") -> the
+    # row that first gave the object's category
+    locations: dict | None = None
     row_raws: dict | None = None  # row location -> that row as JSON text (tables)
 
 
@@ -277,6 +289,15 @@ def _row_into_entry(entry: Entry, location: str, row: dict) -> Invalid | None:
     if object_index is None:
         object_index = len(objects)
         objects.append({"object_id": object_id, "prompts": []})
+    category = row.get("category")
+    if category is not None:  # any row of the object may give it; two rows may not differ
+        given = objects[object_index].get("category")
+        if given is not None and given != category:
+            reason = f"{category!r} differs from {given!r} given for the same object"
+            return Invalid("category", location=location, reason=reason)
+        if given is None:
+            objects[object_index]["category"] = category
+            entry.locations[(object_index, "category")] = location
     objects[object_index]["prompts"].append(prompt)
     entry.locations[(object_index, len(objects[object_index]["prompts"]) - 1)] = location
     return None

@@ -3,7 +3,7 @@
 
 :func:`label_masklets` opens the video, finds its objects (pass 1) and tracks them through the
 whole video (pass 2), writing rows exactly as a prompted video's (``prompted`` is false: no
-person prompted them). A video where nothing is found gives an empty table, committed like
+person prompted them; ``source`` is "auto"). A video where nothing is found gives an empty table, committed like
 any other. :func:`discovery_record` is what a unit id hashes of the settings, so the same
 video and settings always make the same unit and the same rows. :func:`masklet_scores` scores
 masklets against ground truth (synthetic videos): best-matching masklet per object and
@@ -21,7 +21,7 @@ import pyarrow as pa
 
 from pipeline.labeling import LabelStats, _TimedFrames, label_prompts
 from pipeline.manifest import VideoJob
-from pipeline.masks import MASK_SCHEMA
+from pipeline.masks import MASK_SCHEMA, ObjectOrigin
 from pipeline.video import open_video
 from sam2_core.discovery import DEFAULT_DISCOVER_EVERY, DiscoverySettings, discover_objects
 from sam2_core.mask_generator import MaskGeneratorSettings
@@ -85,10 +85,12 @@ def label_masklets(
                 track_s=time.perf_counter() - started - frames.seconds,
             )
             return MASK_SCHEMA.empty_table(), stats
+        prompts = [d.prompt() for d in found]
+        found_automatically = ObjectOrigin(source="auto")
         table, stats = label_prompts(
             model,
             frames,
-            [d.prompt() for d in found],
+            prompts,
             video_id=job.video_id,
             run_id=run_id,
             model_name=model_name,
@@ -96,6 +98,7 @@ def label_masklets(
             on_frame=None if on_frame is None else lambda done, total: on_frame(n + done, 2 * n),
             encoder=encoder,
             prompted=False,
+            origins={p.object_id: found_automatically for p in prompts},
             started=started,
         )
         return table, stats

@@ -15,6 +15,7 @@ from typing import NamedTuple
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 from pycocotools import mask as mask_utils
 
 MASK_SCHEMA = pa.schema(
@@ -32,8 +33,20 @@ MASK_SCHEMA = pa.schema(
         pa.field("prompted", pa.bool_()),  # this frame carried a prompt for this object
         pa.field("run_id", pa.string()),
         pa.field("model", pa.string()),
+        # the tracker's object-score logit (> 0: present); null where the model gave none
+        pa.field("object_score_logit", pa.float32()),
+        pa.field("source", pa.string(), nullable=False),  # one of SOURCES
+        pa.field("category", pa.string()),  # the object's class name; null when unknown
+        pa.field("detection_score", pa.float32()),  # the detector's score; null without one
     ]
 )
+# Columns added after the first tables were written, and what older tables read as instead.
+ORIGIN_DEFAULTS = {
+    "object_score_logit": None,
+    "source": "prompt",
+    "category": None,
+    "detection_score": None,
+}
 
 
 SOURCES = ("prompt", "auto", "detector")  # how an object came to be labeled
@@ -74,6 +87,10 @@ class MaskRow(NamedTuple):
     prompted: bool
     run_id: str
     model: str
+    object_score_logit: float | None
+    source: str
+    category: str | None
+    detection_score: float | None
 
 
 def mask_row(
@@ -87,9 +104,13 @@ def mask_row(
     prompted: bool,
     run_id: str,
     model: str,
+    object_score_logit: float | None = None,
+    origin: ObjectOrigin = ObjectOrigin(),
 ) -> MaskRow:
     """Encode an H x W mask (nonzero = inside) of one object on one frame as a row; the size
-    comes from the mask. Callers encode frame by frame, so whole videos are never held decoded."""
+    comes from the mask. Callers encode frame by frame, so whole videos are never held decoded.
+    ``object_score_logit``: the model's object score on this frame (None where it gave none);
+    ``origin``: where the object came from (its source, category and detection score)."""
     rle, area, bbox = encode_mask(mask)
     height, width = np.shape(mask)
     return MaskRow(
@@ -106,6 +127,10 @@ def mask_row(
         prompted=bool(prompted),
         run_id=run_id,
         model=model,
+        object_score_logit=None if object_score_logit is None else float(object_score_logit),
+        source=origin.source,
+        category=origin.category,
+        detection_score=(None if origin.detection_score is None else float(origin.detection_score)),
     )
 
 
@@ -116,6 +141,22 @@ def mask_table(rows: Iterable[MaskRow]) -> pa.Table:
         {name: list(values) for name, values in zip(MASK_SCHEMA.names, columns)},
         schema=MASK_SCHEMA,
     )
+
+
+def with_origin_columns(table: pa.Table) -> pa.Table:
+    """``table`` with the columns of ORIGIN_DEFAULTS it lacks added, and a null ``source`` read
+    as "prompt": tables written before those columns existed (an older run's output) read as
+    MASK_SCHEMA tables, their objects prompted, category, logit and detection score unknown.
+    Other columns are left as they are (a caller casting to MASK_SCHEMA checks them)."""
+    for name, default in ORIGIN_DEFAULTS.items():
+        field = MASK_SCHEMA.field(name)
+        if name not in table.column_names:
+            column = pa.array([default] * table.num_rows, type=field.type)
+            table = table.append_column(field, column)
+        elif default is not None and table.column(name).null_count:
+            filled = pc.fill_null(table.column(name), pa.scalar(default, field.type))
+            table = table.set_column(table.column_names.index(name), field, filled)
+    return table
 
 
 def encode_mask(mask: np.ndarray) -> tuple[str, int, tuple[float, float, float, float]]:

@@ -4,9 +4,9 @@ A unit is one video with all of its objects, or a group of at most
 ``max_objects_per_unit`` of them. Its ``unit_id`` hashes everything that
 decides its output -- the video URI and id, the video's identity (size plus
 ETag, version or modification time: ``pipeline.video_identity.video_identities``,
-gathered once on the driver while planning), the object ids and their
-prompts, the model and the checkpoint digest -- so the same inputs always give
-the same id. That is what makes retries and resumed runs safe: a unit already
+gathered once on the driver while planning), the object ids, their
+prompts and categories (when given), the model and the checkpoint digest -- so the
+same inputs always give the same id. That is what makes retries and resumed runs safe: a unit already
 committed under its id is skipped, and a re-run writes the same names again.
 A video replaced at the same path gets new unit ids, so its stale masks are
 never taken for finished work.
@@ -111,6 +111,18 @@ def _prompt_record(prompt) -> dict:
     return json.loads(json.dumps(record, sort_keys=True))
 
 
+def _object_record(spec: ObjectSpec) -> dict:
+    """What a unit id hashes of one object: its id and prompts, and its category only when
+    the manifest gives one (so ids of manifests without categories never change)."""
+    record = {
+        "object_id": int(spec.object_id),
+        "prompts": [_prompt_record(p) for p in spec.prompts],
+    }
+    if spec.category is not None:
+        record["category"] = spec.category
+    return record
+
+
 def unit_id_for(
     job: VideoJob,
     objects: Sequence[ObjectSpec],
@@ -123,10 +135,7 @@ def unit_id_for(
         "video": job.video,
         "video_id": job.video_id,
         "video_identity": video_identity,
-        "objects": [
-            {"object_id": int(o.object_id), "prompts": [_prompt_record(p) for p in o.prompts]}
-            for o in sorted(objects, key=lambda o: o.object_id)
-        ],
+        "objects": [_object_record(o) for o in sorted(objects, key=lambda o: o.object_id)],
         "model": model_id,
         "checkpoint": checkpoint_digest or "",
     }
@@ -155,11 +164,7 @@ def image_unit_id(
                 "image_id": image.video_id,
                 "identity": identities[image.video],
                 "objects": [
-                    {
-                        "object_id": int(o.object_id),
-                        "prompts": [_prompt_record(p) for p in o.prompts],
-                    }
-                    for o in sorted(image.objects, key=lambda o: o.object_id)
+                    _object_record(o) for o in sorted(image.objects, key=lambda o: o.object_id)
                 ],
                 "auto": None if image.objects else dict(image.auto),
             }

@@ -40,7 +40,7 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 from pipeline.manifest import Reject
-from pipeline.masks import MASK_SCHEMA
+from pipeline.masks import MASK_SCHEMA, with_origin_columns
 from pipeline.records import RunSummary, UnitFailure, failure_from_row, failures_table
 from pipeline.storage import is_local, join, url_to_fs
 
@@ -272,6 +272,8 @@ class OutputStore:
 
 def read_masks(output_uri: str, storage_options: dict | None = None) -> pa.Table:
     """All mask rows of committed units, sorted by (video_id, object_id, frame_index).
+    Units written before the origin columns existed read with them filled
+    (:func:`pipeline.masks.with_origin_columns`).
 
     Reads through pyarrow's own filesystem where there is one (local, S3): pyarrow's
     I/O threads then never call into Python, which through ``PyFileSystem(FSSpecHandler)``
@@ -286,10 +288,12 @@ def read_masks(output_uri: str, storage_options: dict | None = None) -> pa.Table
     filesystem = arrow_filesystem(store.fs, store.storage_options)
     if filesystem is not None:
         dataset = pads.dataset(paths, schema=MASK_SCHEMA, format="parquet", filesystem=filesystem)
-        table = dataset.to_table()
+        table = with_origin_columns(dataset.to_table())
     else:
         tables = [pq.read_table(pa.BufferReader(store.fs.cat_file(path))) for path in paths]
-        table = pa.concat_tables([t.select(MASK_SCHEMA.names).cast(MASK_SCHEMA) for t in tables])
+        table = pa.concat_tables(
+            [with_origin_columns(t).select(MASK_SCHEMA.names).cast(MASK_SCHEMA) for t in tables]
+        )
     return table.sort_by(
         [("video_id", "ascending"), ("object_id", "ascending"), ("frame_index", "ascending")]
     )
@@ -366,7 +370,7 @@ def _as_mask_table(table: pa.Table, unit_id: str) -> pa.Table:
             f"(missing {sorted(expected - names)}, unexpected {sorted(names - expected)})"
         )
     try:
-        return table.select(MASK_SCHEMA.names).cast(MASK_SCHEMA)
+        return with_origin_columns(table).select(MASK_SCHEMA.names).cast(MASK_SCHEMA)
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError, ValueError) as error:
         raise ValueError(f"unit {unit_id}: table does not fit MASK_SCHEMA ({error})") from error
 

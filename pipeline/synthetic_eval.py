@@ -63,6 +63,7 @@ def tracked_table(
                     prompted=result.prompted[i],
                     run_id=EVAL_RUN_ID,
                     model=EVAL_MODEL,
+                    object_score_logit=float(result.object_score_logits[i]),
                 )
             )
     return mask_table(rows)

@@ -87,7 +87,12 @@ def point_array(points: Any) -> np.ndarray:
 
 def label_array(labels: Any, count: int) -> np.ndarray:
     """One label per point (1 foreground, 0 background) as an int32 array."""
-    array = np.asarray(labels)
+    try:
+        array = np.asarray(labels)
+    except (TypeError, ValueError):  # ragged nesting such as [1, [1, 2]]
+        raise PromptError(
+            "labels", f"labels must have one entry per point: {count} points, got {labels!r:.80}"
+        ) from None
     if array.ndim != 1:
         raise PromptError(
             "labels",

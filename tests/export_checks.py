@@ -78,6 +78,9 @@ def synthetic_units(frames: int = 6) -> dict[str, list[dict]]:
     b = {(2, f): ellipse(h, w, 28, 20, 10 + f, 7) for f in range(frames)}
     b.update({(3, f): ellipse(h, w, 8, 8, 5, 5) for f in range(2, frames)})  # appears on frame 2
     units["vid-b"] = mask_rows("vid-b", b)
+    for row in units["vid-b"]:
+        if row["object_id"] == 2:
+            row["category"] = "ellipse"  # one object with a class; the others have none
     return units
 
 

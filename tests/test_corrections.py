@@ -127,7 +127,11 @@ SYNTHETIC_ENTRIES = [
         "video": "a.mp4",
         "video_id": "vid-a",
         "objects": [
-            {"object_id": 1, "prompts": [{"frame": 0, "points": [[12, 14]], "labels": [1]}]},
+            {
+                "object_id": 1,
+                "category": "disc",
+                "prompts": [{"frame": 0, "points": [[12, 14]], "labels": [1]}],
+            },
             {"object_id": 7, "prompts": [{"frame": 0, "box": [30, 30, 40, 40]}]},
         ],
     },
@@ -201,6 +205,9 @@ def test_every_readable_format_gives_corrected_deleted_and_new_objects(synthetic
         4: [(3, "mask"), (4, "mask")],
     }
     assert np.array_equal(_mask_of(m2["vid-b"], 4, 4), NEW_MASK)
+    categories = {(v, o["object_id"]): o.get("category") for v in m2 for o in m2[v]["objects"]}
+    assert categories == {("vid-a", 1): "disc", ("vid-b", 2): None, ("vid-b", 3): None,
+                          ("vid-b", 4): None}  # fmt: skip
     a, b = result.videos
     assert (a.corrected, a.dropped, b.corrected, b.added) == ({1: (2,)}, (7,), {}, {4: "object 40"})
     assert m2["vid-a"]["video"] == str(folder / "a.mp4")  # resolved, so M2 can live anywhere

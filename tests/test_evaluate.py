@@ -173,6 +173,7 @@ def rows(
                 "prompted": t in prompted,
                 "run_id": run_id,
                 "model": "test",
+                "source": "prompt",
             }
         )
     return out

@@ -96,6 +96,17 @@ def test_coco_reads_back_with_pycocotools_equal(request, which, tmp_path):
     frames = set(zip(table.column("video_id").to_pylist(), table.column("frame_index").to_pylist()))
     assert {(i["video_id"], i["frame_index"]) for i in images.values()} == frames
     assert len(images) == len(frames)  # one image per (video, frame)
+    # An object's category names its COCO category; objects without one are "object".
+    document = json.loads((tmp_path / "instances.json").read_text())
+    names = {c["id"]: c["name"] for c in document["categories"]}
+    classes = {
+        (images[a["image_id"]]["video_id"], a["object_id"]): names[a["category_id"]]
+        for a in document["annotations"]
+    }
+    expected = {key: "object" for key in classes}
+    if which == "synthetic":
+        expected[("vid-b", 2)] = "ellipse"
+    assert classes == expected
 
 
 @pytest.mark.parametrize("which", RUNS)

@@ -230,6 +230,30 @@ def test_automatic_masks_get_ids_by_area_and_the_same_table_every_time(image_inp
     assert stats.frames == 1 and stats.rows == len(ids)
 
 
+def test_image_rows_carry_source_category_and_object_score(image_inputs, mini) -> None:
+    entries = image_entries()[:4]
+    entries[0]["objects"][0]["category"] = "disc"
+    entries[3]["auto"] = dict(points_per_side=8, pred_iou_thresh=0.0, stability_score_thresh=0.0)
+    jobs, _ = read_manifest(str(write_jsonl(image_inputs / "origins.jsonl", entries)))
+    units = plan_units(jobs, "m", None, identities=video_identities([j.video for j in jobs]))
+    table, _ = label_images(mini, units[0].job, run_id="r", model_name="m")
+    rows = {
+        (r["video_id"], r["object_id"]): r
+        for r in table.select(
+            ["video_id", "object_id", "present", "object_score_logit", "source", "category"]
+        ).to_pylist()
+    }
+    assert rows[("points", 1)]["category"] == "disc" and rows[("points", 2)]["category"] is None
+    prompted = [r for (video, _), r in rows.items() if video != "auto"]
+    automatic = [r for (video, _), r in rows.items() if video == "auto"]
+    assert len(prompted) == 4 and automatic
+    assert {r["source"] for r in prompted} == {"prompt"}
+    assert all((r["object_score_logit"] > 0) == r["present"] for r in prompted)
+    assert rows[("mask", 1)]["object_score_logit"] == 10.0  # a drawn mask: SAM 2's +10
+    assert {r["source"] for r in automatic} == {"auto"}
+    assert all(r["object_score_logit"] is None for r in automatic)  # the generator has none
+
+
 def test_sam1_models_label_prompted_and_automatic_images(image_inputs) -> None:
     import torch
 

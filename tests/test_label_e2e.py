@@ -34,6 +34,7 @@ def e2e_inputs(tmp_path_factory, videos_dir, mini_a_dir):
     folder = tmp_path_factory.mktemp("e2e")
     clips = make_clips(videos_dir, folder / "clips")
     entries = demo_entries(clips)
+    entries[0]["objects"][1]["category"] = "dog"  # the manifest names one object's class
     # One full real video read in place from ../shared: 200 frames at 960 x 540, prompted on frame 0.
     entries.append(
         {
@@ -83,6 +84,16 @@ def test_distributed_run_equals_single_process_row_for_row(ray_local, e2e_inputs
         ("bedroom", 3, 20),
         ("bedroom-full", 1, 0),
     }
+    # Every row is of a prompted object; the manifest's category rides on its object's rows;
+    # the object-score logit says what `present` says.
+    rows = expected.select(
+        ["video_id", "object_id", "present", "object_score_logit", "source", "category"]
+    ).to_pylist()
+    assert {row["source"] for row in rows} == {"prompt"}
+    assert {(r["video_id"], r["object_id"]) for r in rows if r["category"]} == {("dog", 2)}
+    assert {r["category"] for r in rows if (r["video_id"], r["object_id"]) == ("dog", 2)} == {"dog"}
+    assert all((row["object_score_logit"] > 0) == row["present"] for row in rows)
+    assert {row["present"] for row in rows} == {True, False}  # both signs are exercised
     summary = json.loads((folder / "out" / "summary.json").read_text())
     assert summary["rows"] == expected.num_rows and summary["run_id"] == RUN_ID
     secs = summary["unit_seconds"]

@@ -160,6 +160,7 @@ BAD_LINES = [
     ("video a lone surrogate", one_object({"frame": 0, "box": [0, 0, 1, 1]}, video="/v/\ud800.mp4"), "video", "not valid Unicode"),
     ("video id a lone surrogate", one_object({"frame": 0, "box": [0, 0, 1, 1]}, video_id="a\udfff"), "video_id", "not valid Unicode"),
     ("video with a newline", one_object({"frame": 0, "box": [0, 0, 1, 1]}, video="/v/a\nb.mp4"), "video", "control characters"),
+    ("labels ragged", one_object({"frame": 0, "points": [[1, 2]], "labels": [1, [1, 2]]}), "objects[0].prompts[0].labels", "one entry per point"),
 ]  # fmt: skip
 
 

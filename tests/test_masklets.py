@@ -130,6 +130,10 @@ def test_prompt_free_masklets_find_an_object_entering_mid_video(
     assert table.equals(again)  # deterministic: retries and resume write the same rows
     assert stats.objects == 2 and table.num_rows == 2 * 24
     assert set(table.column("prompted").to_pylist()) == {False}
+    assert set(table.column("source").to_pylist()) == {"auto"}  # found, not prompted
+    assert table.column("category").null_count == table.num_rows
+    logits, present = (table.column(c).to_pylist() for c in ("object_score_logit", "present"))
+    assert [logit > 0 for logit in logits] == present
     masks = masks_from_table(table)
     predicted = {o: np.stack([masks[("v", o, f)] for f in range(24)]) for o in (1, 2)}
     scores = masklet_scores(predicted, dict(enumerate(video.masks)))

@@ -132,7 +132,11 @@ def test_schema_columns_and_types():
     assert MASK_SCHEMA.names == [
         "video_id", "object_id", "frame_index", "height", "width", "rle", "area", "bbox",
         "score", "present", "prompted", "run_id", "model",
+        "object_score_logit", "source", "category", "detection_score",
     ]  # fmt: skip
+    assert MASK_SCHEMA.field("object_score_logit").type == pa.float32()
+    assert not MASK_SCHEMA.field("source").nullable and MASK_SCHEMA.field("category").nullable
+    assert MASK_SCHEMA.field("detection_score").type == pa.float32()
     assert MASK_SCHEMA.field("bbox").type == pa.list_(pa.float64(), 4)
     assert MASK_SCHEMA.field("score").type == pa.float32()
     assert MASK_SCHEMA.field("height").type == pa.int32()
@@ -154,7 +158,8 @@ def test_mask_rows_become_a_schema_table_that_restores_every_mask():
     assert first == {
         "video_id": "v", "object_id": 0, "frame_index": 0, "height": height, "width": width,
         "rle": rle, "area": area, "bbox": list(bbox), "score": 0.0, "present": True,
-        "prompted": True, "run_id": "r", "model": "m",
+        "prompted": True, "run_id": "r", "model": "m", "object_score_logit": None,
+        "source": "prompt", "category": None, "detection_score": None,
     }  # fmt: skip
     assert table.column("score").to_pylist()[5] == float(np.float32(0.5))
     restored = masks_from_table(table)

@@ -73,6 +73,7 @@ def mask_table(masks: dict) -> pa.Table:
                 "prompted": frame == 0,
                 "run_id": "r1",
                 "model": "test",
+                "source": "prompt",
             }
         )
     return pa.Table.from_pylist(rows, schema=MASK_SCHEMA)

@@ -16,30 +16,34 @@ import numpy as np
 from pycocotools import mask as mask_utils
 
 from pipeline.exports.destination import Destination, JsonArrayStream, compact_json
-from pipeline.exports.options import CATEGORY_NAME, ExportOptions
+from pipeline.exports.options import ExportOptions, class_name, class_names
 from pipeline.exports.reader import RunReader, visible
 from pipeline.exports.reviewed import ReviewedExport, parse_object_id
 from pipeline.masks import decode_mask
 from pipeline.storage import url_to_fs
 
 COCO_FILE = "instances.json"
-CATEGORY_ID = 1
+CATEGORY_ID = 1  # objects without a category; the run's categories follow from 2
 
 
-def _header(kind: str, reader: RunReader) -> str:
+def _header(kind: str, reader: RunReader) -> tuple[str, dict[str, int]]:
+    """The document's opening and the category id of each class name."""
     info = {"description": f"{kind} export of {reader.run_uri}", "version": "1.0"}
-    categories = [{"id": CATEGORY_ID, "name": CATEGORY_NAME, "supercategory": CATEGORY_NAME}]
-    return f'{{"info": {compact_json(info)},\n"categories": {compact_json(categories)}'
+    ids = {name: CATEGORY_ID + i for i, name in enumerate(class_names(reader.categories()))}
+    categories = [{"id": i, "name": name, "supercategory": name} for name, i in ids.items()]
+    return f'{{"info": {compact_json(info)},\n"categories": {compact_json(categories)}', ids
 
 
 def export_coco(reader: RunReader, dest: Destination, options: ExportOptions) -> int:
     """COCO instances: one image per (video, frame) with ``video_id`` and ``frame_index``
     kept on it; one annotation per visible (object, frame) with RLE ``segmentation``,
-    ``object_id`` and ``score`` (predicted IoU). Returns the number of annotations."""
+    ``object_id`` and ``score`` (predicted IoU), its category the object's ``category`` (one
+    category "object" for objects without). Returns the number of annotations."""
     images: list[dict] = []
     count = 0
     with dest.open_text(COCO_FILE) as out:
-        out.write(_header("COCO", reader))
+        header, category_ids = _header("COCO", reader)
+        out.write(header)
         annotations = JsonArrayStream(out, "annotations")
         for video in reader.videos():
             image_ids = {}
@@ -56,7 +60,7 @@ def export_coco(reader: RunReader, dest: Destination, options: ExportOptions) ->
                     }
                 )
             columns = video.table.select(
-                ["object_id", "frame_index", "rle", "area", "bbox", "score", "present"]
+                ["object_id", "frame_index", "rle", "area", "bbox", "score", "present", "category"]
             ).to_pylist()
             for row in columns:
                 if not visible(row["present"], row["area"]):
@@ -66,7 +70,7 @@ def export_coco(reader: RunReader, dest: Destination, options: ExportOptions) ->
                     {
                         "id": count,
                         "image_id": image_ids[row["frame_index"]],
-                        "category_id": CATEGORY_ID,
+                        "category_id": category_ids[class_name(row["category"])],
                         "segmentation": {"size": [video.height, video.width], "counts": row["rle"]},
                         "area": row["area"],
                         "bbox": row["bbox"],
@@ -88,11 +92,13 @@ def export_youtube_vis(reader: RunReader, dest: Destination, options: ExportOpti
     """YouTube-VIS: one entry per video (``name`` = our video_id, ``file_names`` for
     frames 0..last) and one annotation per (video, object) track whose ``segmentations``,
     ``areas`` and ``bboxes`` hold an entry per frame (null where the object is not
-    visible or has no row). Returns the number of tracks."""
+    visible or has no row), its category the object's as in COCO. Returns the number of
+    tracks."""
     videos: list[dict] = []
     count = 0
     with dest.open_text(COCO_FILE) as out:
-        out.write(_header("YouTube-VIS", reader))
+        header, category_ids = _header("YouTube-VIS", reader)
+        out.write(header)
         annotations = JsonArrayStream(out, "annotations")
         for video in reader.videos():
             length = video.frame_count
@@ -125,7 +131,7 @@ def export_youtube_vis(reader: RunReader, dest: Destination, options: ExportOpti
                     {
                         "id": count,
                         "video_id": number,
-                        "category_id": CATEGORY_ID,
+                        "category_id": category_ids[class_name(track["category"][0].as_py())],
                         "iscrowd": 0,
                         "height": video.height,
                         "width": video.width,

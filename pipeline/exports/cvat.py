@@ -6,7 +6,8 @@ is visible on. CVAT keeps a track's last shape on later frames until an
 gets one (with the previous geometry). A mask shape's ``rle`` is CVAT's own
 encoding: run lengths, background first, row by row over the mask's bounding
 box (``left``, ``top``, ``width``, ``height``). Our object id rides along as
-the shape attribute ``object_id`` (CVAT renumbers track ids on import).
+the shape attribute ``object_id`` (CVAT renumbers track ids on import); a track's label is
+its object's ``category`` (``object`` without one), each declared in the task's labels.
 The XML is written element by element with the standard library's streaming
 ``XMLGenerator``: no document tree is held.
 """
@@ -18,9 +19,10 @@ import posixpath
 from xml.sax.saxutils import XMLGenerator
 
 import numpy as np
+import pyarrow.compute as pc
 
 from pipeline.exports.destination import Destination, safe_name
-from pipeline.exports.options import CATEGORY_NAME, ExportOptions
+from pipeline.exports.options import ExportOptions, class_name, class_names
 from pipeline.exports.reader import RunReader, VideoRows, visible
 from pipeline.exports.reviewed import ReviewedExport, parse_object_id
 from pipeline.masks import decode_mask
@@ -65,22 +67,24 @@ def _meta(xml: XMLGenerator, video: VideoRows) -> None:
     ):
         _text(xml, name, value)
     xml.startElement("labels", {})
-    xml.startElement("label", {})
-    _text(xml, "name", CATEGORY_NAME)
-    _text(xml, "type", "mask")
-    xml.startElement("attributes", {})
-    xml.startElement("attribute", {})
-    for name, value in (
-        ("name", OBJECT_ID_ATTRIBUTE),
-        ("mutable", "false"),
-        ("input_type", "text"),
-        ("default_value", ""),
-        ("values", ""),
-    ):
-        _text(xml, name, value)
-    xml.endElement("attribute")
-    xml.endElement("attributes")
-    xml.endElement("label")
+    categories = pc.unique(video.table.column("category").drop_null()).to_pylist()
+    for label in class_names(sorted(categories)):
+        xml.startElement("label", {})
+        _text(xml, "name", label)
+        _text(xml, "type", "mask")
+        xml.startElement("attributes", {})
+        xml.startElement("attribute", {})
+        for name, value in (
+            ("name", OBJECT_ID_ATTRIBUTE),
+            ("mutable", "false"),
+            ("input_type", "text"),
+            ("default_value", ""),
+            ("values", ""),
+        ):
+            _text(xml, name, value)
+        xml.endElement("attribute")
+        xml.endElement("attributes")
+        xml.endElement("label")
     xml.endElement("labels")
     xml.startElement("original_size", {})
     _text(xml, "width", video.width)
@@ -122,7 +126,8 @@ def write_video(xml: XMLGenerator, video: VideoRows) -> int:
     _meta(xml, video)
     shapes = 0
     for track_id, (object_id, track) in enumerate(video.by_object()):
-        xml.startElement("track", {"id": str(track_id), "label": CATEGORY_NAME, "source": "auto"})
+        label = class_name(track.column("category")[0].as_py())
+        xml.startElement("track", {"id": str(track_id), "label": label, "source": "auto"})
         last = None  # geometry of the previous frame's shape, None when not visible
         last_frame = None
         for row in track.to_pylist():

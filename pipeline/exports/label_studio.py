@@ -4,9 +4,10 @@ Label Studio's brush tool works on images, not on its video player, so each
 (video, frame) becomes an image task whose ``data.image`` is the frame's URL
 (``ExportOptions.frame_name``; frames are not part of a run's output) and
 whose ``predictions`` hold one ``brushlabels`` result per visible object,
-``id`` = ``object-<object_id>``, ``score`` = predicted IoU. Tasks go to one
-JSON list per video (``tasks/<video_id>.json``, importable as is); the
-labeling config to create the project with is ``label_config.xml``.
+``id`` = ``object-<object_id>``, ``score`` = predicted IoU, its brush label the object's
+``category`` (``object`` without one). Tasks go to one JSON list per video
+(``tasks/<video_id>.json``, importable as is); the labeling config to create the project
+with is ``label_config.xml`` (a label per class of the run).
 
 The brush RLE is Label Studio's bit-packed format (the one its converter's
 ``decode_rle`` reads): a 32-bit value count, 5-bit word size, four 4-bit run
@@ -20,11 +21,12 @@ from __future__ import annotations
 
 import json
 import posixpath
+from xml.sax.saxutils import quoteattr
 
 import numpy as np
 
 from pipeline.exports.destination import Destination, JsonArrayStream, safe_name
-from pipeline.exports.options import CATEGORY_NAME, ExportOptions
+from pipeline.exports.options import ExportOptions, class_name, class_names
 from pipeline.exports.reader import RunReader, visible
 from pipeline.exports.reviewed import ReviewedExport, parse_object_id
 from pipeline.masks import decode_mask
@@ -33,13 +35,19 @@ from pipeline.storage import url_to_fs
 FROM_NAME = "label"
 TO_NAME = "image"
 CONFIG_FILE = "label_config.xml"
-LABEL_CONFIG = f"""<View>
+
+
+def label_config(names: list[str]) -> str:
+    """The labeling config: a brush label per class name."""
+    labels = "".join(f"    <Label value={quoteattr(name)}/>\n" for name in names)
+    return f"""<View>
   <Image name="{TO_NAME}" value="$image" zoom="true"/>
   <BrushLabels name="{FROM_NAME}" toName="{TO_NAME}">
-    <Label value="{CATEGORY_NAME}"/>
-  </BrushLabels>
+{labels}  </BrushLabels>
 </View>
 """
+
+
 _RUN_CLASSES = ((3, 8), (4, 16), (8, 256), (16, 65536))  # (bits, longest run) per size class
 
 
@@ -74,7 +82,7 @@ def brush_rle(mask: np.ndarray) -> list[int]:
 
 def export_label_studio(reader: RunReader, dest: Destination, options: ExportOptions) -> int:
     """Tasks per video plus the labeling config; returns the number of brush results."""
-    dest.write_bytes(CONFIG_FILE, LABEL_CONFIG.encode("utf-8"))
+    dest.write_bytes(CONFIG_FILE, label_config(class_names(reader.categories())).encode("utf-8"))
     count = 0
     for video in reader.videos():
         with dest.open_text(f"tasks/{safe_name(video.video_id)}.json") as out:
@@ -98,7 +106,7 @@ def export_label_studio(reader: RunReader, dest: Destination, options: ExportOpt
                             "value": {
                                 "format": "rle",
                                 "rle": brush_rle(mask),
-                                "brushlabels": [CATEGORY_NAME],
+                                "brushlabels": [class_name(row["category"])],
                             },
                             "score": row["score"],
                         }

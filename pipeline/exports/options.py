@@ -8,7 +8,18 @@ from pipeline.exports.reader import DEFAULT_BATCH_ROWS
 
 # Frame images are not part of a run's output; formats that reference them name them like this.
 DEFAULT_FRAME_NAME = "{video_id}/{frame_index:05d}.jpg"
-CATEGORY_NAME = "object"  # the table has no classes: every object is one instance of "object"
+CATEGORY_NAME = "object"  # the class of an object without a category
+
+
+def class_names(categories: list[str]) -> list[str]:
+    """The classes an export declares: CATEGORY_NAME first (objects without a category), then
+    the run's categories (``RunReader.categories``) in order."""
+    return [CATEGORY_NAME, *(c for c in categories if c != CATEGORY_NAME)]
+
+
+def class_name(category: str | None) -> str:
+    """An object's class in an export: its category, else CATEGORY_NAME."""
+    return CATEGORY_NAME if category is None else category
 
 
 @dataclass(frozen=True)

@@ -20,7 +20,7 @@ import pyarrow.compute as pc
 import pyarrow.dataset as pads
 import pyarrow.fs as pafs
 
-from pipeline.masks import MASK_SCHEMA
+from pipeline.masks import MASK_SCHEMA, with_origin_columns
 from pipeline.sink import COMMITS_DIR, OutputStore, arrow_filesystem
 
 DEFAULT_BATCH_ROWS = 4096
@@ -133,6 +133,16 @@ class RunReader:
             seen.update(pc.unique(batch.column(0)).to_pylist())
         return sorted(seen)
 
+    def categories(self) -> list[str]:
+        """Every object category of the run, sorted (reads only the category column; units
+        written before it existed have none)."""
+        seen: set[str] = set()
+        for batch in self._dataset(self._paths).to_batches(
+            columns=["category"], batch_size=self.batch_size
+        ):
+            seen.update(v for v in pc.unique(batch.column(0)).to_pylist() if v is not None)
+        return sorted(seen)
+
     def video(self, video_id: str) -> VideoRows:
         """One video's rows (only the files that hold it are read, in batches)."""
         paths = self._index().get(video_id)
@@ -141,7 +151,7 @@ class RunReader:
         batches = self._dataset(paths).to_batches(
             filter=pc.field("video_id") == video_id, batch_size=self.batch_size
         )
-        table = pa.Table.from_batches(list(batches), schema=MASK_SCHEMA)
+        table = with_origin_columns(pa.Table.from_batches(list(batches), schema=MASK_SCHEMA))
         table = table.sort_by([("object_id", "ascending"), ("frame_index", "ascending")])
         heights = pc.unique(table.column("height")).to_pylist()
         widths = pc.unique(table.column("width")).to_pylist()

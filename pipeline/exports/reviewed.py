@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pyarrow as pa
 
-from pipeline.masks import MASK_SCHEMA, decode_mask, encode_mask
+from pipeline.masks import MASK_SCHEMA, decode_mask, encode_mask, with_origin_columns
 
 
 @dataclass(frozen=True)
@@ -137,7 +137,7 @@ def reviewed_table(export: ReviewedExport, run_id: str = "reviewed") -> pa.Table
                         "model": None,
                     }
                 )
-    table = pa.Table.from_pylist(rows, schema=MASK_SCHEMA)
+    table = with_origin_columns(pa.Table.from_pylist(rows, schema=MASK_SCHEMA))  # drawn: "prompt"
     return table.sort_by(
         [("video_id", "ascending"), ("object_id", "ascending"), ("frame_index", "ascending")]
     )
