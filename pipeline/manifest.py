@@ -51,6 +51,8 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from pipeline.detections import GivenDetection, parse_detections
+from pipeline.detectors import DetectorSpec
 from pipeline.images import is_image_file, list_images
 from pipeline.manifest_fields import AUTO_FIELDS as AUTO_FIELDS  # re-exported
 from pipeline.manifest_fields import bad_text, json_type, short
@@ -90,6 +92,13 @@ class VideoJob:
     # a video without objects: frames between keyframes where objects are looked for (set by
     # pipeline.plan from --discover-every; 0 until then)
     discover_every: int = 0
+    # a video without objects: its precomputed detections (pipeline.detections; None: none
+    # given), and the file they came from ("" when given inline or not yet read)
+    detections: tuple[GivenDetection, ...] | None = None
+    detections_from: str = ""
+    # a video without objects or detections, with --detector: the run's detector (set by
+    # pipeline.plan)
+    detector: DetectorSpec | None = None
 
 
 @dataclass(frozen=True)
@@ -103,7 +112,7 @@ class Reject:
     video: str | None = None
 
 
-VIDEO_FIELDS = ("video", "video_id", "objects", "auto")
+VIDEO_FIELDS = ("video", "video_id", "objects", "auto", "detections")
 IMAGE_FIELDS = ("image", "image_id", "objects", "auto")
 JSONL_SUFFIXES = (".jsonl", ".ndjson", ".json")
 PARQUET_SUFFIXES = (".parquet", ".pq")
@@ -182,6 +191,7 @@ def read_manifest(
             f"manifest {uri} is empty: no videos to label (only blank lines, no rows or [])"
         )
     jobs, rejects = _validate_entries(entries, base)
+    jobs, rejects = _read_detection_files(jobs, rejects, storage_options)
     return _expand_image_folders(jobs, rejects, storage_options)
 
 
@@ -300,6 +310,7 @@ def _validate_video(
         problems.append(
             _Invalid("auto", "automatic-mask settings apply to a video without objects only")
         )
+    detections, detections_from = _detections_field(value, base, problems)
     job = None
     if not problems and video is not None and video_id is not None:
         job = VideoJob(
@@ -308,8 +319,58 @@ def _validate_video(
             objects=tuple(specs),
             location=entry.location,
             auto=auto,
+            detections=detections,
+            detections_from=detections_from,
         )
     return video, video_id, job, problems
+
+
+def _detections_field(
+    value: dict, base: str, problems: list[_Invalid]
+) -> tuple[tuple[GivenDetection, ...] | None, str]:
+    """A video line's ``detections``: the list given inline, or the file's resolved location
+    (read by :func:`_read_detection_files`); (None, "") when absent."""
+    given = value.get("detections")
+    if given is None:
+        return None, ""
+    if value.get("objects") is not None or value.get("auto") is not None:
+        problems.append(
+            _Invalid("detections", "detections apply to a video without objects or auto")
+        )
+        return None, ""
+    if isinstance(given, str):
+        location = _location_field(value, "detections", base, problems)
+        return None, location or ""
+    try:
+        return parse_detections(given), ""
+    except _Invalid as problem:
+        problems.append(problem)
+        return None, ""
+
+
+def _read_detection_files(
+    jobs: list[VideoJob], rejects: list[Reject], storage_options: dict | None
+) -> tuple[list[VideoJob], list[Reject]]:
+    """Jobs whose detections are in a file, with the file read and checked (it must belong to
+    the line's video); a missing or bad file is a reject of its line naming the field."""
+    from pipeline.detections import check_file_video, file_video, read_detections_file
+
+    if not any(job.detections_from for job in jobs):
+        return jobs, rejects
+    kept, rejects = [], list(rejects)
+    for job in jobs:
+        if job.detections_from and job.detections is None:
+            try:
+                value, detections = read_detections_file(job.detections_from, storage_options)
+                check_file_video(
+                    file_video(value), job.video, job.video_id, safe_uri(job.detections_from)
+                )
+            except _Invalid as problem:
+                rejects.append(Reject(job.location, problem.field, problem.reason, "", job.video))
+                continue
+            job = dataclasses.replace(job, detections=detections)
+        kept.append(job)
+    return kept, rejects
 
 
 def _location_field(value: dict, field: str, base: str, problems: list[_Invalid]) -> str | None:
