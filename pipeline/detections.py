@@ -143,9 +143,13 @@ def _detection(item: Any, where: str, categories: dict[int, str]) -> GivenDetect
         raise Invalid(where, f"must be an object, got {short(item)}")
     for key in item:
         if key not in DETECTION_FIELDS + IGNORED_COCO_FIELDS:
-            raise Invalid(f"{where}.{key}", f"unknown field (allowed: {', '.join(DETECTION_FIELDS)})")
+            raise Invalid(
+                f"{where}.{key}", f"unknown field (allowed: {', '.join(DETECTION_FIELDS)})"
+            )
     if ("frame_index" in item) == ("image_id" in item):
-        raise Invalid(f"{where}.frame_index", "give the frame as frame_index or image_id (one of them)")
+        raise Invalid(
+            f"{where}.frame_index", "give the frame as frame_index or image_id (one of them)"
+        )
     key = "frame_index" if "frame_index" in item else "image_id"
     frame = item[key]
     if not is_int(frame) or frame < 0:
@@ -161,7 +165,9 @@ def _detection(item: Any, where: str, categories: dict[int, str]) -> GivenDetect
         raise Invalid(f"{where}.score", f"must be a finite number, got {short(score)}")
     category = _category(item, where, categories)
     box = (x, y, x + w, y + h)
-    return GivenDetection(frame, Detection(box, None if score is None else float(score), category), where)
+    return GivenDetection(
+        frame, Detection(box, None if score is None else float(score), category), where
+    )
 
 
 def _category(item: dict, where: str, categories: dict[int, str]) -> str | None:
@@ -169,7 +175,9 @@ def _category(item: dict, where: str, categories: dict[int, str]) -> str | None:
         raise Invalid(f"{where}.category_id", "give category or category_id, not both")
     if item.get("category") is not None:
         if not isinstance(item["category"], str) or not item["category"].strip():
-            raise Invalid(f"{where}.category", f"must be a non-empty string, got {short(item['category'])}")
+            raise Invalid(
+                f"{where}.category", f"must be a non-empty string, got {short(item['category'])}"
+            )
         return item["category"].strip()
     number = item.get("category_id")
     if number is None:
@@ -193,7 +201,9 @@ def _categories(value: Any) -> dict[int, str]:
             or not is_int(item.get("id"))
             or not isinstance(item.get("name"), str)
         ):
-            raise Invalid(f"categories[{index}]", f"must be {{id: integer, name: text}}, got {short(item)}")
+            raise Invalid(
+                f"categories[{index}]", f"must be {{id: integer, name: text}}, got {short(item)}"
+            )
         names[item["id"]] = item["name"]
     return names
 

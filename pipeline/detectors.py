@@ -45,7 +45,9 @@ class DetectorSpec:
         return {**dataclasses.asdict(self), "labels": list(self.labels)}
 
     def describe(self) -> str:
-        return f"{self.kind} {self.weights} ({', '.join(self.labels)}; threshold {self.threshold:g})"
+        return (
+            f"{self.kind} {self.weights} ({', '.join(self.labels)}; threshold {self.threshold:g})"
+        )
 
 
 def parse_labels(text: str) -> tuple[str, ...]:
@@ -176,9 +178,13 @@ class _GroundingDino:
         scores, best = per_label.max(dim=1)
         h, w = image.shape[:2]
         cx, cy, bw, bh = outputs.pred_boxes[0].float().cpu().unbind(-1)
-        boxes = torch.stack([(cx - bw / 2) * w, (cy - bh / 2) * h, (cx + bw / 2) * w, (cy + bh / 2) * h], -1)
+        boxes = torch.stack(
+            [(cx - bw / 2) * w, (cy - bh / 2) * h, (cx + bw / 2) * w, (cy + bh / 2) * h], -1
+        )
         return [
-            Detection(tuple(float(v) for v in boxes[q].tolist()), float(scores[q]), labels[int(best[q])])
+            Detection(
+                tuple(float(v) for v in boxes[q].tolist()), float(scores[q]), labels[int(best[q])]
+            )
             for q in range(len(scores))
             if scores[q] > self.threshold
         ]
