@@ -11,10 +11,15 @@ holds either a list of detections (a COCO results file) or an object::
                     {"image_id": 30, "bbox": [...], "category_id": 1}]}
 
 Each detection: ``frame_index`` (or ``image_id``, COCO's name), the frame in decode order from
-0; ``bbox`` [x, y, width, height] in pixels of the original video (COCO's box); optional
-``score`` (a finite number) and ``category`` (text) or ``category_id`` (an integer, named
-through ``categories`` when given). COCO's ``id``, ``area``, ``iscrowd`` and ``segmentation``
-are ignored; any other field is refused. A file whose ``video`` names another video is refused.
+0; ``bbox`` [x, y, width, height] in pixels of the original video (COCO's box; or ``box``
+[x1, y1, x2, y2] as in prompts); optional ``score`` (a finite number) and ``category`` (text)
+or ``category_id`` (an integer, named through ``categories`` when given). COCO's ``id``,
+``area``, ``iscrowd`` and ``segmentation`` are ignored; any other field is refused. A file
+whose ``video`` names another video is refused.
+
+In a Parquet or CSV manifest, a row with ``object_id`` empty and a ``score`` is one detection of
+its video: ``frame``, ``box`` (x1, y1, x2, y2), ``score`` and an optional ``category`` column
+(:mod:`pipeline.manifest_parse`); a video's rows are all detections or all prompts.
 
 Every frame with detections is a keyframe (:class:`sam2_core.proposals.BoxProposals`): its
 boxes that no object tracked there covers start new objects (box prompts on that frame). On
@@ -38,7 +43,7 @@ from pipeline.manifest_parse import Invalid
 from sam2_core.prompts import is_coordinate
 from sam2_core.proposals import Detection
 
-DETECTION_FIELDS = ("frame_index", "image_id", "bbox", "score", "category", "category_id")
+DETECTION_FIELDS = ("frame_index", "image_id", "bbox", "box", "score", "category", "category_id")
 IGNORED_COCO_FIELDS = ("id", "area", "iscrowd", "segmentation")
 FILE_FIELDS = ("video", "categories", "detections")
 
@@ -51,6 +56,10 @@ class GivenDetection:
     frame: int
     detection: Detection
     field: str
+    row: str = ""  # the table row it came from ("p.parquet row 4"), if any
+
+    def where(self) -> str:
+        return f"{self.field} ({self.row})" if self.row else self.field
 
     def record(self) -> list:
         """Plain JSON values, hashed into a unit id."""
@@ -109,7 +118,7 @@ def read_detections_file(
         fs, path = url_to_fs(uri, storage_options)
         with fs.open(path, "rb") as handle:
             value = json.loads(handle.read())
-    except (OSError, ValueError) as error:
+    except (OSError, ValueError, ImportError) as error:
         raise Invalid("detections", f"cannot read detections file {name}: {error}") from None
     try:
         return value, parse_detections(value)
@@ -126,13 +135,13 @@ def fit_detections(
     for g in given:
         if g.frame >= num_frames:
             raise ValueError(
-                f"{g.field}.frame_index {g.frame} is past the end of the video ({num_frames} "
+                f"{g.where()}.frame_index {g.frame} is past the end of the video ({num_frames} "
                 f"frames, last index {num_frames - 1})"
             )
         try:
             box = fit_prompt_to_frame(Prompt(g.frame, box=g.detection.box), height, width).box
         except ValueError as error:
-            raise ValueError(f"{g.field}.bbox: {error}") from None
+            raise ValueError(f"{g.where()}.bbox: {error}") from None
         d = g.detection
         by_frame.setdefault(g.frame, []).append(Detection(box, d.score, d.category))
     return by_frame
@@ -154,20 +163,30 @@ def _detection(item: Any, where: str, categories: dict[int, str]) -> GivenDetect
     frame = item[key]
     if not is_int(frame) or frame < 0:
         raise Invalid(f"{where}.{key}", f"must be a non-negative integer, got {short(frame)}")
-    bbox = item.get("bbox")
-    if not isinstance(bbox, list) or len(bbox) != 4 or not all(is_coordinate(v) for v in bbox):
-        raise Invalid(f"{where}.bbox", f"must be [x, y, width, height] numbers, got {short(bbox)}")
-    x, y, w, h = (float(v) for v in bbox)
-    if w <= 0 or h <= 0:
-        raise Invalid(f"{where}.bbox", f"needs a positive width and height, got {bbox}")
+    box = _box(item, where)
     score = item.get("score")
     if score is not None and not (is_coordinate(score) and not isinstance(score, bool)):
         raise Invalid(f"{where}.score", f"must be a finite number, got {short(score)}")
     category = _category(item, where, categories)
-    box = (x, y, x + w, y + h)
     return GivenDetection(
         frame, Detection(box, None if score is None else float(score), category), where
     )
+
+
+def _box(item: dict, where: str) -> tuple[float, float, float, float]:
+    """(x1, y1, x2, y2) from COCO's ``bbox`` [x, y, w, h] or a prompt-style ``box``."""
+    if ("bbox" in item) == ("box" in item):
+        raise Invalid(f"{where}.bbox", "give bbox [x, y, width, height] (or box [x1, y1, x2, y2])")
+    key = "bbox" if "bbox" in item else "box"
+    value = item[key]
+    if not isinstance(value, list) or len(value) != 4 or not all(is_coordinate(v) for v in value):
+        layout = "[x, y, width, height]" if key == "bbox" else "[x1, y1, x2, y2]"
+        raise Invalid(f"{where}.{key}", f"must be {layout} numbers, got {short(value)}")
+    a, b, c, d = (float(v) for v in value)
+    box = (a, b, a + c, b + d) if key == "bbox" else (a, b, c, d)
+    if box[2] <= box[0] or box[3] <= box[1]:
+        raise Invalid(f"{where}.{key}", f"needs a positive width and height, got {value}")
+    return box
 
 
 def _category(item: dict, where: str, categories: dict[int, str]) -> str | None:

@@ -252,7 +252,13 @@ def _validate_entries(entries: Iterable[Entry], base: str) -> tuple[list[VideoJo
 def _column_for(field: str) -> str:
     """Table column behind a JSONL-style field path ("objects[0].prompts[2].box[1]" -> "box")."""
     column = re.sub(r"\[\d+\]", "", field.rsplit(".", 1)[-1])
-    return {"mask": "mask_rle", "prompts": "frame", "objects": "object_id"}.get(column, column)
+    return {
+        "mask": "mask_rle",
+        "prompts": "frame",
+        "objects": "object_id",
+        "frame_index": "frame",
+        "detections": "score",
+    }.get(column, column)
 
 
 def _validate_video(
@@ -279,7 +285,7 @@ def _validate_video(
     objects = value.get("objects")
     specs: list[ObjectSpec] = []
     auto: tuple[tuple[str, Any], ...] = ()
-    if objects is None and entry.locations is None:  # no objects: find every object
+    if objects is None and (entry.locations is None or "detections" in value):  # find every object
         if value.get("auto") is not None:
             auto = _check_auto(value["auto"], problems)
     elif not isinstance(objects, list) or not objects:
@@ -310,7 +316,7 @@ def _validate_video(
         problems.append(
             _Invalid("auto", "automatic-mask settings apply to a video without objects only")
         )
-    detections, detections_from = _detections_field(value, base, problems)
+    detections, detections_from = _detections_field(value, base, problems, entry)
     job = None
     if not problems and video is not None and video_id is not None:
         job = VideoJob(
@@ -326,10 +332,11 @@ def _validate_video(
 
 
 def _detections_field(
-    value: dict, base: str, problems: list[_Invalid]
+    value: dict, base: str, problems: list[_Invalid], entry: Entry
 ) -> tuple[tuple[GivenDetection, ...] | None, str]:
-    """A video line's ``detections``: the list given inline, or the file's resolved location
-    (read by :func:`_read_detection_files`); (None, "") when absent."""
+    """A video line's ``detections``: the list given inline (or by a table's detection rows),
+    or the file's resolved location (read by :func:`_read_detection_files`); (None, "") when
+    absent."""
     given = value.get("detections")
     if given is None:
         return None, ""
@@ -341,11 +348,18 @@ def _detections_field(
     if isinstance(given, str):
         location = _location_field(value, "detections", base, problems)
         return None, location or ""
+    rows = entry.locations or {}
     try:
-        return parse_detections(given), ""
+        parsed = parse_detections(given)
     except _Invalid as problem:
+        index = re.match(r"detections\[(\d+)\]", problem.field)
+        problem.location = index and rows.get(("detections", int(index.group(1))))
         problems.append(problem)
         return None, ""
+    if rows:
+        rows = [rows[("detections", k)] for k in range(len(parsed))]
+        parsed = tuple(dataclasses.replace(g, row=row) for g, row in zip(parsed, rows))
+    return parsed, ""
 
 
 def _read_detection_files(

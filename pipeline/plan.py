@@ -194,7 +194,8 @@ def plan_units(
     identity (``pipeline.video_identity.video_identities``). A video job without objects is
     one unit that finds them, on a keyframe every ``discover_every`` frames (None: the default
     of :mod:`sam2_core.discovery`), by automatic masks or, when given, the run's ``detector``
-    (a :class:`pipeline.detectors.DetectorSpec`; jobs with precomputed detections use those).
+    (a :class:`pipeline.detectors.DetectorSpec`; jobs with precomputed detections use those,
+    jobs with ``auto`` settings automatic masks).
     """
     if max_objects_per_unit is not None and max_objects_per_unit < 0:
         raise ValueError(f"max_objects_per_unit must be >= 1, got {max_objects_per_unit}")
@@ -212,7 +213,8 @@ def plan_units(
             job = dataclasses.replace(
                 job,
                 discover_every=discover_every or DEFAULT_DISCOVER_EVERY,
-                detector=detector if job.detections is None else None,
+                # a line's own detections or automatic-mask settings come before the run's detector
+                detector=detector if job.detections is None and not job.auto else None,
             )
             identity = identities[job.video]
             unit_id = unit_id_for(job, (), model_id, checkpoint_digest, identity)

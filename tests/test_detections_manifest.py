@@ -8,6 +8,8 @@ import dataclasses
 import json
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 
 from pipeline.errors import InputError
@@ -17,6 +19,7 @@ from pipeline.plan import WHOLE_VIDEO, plan_units
 from pipeline.retry import PERMANENT, classify
 from pipeline.synthetic_io import encode_mp4
 from sam2_core.demo_model import DEMO_SYNTHETIC_CONFIG
+from sam2_core.proposals import Detection
 from sam2_core.synthetic import generate_video
 
 TINY = dataclasses.replace(
@@ -117,6 +120,36 @@ def test_bad_detections_are_rejects_naming_the_line_and_field(tmp_path):
     assert got["m.jsonl line 9"][0] == "detections[0].score"
 
 
+def test_parquet_rows_with_a_score_and_no_object_are_detections(tmp_path):
+    table = pa.table(
+        {
+            "video": ["a.mp4", "a.mp4", "b.mp4", "c.mp4", "c.mp4"],
+            "object_id": [None, None, 1, None, None],
+            "frame": [4, 0, 0, 0, 2],
+            "box": [
+                [10.0, 20, 40, 60],
+                [1.0, 2, 4, 6],
+                [0.0, 0, 4, 4],
+                [0.0, 0, 4, 4],
+                [5.0, 0, 5, 4],
+            ],
+            "score": [0.5, 0.25, None, 0.3, 0.3],
+            "category": ["dog", None, None, None, None],
+        }
+    )
+    pq.write_table(table, tmp_path / "p.parquet")
+    jobs, rejects = read_manifest(str(tmp_path / "p.parquet"))
+    a, b = jobs
+    assert a.objects == () and b.objects[0].object_id == 1 and b.detections is None
+    assert [(g.frame, g.detection, g.row) for g in a.detections] == [
+        (4, Detection((10.0, 20.0, 40.0, 60.0), 0.5, "dog"), "p.parquet row 1"),
+        (0, Detection((1.0, 2.0, 4.0, 6.0), 0.25, None), "p.parquet row 2"),
+    ]
+    # a bad box is named by its row and column
+    assert [(r.location, r.field) for r in rejects] == [("p.parquet row 5", "box")]
+    assert "positive width and height" in rejects[0].reason
+
+
 def test_unit_id_hashes_the_detections(tmp_path):
     line = {
         "video": "a.mp4",
@@ -197,13 +230,28 @@ def test_detections_on_a_first_frame_give_the_same_table_as_box_prompts(
     prompted = _jsonl(folder / "b.jsonl", [{"video": "v.mp4", "video_id": "v", "objects": objects}])
     (det_job,), _ = read_manifest(detections)
     (box_job,), _ = read_manifest(prompted)
+    rows = pa.table(
+        {
+            "video": ["v.mp4"] * len(boxes),
+            "video_id": ["v"] * len(boxes),
+            "object_id": pa.array([None] * len(boxes), pa.int64()),
+            "frame": [KEYFRAME] * len(boxes),
+            "box": [[float(x), float(y), float(x + w), float(y + h)] for x, y, w, h in boxes],
+            "score": scores,
+            "category": ["shape"] * len(boxes),
+        }
+    )
+    pq.write_table(rows, folder / "d.parquet")
+    (row_job,), _ = read_manifest(str(folder / "d.parquet"))
     found, stats = label_video(demo, det_job, run_id="r", model_name="demo")
+    from_rows, _ = label_video(demo, row_job, run_id="r", model_name="demo")
     again, _ = label_video(demo, det_job, run_id="r", model_name="demo")
     given, _ = label_video(demo, box_job, run_id="r", model_name="demo")
     assert stats.objects == 2 and found.num_rows == 2 * TINY.num_frames
     assert found.equals(again)  # deterministic: a retry writes the same rows
     assert set(found.column("prompted").to_pylist()) == {False}  # found, not prompted by a person
     assert found.drop(["prompted"]).equals(given.drop(["prompted"]))
+    assert from_rows.equals(found)
 
 
 def test_detections_past_the_end_or_off_the_frame_fail_naming_line_and_field(clip, demo):

@@ -6,6 +6,7 @@ the run's detector options, and the detector path end to end through the worker 
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import numpy as np
@@ -139,6 +140,10 @@ def test_unit_id_hashes_the_detector_settings(tmp_path):
         detector_spec("owlv2", "dog", None, 0.5),
     ]
     assert len({unit_id(base), *(unit_id(v) for v in variants)}) == 1 + len(variants)
+    # A line with its own automatic-mask settings keeps automatic masks.
+    auto = dataclasses.replace(jobs[0], auto=(("points_per_side", 8),))
+    (unit,) = plan_units([auto], "model", "digest", identities=ids, detector=base)
+    assert unit.job.detector is None
 
 
 @pytest.mark.slow
