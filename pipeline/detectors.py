@@ -12,6 +12,8 @@ imported only here and only when a detector is loaded.
 from __future__ import annotations
 
 import dataclasses
+import os
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
@@ -25,6 +27,7 @@ DEFAULT_WEIGHTS = {
     "grounding-dino": "IDEA-Research/grounding-dino-tiny",
 }
 DETECTORS = tuple(DEFAULT_WEIGHTS)
+_HUB_NAME = re.compile(r"[A-Za-z0-9][\w.-]*(/[A-Za-z0-9][\w.-]*)?")  # "name" or "owner/name"
 DEFAULT_THRESHOLDS = {"owlv2": 0.2, "grounding-dino": 0.35}
 """Boxes scoring below are dropped: 0.2 for OWLv2 (its own examples use 0.1-0.3), 0.35 for
 Grounding DINO (its authors' box threshold)."""
@@ -64,7 +67,8 @@ def detector_spec(
 ) -> DetectorSpec | None:
     """The run's detector from its command-line options, or None without one. Raises
     ValueError (one line, naming the option) for an unknown kind, ``--text`` without a
-    detector or the reverse, no category in the text, or a threshold outside [0, 1]."""
+    detector or the reverse, no category in the text, a threshold outside [0, 1], or weights
+    that are neither an existing local folder nor a hub name."""
     if kind is None:
         for name, value in (("--text", text), ("--detector-weights", weights)):
             if value is not None:
@@ -83,6 +87,10 @@ def detector_spec(
     threshold = DEFAULT_THRESHOLDS[kind] if threshold is None else float(threshold)
     if not 0.0 <= threshold <= 1.0:
         raise ValueError(f"--detection-threshold must be in [0, 1], got {threshold:g}")
+    if weights is not None and not os.path.exists(weights) and not _HUB_NAME.fullmatch(weights):
+        raise ValueError(
+            f"--detector-weights {weights!r}: no such local folder, and not a hub name (owner/name)"
+        )
     return DetectorSpec(kind, labels, weights or DEFAULT_WEIGHTS[kind], threshold)
 
 
@@ -118,8 +126,17 @@ def load_detector(kind: str, weights: str, device: str = "cpu", threshold: float
 
 
 def load_spec(spec: DetectorSpec, device: str = "cpu"):
-    """:func:`load_detector` for a run's :class:`DetectorSpec`."""
-    return load_detector(spec.kind, spec.weights, device, spec.threshold)
+    """:func:`load_detector` for a run's :class:`DetectorSpec`. Local weights that do not
+    load are the input's fault (InputError: the run stops, no worker retries them); a hub
+    name that does not load may be the network's (the error as raised)."""
+    try:
+        return load_detector(spec.kind, spec.weights, device, spec.threshold)
+    except OSError as error:
+        if not os.path.exists(spec.weights):
+            raise
+        from pipeline.errors import InputError
+
+        raise InputError(f"cannot load {spec.kind} weights from {spec.weights}: {error}") from None
 
 
 class _Owlv2:

@@ -17,7 +17,9 @@ sorted, each with automatic masks and the id derived from its URI; listed when t
 read, so a missing or empty folder is a reject). JSON only, not tables. The same content may be
 a Parquet/CSV table with one prompt per row (columns ``video, video_id,
 object_id, frame, points, labels, box, mask_rle``; in CSV the last four are
-JSON text), grouped by video then object. Coordinates are pixels of the
+JSON text), grouped by video then object; rows with ``object_id`` empty and a ``score`` (and
+an optional ``category``) are a video's precomputed detections instead
+(:mod:`pipeline.detections`, which also reads a line's ``detections`` file). Coordinates are pixels of the
 original video. A relative ``video`` path is resolved against the
 manifest's folder. A ``.json`` file holds one JSON array of videos or one
 video object (a ``.json`` file of JSON Lines is read as such).

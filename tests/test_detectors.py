@@ -21,7 +21,9 @@ from pipeline.detectors import (
     DetectorSpec,
     detector_spec,
     load_detector,
+    load_spec,
 )
+from pipeline.errors import InputError
 from pipeline.manifest import read_manifest
 from pipeline.plan import plan_units
 from pipeline.synthetic_io import encode_mp4
@@ -100,6 +102,7 @@ def test_detector_options_are_checked_before_any_work(tmp_path, capsys):
         (("owlv2", " , "), "needs --text"),
         (("owlv2", "dog", None, 1.5), "--detection-threshold must be in [0, 1]"),
         ((None, None, None, 0.3), "--detection-threshold needs --detector"),
+        (("owlv2", "dog", "/no/such/owl"), "no such local folder, and not a hub name"),
     ]:
         with pytest.raises(ValueError) as caught:
             detector_spec(*args)
@@ -115,6 +118,9 @@ def test_detector_options_are_checked_before_any_work(tmp_path, capsys):
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and err[0].startswith(message)
     assert not out.exists()
+    # A local folder that holds no detector stops the run at once (not retried on workers).
+    with pytest.raises(InputError, match="cannot load owlv2 weights from"):
+        load_spec(detector_spec("owlv2", "dog", str(tmp_path)))
     with pytest.raises(SystemExit):  # argparse: invalid choice
         main(["label", "--manifest", str(manifest), "--output", str(out), "--detector", "yolo"])
 
@@ -136,7 +142,7 @@ def test_unit_id_hashes_the_detector_settings(tmp_path):
         None,
         detector_spec("grounding-dino", "dog"),
         detector_spec("owlv2", "dog, cat"),
-        detector_spec("owlv2", "dog", "/models/owl"),
+        detector_spec("owlv2", "dog", "someone/owlv2-finetuned"),
         detector_spec("owlv2", "dog", None, 0.5),
     ]
     assert len({unit_id(base), *(unit_id(v) for v in variants)}) == 1 + len(variants)
