@@ -156,6 +156,40 @@ OPTIONS: list[tuple[str, dict]] = [
         },
     ),
     (
+        "--detector",
+        {
+            "choices": ["owlv2", "grounding-dino"],
+            "default": None,
+            "help": "for videos listed without objects: boxes of this open-vocabulary detector "
+            "(Hugging Face transformers, the detect extra) on the keyframes start objects; needs "
+            "--text",
+        },
+    ),
+    (
+        "--text",
+        {
+            "default": None,
+            "help": 'categories the detector looks for, comma-separated (e.g. "person, dog")',
+        },
+    ),
+    (
+        "--detector-weights",
+        {
+            "default": None,
+            "help": "detector weights: a Hugging Face hub name or a local folder (default "
+            "google/owlv2-base-patch16-ensemble or IDEA-Research/grounding-dino-tiny)",
+        },
+    ),
+    (
+        "--detection-threshold",
+        {
+            "type": non_negative_float,
+            "default": None,
+            "help": "detector boxes scoring at or below this are dropped (default 0.2 for "
+            "owlv2, 0.35 for grounding-dino)",
+        },
+    ),
+    (
         "--torch-threads",
         {
             "type": positive_int,
@@ -258,6 +292,10 @@ def absolute_paths(args: argparse.Namespace) -> argparse.Namespace:
         value = getattr(args, name, None)
         if value:
             setattr(args, name, absolute_uri(value))
+    # --detector-weights is a hub name unless it names a local folder.
+    weights = getattr(args, "detector_weights", None)
+    if weights and os.path.exists(weights):
+        args.detector_weights = absolute_uri(weights)
     # --model is an official name unless it names a config file.
     if args.model and os.path.exists(args.model):
         args.model = absolute_uri(args.model)
@@ -283,6 +321,7 @@ def credentials_refusal(options: dict | None) -> str | None:
 def run_config(args: argparse.Namespace):
     """RunConfig from parsed arguments."""
     from pipeline.coordinator import RunConfig
+    from pipeline.detectors import detector_spec
     from pipeline.device import ComputeOptions
     from pipeline.retry import RetryPolicy
 
@@ -309,6 +348,9 @@ def run_config(args: argparse.Namespace):
         max_objects_per_unit=args.max_objects_per_unit,
         images_per_unit=args.images_per_unit,
         discover_every=args.discover_every,
+        detector=detector_spec(
+            args.detector, args.text, args.detector_weights, args.detection_threshold
+        ),
         torch_threads=args.torch_threads,
         max_in_flight=args.max_in_flight,
         videos_per_worker=args.videos_per_worker,
@@ -360,7 +402,13 @@ def resolve_model(args: argparse.Namespace) -> str | None:
 
 def run(args: argparse.Namespace) -> int:
     from pipeline.coordinator import run_labeling
+    from pipeline.detectors import detector_spec
 
+    try:
+        detector_spec(args.detector, args.text, args.detector_weights, args.detection_threshold)
+    except ValueError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
     problem = resolve_model(args)
     if problem:
         print(f"error: {problem}", file=sys.stderr)

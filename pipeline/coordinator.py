@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from pipeline.claims import ClaimRefused, claim_units, release_units
+from pipeline.detectors import DetectorSpec
 from pipeline.device import ComputeOptions
 from pipeline.errors import RunFatalError
 from pipeline.manifest import Reject, read_manifest
@@ -63,6 +64,7 @@ class RunConfig:
     max_objects_per_unit: int | None = None
     images_per_unit: int | None = None  # None: pipeline.plan.DEFAULT_IMAGES_PER_UNIT
     discover_every: int | None = None  # None: sam2_core.discovery.DEFAULT_DISCOVER_EVERY
+    detector: DetectorSpec | None = None  # boxes that start objects in videos without objects
     torch_threads: int | None = None
     max_in_flight: int | None = None
     checkpoint_cache: str | None = None
@@ -149,6 +151,7 @@ def run_labeling(config: RunConfig, worker_class: type = LabelWorker) -> RunResu
         identities=identities,
         images_per_unit=config.images_per_unit,
         discover_every=config.discover_every,
+        detector=config.detector,
     )
     _claim(store, config, units, run_id, model_name)
     summary = RunSummary(
@@ -267,6 +270,7 @@ def _scheduler(
         videos_at_once=config.videos_per_worker,
         gpus=config.gpus_per_worker,
         compute=config.compute,
+        detector=config.detector,
     )
     resources = ActorResources(
         cpus=config.cpus_per_worker,

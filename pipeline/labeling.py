@@ -368,9 +368,11 @@ def label_video(
     tracker_options=None,
     on_frame: Callable[[int, int], None] | None = None,
     encoder=None,
+    detector=None,
 ) -> tuple[pa.Table, LabelStats]:
     """Open `job.video`, label its objects (or only `object_ids`), close it. A job without
-    objects gets every object found (:func:`pipeline.masklets.label_masklets`)."""
+    objects gets every object found (:func:`pipeline.masklets.label_masklets`; ``detector``:
+    the loaded detector of ``job.detector``, loaded there when None)."""
     if not job.objects:  # no prompts: find every object
         from pipeline.masklets import label_masklets
 
@@ -385,6 +387,7 @@ def label_video(
             tracker_options=tracker_options,
             on_frame=on_frame,
             encoder=encoder,
+            detector=detector,
         )
     objects = job.objects
     if object_ids is not None:

@@ -19,7 +19,10 @@ sorted, each with automatic masks and the id derived from its URI; listed when t
 read, so a missing or empty folder is a reject). JSON only, not tables. The same content may be
 a Parquet/CSV table with one prompt per row (columns ``video, video_id,
 object_id, frame, points, labels, box, mask_rle`` and optionally ``category``; in CSV
-points, labels, box and mask_rle are JSON text), grouped by video then object. Coordinates are pixels of the
+points, labels, box and mask_rle are JSON text), grouped by video then object; rows with
+``object_id`` empty and a ``score`` (and an optional ``category``) are a video's precomputed
+detections instead (:mod:`pipeline.detections`, which also reads a line's ``detections``
+file). Coordinates are pixels of the
 original video. A relative ``video`` path is resolved against the
 manifest's folder. A ``.json`` file holds one JSON array of videos or one
 video object (a ``.json`` file of JSON Lines is read as such).
@@ -53,6 +56,8 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from pipeline.detections import GivenDetection, parse_detections
+from pipeline.detectors import DetectorSpec
 from pipeline.images import is_image_file, list_images
 from pipeline.manifest_fields import AUTO_FIELDS as AUTO_FIELDS  # re-exported
 from pipeline.manifest_fields import bad_text, json_type, short
@@ -92,6 +97,13 @@ class VideoJob:
     # a video without objects: frames between keyframes where objects are looked for (set by
     # pipeline.plan from --discover-every; 0 until then)
     discover_every: int = 0
+    # a video without objects: its precomputed detections (pipeline.detections; None: none
+    # given), and the file they came from ("" when given inline or not yet read)
+    detections: tuple[GivenDetection, ...] | None = None
+    detections_from: str = ""
+    # a video without objects or detections, with --detector: the run's detector (set by
+    # pipeline.plan)
+    detector: DetectorSpec | None = None
 
 
 @dataclass(frozen=True)
@@ -105,7 +117,7 @@ class Reject:
     video: str | None = None
 
 
-VIDEO_FIELDS = ("video", "video_id", "objects", "auto")
+VIDEO_FIELDS = ("video", "video_id", "objects", "auto", "detections")
 IMAGE_FIELDS = ("image", "image_id", "objects", "auto")
 JSONL_SUFFIXES = (".jsonl", ".ndjson", ".json")
 PARQUET_SUFFIXES = (".parquet", ".pq")
@@ -184,6 +196,7 @@ def read_manifest(
             f"manifest {uri} is empty: no videos to label (only blank lines, no rows or [])"
         )
     jobs, rejects = _validate_entries(entries, base)
+    jobs, rejects = _read_detection_files(jobs, rejects, storage_options)
     return _expand_image_folders(jobs, rejects, storage_options)
 
 
@@ -244,7 +257,13 @@ def _validate_entries(entries: Iterable[Entry], base: str) -> tuple[list[VideoJo
 def _column_for(field: str) -> str:
     """Table column behind a JSONL-style field path ("objects[0].prompts[2].box[1]" -> "box")."""
     column = re.sub(r"\[\d+\]", "", field.rsplit(".", 1)[-1])
-    return {"mask": "mask_rle", "prompts": "frame", "objects": "object_id"}.get(column, column)
+    return {
+        "mask": "mask_rle",
+        "prompts": "frame",
+        "objects": "object_id",
+        "frame_index": "frame",
+        "detections": "score",
+    }.get(column, column)
 
 
 def _validate_video(
@@ -271,7 +290,7 @@ def _validate_video(
     objects = value.get("objects")
     specs: list[ObjectSpec] = []
     auto: tuple[tuple[str, Any], ...] = ()
-    if objects is None and entry.locations is None:  # no objects: find every object
+    if objects is None and (entry.locations is None or "detections" in value):  # find every object
         if value.get("auto") is not None:
             auto = _check_auto(value["auto"], problems)
     elif not isinstance(objects, list) or not objects:
@@ -302,6 +321,7 @@ def _validate_video(
         problems.append(
             _Invalid("auto", "automatic-mask settings apply to a video without objects only")
         )
+    detections, detections_from = _detections_field(value, base, problems, entry)
     job = None
     if not problems and video is not None and video_id is not None:
         job = VideoJob(
@@ -310,8 +330,66 @@ def _validate_video(
             objects=tuple(specs),
             location=entry.location,
             auto=auto,
+            detections=detections,
+            detections_from=detections_from,
         )
     return video, video_id, job, problems
+
+
+def _detections_field(
+    value: dict, base: str, problems: list[_Invalid], entry: Entry
+) -> tuple[tuple[GivenDetection, ...] | None, str]:
+    """A video line's ``detections``: the list given inline (or by a table's detection rows),
+    or the file's resolved location (read by :func:`_read_detection_files`); (None, "") when
+    absent."""
+    given = value.get("detections")
+    if given is None:
+        return None, ""
+    if value.get("objects") is not None or value.get("auto") is not None:
+        problems.append(
+            _Invalid("detections", "detections apply to a video without objects or auto")
+        )
+        return None, ""
+    if isinstance(given, str):
+        location = _location_field(value, "detections", base, problems)
+        return None, location or ""
+    rows = entry.locations or {}
+    try:
+        parsed = parse_detections(given)
+    except _Invalid as problem:
+        index = re.match(r"detections\[(\d+)\]", problem.field)
+        problem.location = index and rows.get(("detections", int(index.group(1))))
+        problems.append(problem)
+        return None, ""
+    if rows:
+        rows = [rows[("detections", k)] for k in range(len(parsed))]
+        parsed = tuple(dataclasses.replace(g, row=row) for g, row in zip(parsed, rows))
+    return parsed, ""
+
+
+def _read_detection_files(
+    jobs: list[VideoJob], rejects: list[Reject], storage_options: dict | None
+) -> tuple[list[VideoJob], list[Reject]]:
+    """Jobs whose detections are in a file, with the file read and checked (it must belong to
+    the line's video); a missing or bad file is a reject of its line naming the field."""
+    from pipeline.detections import check_file_video, file_video, read_detections_file
+
+    if not any(job.detections_from for job in jobs):
+        return jobs, rejects
+    kept, rejects = [], list(rejects)
+    for job in jobs:
+        if job.detections_from and job.detections is None:
+            try:
+                value, detections = read_detections_file(job.detections_from, storage_options)
+                check_file_video(
+                    file_video(value), job.video, job.video_id, safe_uri(job.detections_from)
+                )
+            except _Invalid as problem:
+                rejects.append(Reject(job.location, problem.field, problem.reason, "", job.video))
+                continue
+            job = dataclasses.replace(job, detections=detections)
+        kept.append(job)
+    return kept, rejects
 
 
 def _location_field(value: dict, field: str, base: str, problems: list[_Invalid]) -> str | None:

@@ -30,6 +30,7 @@ TABLE_COLUMNS = (
     "labels",
     "box",
     "mask_rle",
+    "score",  # with object_id empty: the row is a precomputed detection (pipeline.detections)
     "category",
 )
 TABLE_REQUIRED = ("video", "object_id", "frame")
@@ -226,6 +227,8 @@ def check_columns(columns: list[str], name: str) -> None:
 
 def group_rows(rows: list[tuple[str, dict]]) -> list[Entry]:
     """Group one-prompt rows into per-video entries in the JSON Lines layout (first-seen order).
+    A row with ``object_id`` empty and a ``score`` is a detection instead (the entry's
+    ``detections`` list, :mod:`pipeline.detections`).
 
     A row whose cells do not match the header still rejects the video named in
     its video cell (when there is one), so no video is labeled with prompts missing.
@@ -242,7 +245,7 @@ def group_rows(rows: list[tuple[str, dict]]) -> list[Entry]:
         key = video if isinstance(video, str) and video.strip() else f"\0{location}"
         entry = groups.get(key)
         if entry is None:
-            value = {"video": video, "objects": []}
+            value = {"video": video}
             entry = Entry(location, "", value=value, locations={}, row_raws={})
             groups[key] = entry
             entries.append(entry)
@@ -282,7 +285,13 @@ def _row_into_entry(entry: Entry, location: str, row: dict) -> Invalid | None:
         if cell is not None:
             prompt["mask" if column == "mask_rle" else column] = cell
     object_id = _table_int(row.get("object_id"))
-    objects = value["objects"]
+    if object_id is None and row.get("score") is not None:
+        return _detection_row(entry, location, row, prompt)
+    for column in ("score", "category"):
+        if row.get(column) is not None:
+            reason = "belongs to detection rows (score given, object_id empty) only"
+            return Invalid(column, reason, location)
+    objects = value.setdefault("objects", [])
     object_index = next(
         (index for index, spec in enumerate(objects) if spec["object_id"] == object_id), None
     )
@@ -300,6 +309,26 @@ def _row_into_entry(entry: Entry, location: str, row: dict) -> Invalid | None:
             entry.locations[(object_index, "category")] = location
     objects[object_index]["prompts"].append(prompt)
     entry.locations[(object_index, len(objects[object_index]["prompts"]) - 1)] = location
+    return None
+
+
+def _detection_row(entry: Entry, location: str, row: dict, prompt: dict) -> Invalid | None:
+    """A detection row (object_id empty, score given) into the entry's ``detections`` list, in
+    the JSON layout of :mod:`pipeline.detections` (``box`` as x1, y1, x2, y2, as for prompts)."""
+    score = row["score"]
+    if isinstance(score, str):
+        try:
+            score = parse_json(score, "score")
+        except Invalid as problem:
+            problem.location = location
+            return problem
+    detection = {"frame_index": prompt.pop("frame"), "score": score}
+    detection.update(prompt)  # box, and points/labels/mask_rle for validation to refuse
+    if row.get("category") is not None:
+        detection["category"] = row["category"]
+    detections = entry.value.setdefault("detections", [])
+    entry.locations[("detections", len(detections))] = location
+    detections.append(detection)
     return None
 
 

@@ -3,8 +3,10 @@
 
 :func:`label_masklets` opens the video, finds its objects (pass 1) and tracks them through the
 whole video (pass 2), writing rows exactly as a prompted video's (``prompted`` is false: no
-person prompted them; ``source`` is "auto"). A video where nothing is found gives an empty table, committed like
-any other. :func:`discovery_record` is what a unit id hashes of the settings, so the same
+person prompted them; ``source`` is "auto" or "detector"). Objects are proposed by automatic masks, or by boxes: the job's
+precomputed detections (:mod:`pipeline.detections`) or the run's detector
+(:mod:`pipeline.detectors`). A video where nothing is found gives an empty table, committed
+like any other. :func:`discovery_record` is what a unit id hashes of the settings, so the same
 video and settings always make the same unit and the same rows. :func:`masklet_scores` scores
 masklets against ground truth (synthetic videos): best-matching masklet per object and
 duplicates.
@@ -19,12 +21,17 @@ from collections.abc import Callable, Mapping
 import numpy as np
 import pyarrow as pa
 
+from pipeline.detections import fit_detections
+from pipeline.errors import InputError
 from pipeline.labeling import LabelStats, _TimedFrames, label_prompts
-from pipeline.manifest import VideoJob
+from pipeline.manifest import VideoJob, fit_prompt_to_frame
+from pipeline.manifest_objects import Prompt
 from pipeline.masks import MASK_SCHEMA, ObjectOrigin
+from pipeline.storage import safe_uri
 from pipeline.video import open_video
 from sam2_core.discovery import DEFAULT_DISCOVER_EVERY, DiscoverySettings, discover_objects
 from sam2_core.mask_generator import MaskGeneratorSettings
+from sam2_core.proposals import BoxProposals, Detection, ProposalSource
 
 
 def discovery_settings(job: VideoJob) -> DiscoverySettings:
@@ -41,7 +48,50 @@ def discovery_record(job: VideoJob) -> dict:
     settings = discovery_settings(job)
     record = {k: v for k, v in dataclasses.asdict(settings).items() if k != "generator"}
     record["auto"] = dict(job.auto)
+    if job.detections is not None:
+        record["detections"] = [given.record() for given in job.detections]
+    elif job.detector is not None:
+        record["detector"] = job.detector.record()
     return record
+
+
+def proposal_source(model, job: VideoJob, frames, detector=None) -> ProposalSource | None:
+    """Where ``job``'s objects are proposed: its precomputed detections (each frame with some
+    is a keyframe), the run's detector on every ``discover_every``-th frame (``detector``: the
+    worker's loaded one; loaded here when None), or None for automatic masks. Raises
+    InputError naming the line and field for detections that do not fit the video."""
+    n, h, w = len(frames), frames.height, frames.width
+    if job.detections is not None:
+        try:
+            by_frame = fit_detections(job.detections, n, h, w)
+        except ValueError as error:
+            source = f" ({safe_uri(job.detections_from)})" if job.detections_from else ""
+            raise InputError(f"{job.location}{source}: {error}") from None
+        return BoxProposals(model, sorted(by_frame), lambda f, _image: by_frame.get(f, []))
+    if job.detector is None:
+        return None
+    if detector is None:
+        from pipeline.detectors import load_spec
+
+        detector = load_spec(job.detector, str(getattr(model, "device", "cpu")))
+    labels = job.detector.labels
+
+    def detect(_frame: int, image: np.ndarray) -> list[Detection]:
+        return clip_detections(detector.detect(image, labels), h, w)
+
+    return BoxProposals(model, discovery_settings(job).keyframes(n), detect)
+
+
+def clip_detections(detections, height: int, width: int) -> list[Detection]:
+    """A detector's boxes clipped to the frame; boxes with no area inside it dropped."""
+    out = []
+    for d in detections:
+        try:
+            box = fit_prompt_to_frame(Prompt(0, box=d.box), height, width).box
+        except ValueError:
+            continue
+        out.append(dataclasses.replace(d, box=box))
+    return out
 
 
 def label_masklets(
@@ -54,10 +104,12 @@ def label_masklets(
     tracker_options=None,
     on_frame: Callable[[int, int], None] | None = None,
     encoder=None,
+    detector=None,
 ) -> tuple[pa.Table, LabelStats]:
     """Every object of ``job.video`` found and tracked; one row per (object, frame).
 
     ``on_frame(done, total)`` counts pass 1's frames, then pass 2's (total: twice the frames).
+    ``detector``: the loaded detector of ``job.detector`` (:func:`proposal_source`).
     """
     started = time.perf_counter()
     settings = discovery_settings(job)
@@ -72,7 +124,10 @@ def label_masklets(
             if on_frame is not None:
                 on_frame(min(seen, n), 2 * n)
 
-        found = discover_objects(model, frames, settings, tracker_options, encoder, pass_one)
+        source = proposal_source(model, job, frames, detector)
+        found = discover_objects(
+            model, frames, settings, tracker_options, encoder, pass_one, source
+        )
         if not found:
             stats = LabelStats(
                 frames=n,
@@ -85,12 +140,14 @@ def label_masklets(
                 track_s=time.perf_counter() - started - frames.seconds,
             )
             return MASK_SCHEMA.empty_table(), stats
-        prompts = [d.prompt() for d in found]
-        found_automatically = ObjectOrigin(source="auto")
+        origins = {
+            d.object_id: ObjectOrigin("auto" if d.box is None else "detector", d.category, d.score)
+            for d in found
+        }
         table, stats = label_prompts(
             model,
             frames,
-            prompts,
+            [d.prompt() for d in found],
             video_id=job.video_id,
             run_id=run_id,
             model_name=model_name,
@@ -98,7 +155,7 @@ def label_masklets(
             on_frame=None if on_frame is None else lambda done, total: on_frame(n + done, 2 * n),
             encoder=encoder,
             prompted=False,
-            origins={p.object_id: found_automatically for p in prompts},
+            origins=origins,
             started=started,
         )
         return table, stats

@@ -12,7 +12,8 @@ A video replaced at the same path gets new unit ids, so its stale masks are
 never taken for finished work.
 
 A video job without objects (find every object: :mod:`pipeline.masklets`) is one unit whose id
-hashes its discovery settings in place of objects; it writes objects it finds as it goes, so it
+hashes its discovery settings in place of objects (with its precomputed detections, or the
+run's detector settings); it writes objects it finds as it goes, so it
 claims its video whole (object :data:`WHOLE_VIDEO`).
 
 Image jobs (``VideoJob.image``) are batched instead: up to ``images_per_unit`` images per
@@ -187,6 +188,7 @@ def plan_units(
     identities: Mapping[str, str],
     images_per_unit: int | None = None,
     discover_every: int | None = None,
+    detector=None,
 ) -> list[Unit]:
     """Split jobs into units (in manifest order).
 
@@ -196,7 +198,9 @@ def plan_units(
     after the video units. ``identities`` maps every job's video or image URI to its
     identity (``pipeline.video_identity.video_identities``). A video job without objects is
     one unit that finds them, on a keyframe every ``discover_every`` frames (None: the default
-    of :mod:`sam2_core.discovery`).
+    of :mod:`sam2_core.discovery`), by automatic masks or, when given, the run's ``detector``
+    (a :class:`pipeline.detectors.DetectorSpec`; jobs with precomputed detections use those,
+    jobs with ``auto`` settings automatic masks).
     """
     if max_objects_per_unit is not None and max_objects_per_unit < 0:
         raise ValueError(f"max_objects_per_unit must be >= 1, got {max_objects_per_unit}")
@@ -211,7 +215,12 @@ def plan_units(
         if not job.objects:
             from sam2_core.discovery import DEFAULT_DISCOVER_EVERY
 
-            job = dataclasses.replace(job, discover_every=discover_every or DEFAULT_DISCOVER_EVERY)
+            job = dataclasses.replace(
+                job,
+                discover_every=discover_every or DEFAULT_DISCOVER_EVERY,
+                # a line's own detections or automatic-mask settings come before the run's detector
+                detector=detector if job.detections is None and not job.auto else None,
+            )
             identity = identities[job.video]
             unit_id = unit_id_for(job, (), model_id, checkpoint_digest, identity)
             if unit_id not in seen:

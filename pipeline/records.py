@@ -24,6 +24,7 @@ class WorkerSettings:
     memory_fraction: float | None = None
     streams: bool = False
     tf32: bool = False
+    detector: str | None = None  # the detector loaded for videos without objects, if any
 
     @classmethod
     def from_dict(cls, raw: dict) -> WorkerSettings:

@@ -32,6 +32,7 @@ import queue
 import time
 from dataclasses import dataclass, field, replace
 
+from pipeline.detectors import DetectorSpec, load_spec
 from pipeline.device import ComputeOptions, DevicePlan, apply_plan, device_plan, tracker_options
 from pipeline.image_labeling import label_images
 from pipeline.labeling import label_video
@@ -74,6 +75,7 @@ class WorkerConfig:
     videos_at_once: int = 1
     gpus: float = 0.0
     compute: ComputeOptions = field(default_factory=ComputeOptions)
+    detector: DetectorSpec | None = None  # loaded once, for the videos without objects
 
 
 @dataclass
@@ -96,6 +98,7 @@ class LabelWorker:
         self.error: BaseException | None = None
         self.load_s = 0.0
         self.encoder = None
+        self.detector = None
         self.settings: WorkerSettings | None = None
         self._frames: dict[str, int] = {}
         self._slots: queue.SimpleQueue[_Slot] = queue.SimpleQueue()
@@ -115,6 +118,8 @@ class LabelWorker:
             self.tracker_options = tracker_options(config.compute)
             models = {device: self._build(device, checkpoint) for device in plan.devices}
             self.model = models[plan.devices[0]]
+            if config.detector is not None:
+                self.detector = load_spec(config.detector, plan.devices[0])
             encoders = {}
             if config.videos_at_once > 1:
                 from sam2_core.shared_encoder import SharedEncoder
@@ -173,6 +178,7 @@ class LabelWorker:
             memory_fraction=plan.memory_fraction,
             streams=plan.streams,
             tf32=plan.tf32,
+            detector=None if self.detector is None else self.config.detector.describe(),
         )
 
     def ready(self) -> WorkerInfo:
@@ -219,6 +225,7 @@ class LabelWorker:
                     tracker_options=self.tracker_options,
                     on_frame=lambda done, total: self.on_frame(token, done, total),
                     encoder=slot.encoder,
+                    **({} if unit.images else {"detector": self.detector}),
                 )
             tracked = time.perf_counter()
             result = UnitResult(

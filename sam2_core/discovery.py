@@ -1,19 +1,20 @@
 """Prompt-free masklets: find every object of a video and track it through the whole video.
 
 Pass 1 (:func:`discover_objects`) walks the video forward with a
-:class:`~sam2_core.tracker.VideoSession`. On each keyframe (frame 0, then every ``every``
-frames) it asks the :class:`~sam2_core.mask_generator.MaskGenerator` for automatic masks and
-compares them with the masks its objects were just tracked to: a mask one of them covers (mask
-IoU above ``covered_iou``, or at least ``covered_fraction`` of the new mask inside it) is that
-object again; so is a mask that duplicates another new one. The rest start new objects there
-(a mask prompt on the keyframe) and tracking goes on to the next keyframe. Only what the memory
-rule still needs is kept, so pass 1's state is bounded on long videos.
+:class:`~sam2_core.tracker.VideoSession`. On each keyframe its proposal source
+(:mod:`sam2_core.proposals`: automatic masks on frame 0 and every ``every`` frames by default,
+or a detector's boxes) proposes objects, which are compared with the masks its objects were
+just tracked to: a proposal one of them covers (mask IoU above ``covered_iou``, or at least
+``covered_fraction`` of the proposal's mask inside it) is that object again; so is one that
+duplicates a new one proposed before it. The rest start new objects there (a mask prompt on
+the keyframe, or the detector's box prompt) and tracking goes on to the next keyframe. Only
+what the memory rule still needs is kept, so pass 1's state is bounded on long videos.
 
 Pass 2 is the ordinary batch path (:func:`~sam2_core.tracker.track_video`) over every
 discovered object, each prompted with its discovery mask on its keyframe: forward and in
 reverse through the whole video, so an object first found on a later keyframe also gets masks
 on the frames before it, and the result depends only on the video and the settings (object ids
-1, 2, ... in order of discovery: keyframe, then area descending, then box and mask bits).
+1, 2, ... in order of discovery: keyframe, then the source's priority order).
 """
 
 from __future__ import annotations
@@ -25,9 +26,10 @@ import numpy as np
 import torch
 
 from .frames import FrameSource
-from .mask_generator import MaskGenerator, MaskGeneratorSettings
+from .mask_generator import MaskGeneratorSettings
 from .modeling.sam2 import SAM2Model
 from .prompts import ObjectPrompt
+from .proposals import AutomaticMasks, Proposal, ProposalSource
 from .tracker import FrameResult, TrackerOptions, VideoSession, track_video
 
 DEFAULT_DISCOVER_EVERY = 15
@@ -71,13 +73,22 @@ class DiscoverySettings:
 
 @dataclass(frozen=True)
 class Discovered:
-    """An object found on a keyframe: its id, the keyframe and its mask there (H x W bool)."""
+    """An object found on a keyframe: its id, the keyframe and its mask there (H x W bool).
+
+    box: the detector's box it starts from (then its prompt is that box, and ``mask`` only
+    what its coverage was judged by); score, category: the detection's (None for automatic
+    masks)."""
 
     object_id: int
     frame: int
     mask: np.ndarray
+    box: tuple[float, float, float, float] | None = None
+    score: float | None = None
+    category: str | None = None
 
     def prompt(self) -> ObjectPrompt:
+        if self.box is not None:
+            return ObjectPrompt(self.object_id, self.frame, box=self.box)
         return ObjectPrompt(self.object_id, self.frame, mask=self.mask)
 
 
@@ -88,26 +99,30 @@ def discover_objects(
     options: TrackerOptions | None = None,
     encoder: Callable | None = None,
     on_frame: Callable[[int], None] | None = None,
+    source: ProposalSource | None = None,
 ) -> list[Discovered]:
     """Pass 1: every object found on the keyframes, in id order (see the module docstring).
 
     ``options`` and ``encoder`` as for :class:`~sam2_core.tracker.VideoSession`; ``on_frame(f)``
     is called after each frame tracked (keyframes are tracked twice: when reached, and again
-    when the next stretch starts from them with the new objects)."""
+    when the next stretch starts from them with the new objects). ``source``: where proposals
+    come from (default: automatic masks with ``settings.generator`` every ``settings.every``
+    frames); ``settings`` still decides coverage."""
     settings = settings or DiscoverySettings()
-    generator = MaskGenerator(model, settings.generator)
+    if source is None:
+        source = AutomaticMasks(model, settings.every, settings.generator, settings.min_area)
     session = VideoSession(model, frames, options, encoder)
     found: list[Discovered] = []
     tracked: torch.Tensor | None = None  # masks of the objects so far on the current keyframe
+    keyframes = list(source.keyframes(len(frames)))
     with torch.inference_mode():
-        for key in settings.keyframes(len(frames)):
-            new = _new_masks(generator.generate(frames[key]), tracked, settings)
-            for mask in new:
-                found.append(Discovered(len(found) + 1, key, mask))
+        for number, key in enumerate(keyframes):
+            for p in _new_proposals(source.propose(key, frames[key]), tracked, settings):
+                found.append(Discovered(len(found) + 1, key, p.mask, p.box, p.score, p.category))
                 session.add(found[-1].prompt())
-            if not found:
-                continue
-            stop = min(key + settings.every, len(frames) - 1)
+            if not found or number + 1 == len(keyframes):
+                continue  # after the last keyframe nothing more is compared: pass 2 tracks on
+            stop = keyframes[number + 1]
             tracked = None
             for result in session.propagate(key, max_frames=stop - key):
                 if result.frame_index == stop and stop != key:
@@ -137,23 +152,19 @@ def _present_masks(result: FrameResult) -> torch.Tensor:
     return (result.mask_logits > 0).cpu()[present]
 
 
-def _new_masks(
-    records, tracked: torch.Tensor | None, settings: DiscoverySettings
-) -> list[np.ndarray]:
-    """Keyframe masks that no tracked object covers and that duplicate no other kept one, in
-    id order (area descending, then box, then mask bits: a deterministic order)."""
-    masks = [np.asarray(r.segmentation, dtype=bool) for r in records]
-    masks = [m for m in masks if m.sum() >= max(settings.min_area, 1)]
-    keys = [(-int(m.sum()), tuple(_box(m)), np.packbits(m).tobytes()) for m in masks]
-    order = sorted(range(len(masks)), key=lambda k: keys[k])
-    # Larger masks first: a whole object is kept over its parts.
-    kept: list[np.ndarray] = []
+def _new_proposals(
+    proposals: list[Proposal], tracked: torch.Tensor | None, settings: DiscoverySettings
+) -> list[Proposal]:
+    """The proposals (in the source's priority order) that no tracked object covers and that
+    duplicate no proposal kept before them."""
+    kept: list[Proposal] = []
     covering = [] if tracked is None else [t.numpy() for t in tracked]
-    for k in order:
-        mask = masks[k]
-        if any(_covers(other, mask, settings) for other in covering + kept):
+    for proposal in proposals:
+        if any(_covers(other, proposal.mask, settings) for other in covering):
             continue
-        kept.append(mask)
+        if any(_covers(other.mask, proposal.mask, settings) for other in kept):
+            continue
+        kept.append(proposal)
     return kept
 
 
@@ -163,8 +174,3 @@ def _covers(other: np.ndarray, mask: np.ndarray, settings: DiscoverySettings) ->
         return False
     union = np.logical_or(other, mask).sum()
     return inter / union > settings.covered_iou or inter / mask.sum() >= settings.covered_fraction
-
-
-def _box(mask: np.ndarray) -> tuple[int, int, int, int]:
-    ys, xs = np.nonzero(mask)
-    return int(xs.min()), int(ys.min()), int(xs.max()), int(ys.max())
