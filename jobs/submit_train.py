@@ -71,7 +71,9 @@ def _absolute_paths(args: argparse.Namespace) -> argparse.Namespace:
         if value and Path(value).exists():
             setattr(args, name, absolute_uri(value))
     args.data = [
-        type(spec)(spec.kind, absolute_uri(spec.uri) if Path(spec.uri or "-").exists() else spec.uri)
+        type(spec)(
+            spec.kind, absolute_uri(spec.uri) if Path(spec.uri or "-").exists() else spec.uri
+        )
         for spec in args.data
     ]
     return args

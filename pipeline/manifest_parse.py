@@ -287,10 +287,9 @@ def _row_into_entry(entry: Entry, location: str, row: dict) -> Invalid | None:
     object_id = _table_int(row.get("object_id"))
     if object_id is None and row.get("score") is not None:
         return _detection_row(entry, location, row, prompt)
-    for column in ("score", "category"):
-        if row.get(column) is not None:
-            reason = "belongs to detection rows (score given, object_id empty) only"
-            return Invalid(column, reason, location)
+    if row.get("score") is not None:
+        reason = "belongs to detection rows (score given, object_id empty) only"
+        return Invalid("score", reason, location)
     objects = value.setdefault("objects", [])
     object_index = next(
         (index for index, spec in enumerate(objects) if spec["object_id"] == object_id), None

@@ -250,10 +250,15 @@ def test_detections_on_a_first_frame_give_the_same_table_as_box_prompts(
     assert stats.objects == 2 and found.num_rows == 2 * TINY.num_frames
     assert found.equals(again)  # deterministic: a retry writes the same rows
     assert set(found.column("prompted").to_pylist()) == {False}  # found, not prompted by a person
-    # Rows equal but for how the objects came to be (prompted, and the origin columns if any).
-    origin = [
-        c for c in ("prompted", "source", "category", "detection_score") if c in found.column_names
-    ]
+    # Rows equal but for how the objects came to be: prompted and the origin columns.
+    assert set(found.column("source").to_pylist()) == {"detector"}
+    assert set(given.column("source").to_pylist()) == {"prompt"}
+    assert set(found.column("category").to_pylist()) == {"shape"}
+    by_object = dict(
+        zip(found.column("object_id").to_pylist(), found.column("detection_score").to_pylist())
+    )
+    assert by_object == pytest.approx({1: 0.9, 2: 0.6})  # the higher score first
+    origin = ["prompted", "source", "category", "detection_score"]
     assert found.drop(origin).equals(given.drop(origin))
     assert from_rows.equals(found)
 

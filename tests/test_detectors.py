@@ -231,6 +231,9 @@ def test_owlv2_end_to_end_through_jobs_label_on_ray(ray_local, weights, videos, 
     assert len(OutputStore(str(out)).committed_units()) == 2  # the empty video too
     table = read_masks(str(out))
     assert set(table.column("video_id").to_pylist()) == {"squares"}
+    assert set(table.column("source").to_pylist()) == {"detector"}
+    assert set(table.column("category").to_pylist()) <= {"person", "dog"}
+    assert all(0.5 <= s <= 1.0 for s in table.column("detection_score").to_pylist())
     # The same rows as one process labeling the same planned jobs (the detector loaded there).
     jobs, _ = read_manifest(str(manifest))
     spec = detector_spec("owlv2", "person, dog", weights["owlv2"], 0.5)
