@@ -209,3 +209,11 @@ def test_distributed_discovery_equals_single_process_and_empty_video_commits(
     # A re-run finds both units committed and labels nothing.
     again = run_labeling(config)
     assert (again.exit_code, again.summary.skipped, again.summary.units_done) == (0, 2, 0)
+    # A worker killed mid-video (in the discovery pass) is replaced; the retry writes the same rows.
+    from fault_workers import Fault, faulty_worker
+
+    killed = dataclasses.replace(config, output=str(tmp_path / "killed"))
+    result = run_labeling(killed, faulty_worker(Fault(video_id="v", kind="exit", at_frame=5)))
+    assert result.exit_code == 0 and result.summary.retries >= 1, result.failures
+    retried = read_masks(str(tmp_path / "killed")).sort_by(keys)
+    assert retried.select(expected.schema.names).equals(expected)
