@@ -80,6 +80,19 @@ def score(output: Path) -> dict:
         "best_j": [round(float(j), 3) for j in best_j],
         "first_frame": first_f.tolist(),
     }
+    run = output / "labels" / "summary.json"
+    if run.is_file():  # where the time went (jobs label's summary: seconds summed over units)
+        record = json.loads(run.read_text())
+        seconds = record.get("unit_seconds", {})
+        summary["run"] = {
+            "frames": record.get("frames"),
+            "wall_time_s": record.get("wall_time_s"),
+            "frames_per_s": record.get("frames_per_s"),
+            "unit_seconds": seconds,
+            "propose_share_of_unit_time": round(seconds.get("propose", 0) / seconds["total"], 3)
+            if seconds.get("total")
+            else None,
+        }
     print(json.dumps(summary, indent=1))
     return summary
 

@@ -52,6 +52,8 @@ class LabelStats:
     transfer_s: float = 0.0
     encode_s: float = 0.0
     encode_wait_s: float = 0.0
+    discover_s: float = 0.0
+    propose_s: float = 0.0
 
 
 @dataclass

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 
 import numpy as np
 import pyarrow as pa
@@ -31,7 +31,13 @@ from pipeline.storage import safe_uri
 from pipeline.video import open_video
 from sam2_core.discovery import DEFAULT_DISCOVER_EVERY, DiscoverySettings, discover_objects
 from sam2_core.mask_generator import MaskGeneratorSettings
-from sam2_core.proposals import BoxProposals, Detection, ProposalSource
+from sam2_core.proposals import (
+    AutomaticMasks,
+    BoxProposals,
+    Detection,
+    Proposal,
+    ProposalSource,
+)
 
 
 def discovery_settings(job: VideoJob) -> DiscoverySettings:
@@ -124,10 +130,14 @@ def label_masklets(
             if on_frame is not None:
                 on_frame(min(seen, n), 2 * n)
 
-        source = proposal_source(model, job, frames, detector)
+        source = _TimedProposals(
+            proposal_source(model, job, frames, detector)
+            or AutomaticMasks(model, settings.every, settings.generator, settings.min_area)
+        )
         found = discover_objects(
             model, frames, settings, tracker_options, encoder, pass_one, source
         )
+        discover_s = time.perf_counter() - started
         if not found:
             stats = LabelStats(
                 frames=n,
@@ -135,9 +145,10 @@ def label_masklets(
                 objects=0,
                 height=frames.height,
                 width=frames.width,
-                wall_s=time.perf_counter() - started,
+                wall_s=discover_s,
                 decode_s=frames.seconds,
-                track_s=time.perf_counter() - started - frames.seconds,
+                discover_s=discover_s,
+                propose_s=source.seconds,
             )
             return MASK_SCHEMA.empty_table(), stats
         origins = {
@@ -158,7 +169,25 @@ def label_masklets(
             origins=origins,
             started=started,
         )
-        return table, stats
+        return table, dataclasses.replace(stats, discover_s=discover_s, propose_s=source.seconds)
+
+
+class _TimedProposals:
+    """A proposal source that adds up the seconds its proposals take (``seconds``)."""
+
+    def __init__(self, source: ProposalSource):
+        self.source = source
+        self.seconds = 0.0
+
+    def keyframes(self, num_frames: int) -> Sequence[int]:
+        return self.source.keyframes(num_frames)
+
+    def propose(self, frame_index: int, image: np.ndarray) -> list[Proposal]:
+        started = time.perf_counter()
+        try:
+            return self.source.propose(frame_index, image)
+        finally:
+            self.seconds += time.perf_counter() - started
 
 
 @dataclasses.dataclass(frozen=True)

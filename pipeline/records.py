@@ -42,7 +42,9 @@ class UnitResult:
     ``decode_s`` reading frames (on a prefetch thread when the tracker prefetches),
     ``transfer_s`` thresholding masks and moving them to the host, ``encode_s`` RLE encoding on
     the encoder threads (overlapped with tracking), ``encode_wait_s`` tracking held up by them,
-    ``write_s`` writing and committing the unit's Parquet file.
+    ``write_s`` writing and committing the unit's Parquet file; for a unit without prompts,
+    ``discover_s`` finding its objects (pass 1) and ``propose_s`` the part of it spent on
+    proposals (automatic masks or the detector), ``track_s`` then being pass 2 alone.
     ``encoder_images`` / ``encoder_batches`` are the worker's running totals of its shared image
     encoder (several units at once per worker), 0 when it has none.
     """
@@ -68,6 +70,8 @@ class UnitResult:
     encode_wait_s: float = 0.0
     write_s: float = 0.0
     total_s: float = 0.0
+    discover_s: float = 0.0
+    propose_s: float = 0.0
     encoder_images: int = 0
     encoder_batches: int = 0
     settings: WorkerSettings | None = None
@@ -151,6 +155,9 @@ class UnitSeconds:
     encoder threads). encode: RLE encoding on the encoder threads, overlapped with tracking.
     encode_wait: tracking held up waiting for those threads (their queue is bounded; large when
     encoding bounds the run). write: writing and committing each unit's Parquet file.
+    discover: units without prompts finding their objects (pass 1: proposals on keyframes and
+    tracking between them; their ``track`` is pass 2); propose: the part of ``discover`` spent
+    making proposals (automatic masks or the detector).
     """
 
     total: float = 0.0
@@ -160,6 +167,8 @@ class UnitSeconds:
     encode: float = 0.0
     encode_wait: float = 0.0
     write: float = 0.0
+    discover: float = 0.0
+    propose: float = 0.0
 
     @classmethod
     def of(cls, results: list[UnitResult]) -> UnitSeconds:

@@ -257,6 +257,8 @@ class LabelWorker:
             transfer_s=stats.transfer_s,
             encode_s=stats.encode_s,
             encode_wait_s=stats.encode_wait_s,
+            discover_s=stats.discover_s,
+            propose_s=stats.propose_s,
             write_s=done - tracked,
             total_s=done - started,
             settings=self.settings,

@@ -188,6 +188,8 @@ def test_distributed_discovery_equals_single_process_and_empty_video_commits(
     result = run_labeling(config)
     assert result.exit_code == 0, result.failures
     assert (result.summary.units, result.summary.units_done) == (2, 2)
+    seconds = result.summary.unit_seconds  # where prompt-free time goes: finding, then tracking
+    assert 0 < seconds.propose < seconds.discover < seconds.total and seconds.track > 0
     store = OutputStore(str(tmp_path / "out"))
     assert len(store.committed_units()) == 2  # the empty video is a committed unit
     jobs, _ = read_manifest(manifest)
