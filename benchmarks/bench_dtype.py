@@ -1,7 +1,8 @@
 """bfloat16 against float32: how far the masks move, per object and frame.
 
 Tracks the same videos with the float32 path and with each reduced-precision option
-(bfloat16 stored memories; bfloat16 memories plus bfloat16 autocast) and compares every
+(bfloat16 autocast with the default policy of ``sam2_core.modeling.precision``; bfloat16
+stored memories; both) and compares every
 object's mask on every frame by IoU. Videos are the demo model's held-out synthetic ones
 (seeds below 1000), clicked as the make-synthetic manifest does; the model is the bundled demo
 model unless ``--model``/``--checkpoint`` name another.
@@ -19,6 +20,7 @@ and compares each output mask with the recorded float32 one (IoU; presence flips
 from __future__ import annotations
 
 import argparse
+import contextlib
 from pathlib import Path
 
 import numpy as np
@@ -34,6 +36,7 @@ from benchmarks.common import (
 )
 
 OPTIONS = {
+    "autocast_bf16": {"autocast_dtype": torch.bfloat16},
     "memory_bf16": {"memory_dtype": torch.bfloat16},
     "memory_bf16+autocast_bf16": {"memory_dtype": torch.bfloat16, "autocast_dtype": torch.bfloat16},
 }
@@ -130,9 +133,77 @@ def case_agreement(case_dir: str | Path, case: str, model, options) -> dict:
     }
 
 
+def _in_float32(fn):
+    """``fn`` run with autocast off on float32 inputs (its result float32)."""
+
+    def wrapped(*args, **kwargs):
+        def f32(x):
+            return x.float() if isinstance(x, torch.Tensor) and x.is_floating_point() else x
+
+        with torch.autocast(args[0].device.type, enabled=False):
+            return fn(*map(f32, args), **{k: f32(v) for k, v in kwargs.items()})
+
+    return wrapped
+
+
+@contextlib.contextmanager
+def attention_split(model, keep_float32: str):
+    """Within memory attention's two attentions, keep only the projections (``"projections"``:
+    q, k, v, out) or only the attention core (``"core"``: scaled dot-product attention with its
+    softmax) in float32; the rest runs as autocast casts it. For measuring, not a policy."""
+    from sam2_core.modeling import transformer
+
+    if keep_float32 == "core":
+        original = transformer.attention
+        transformer.attention = _in_float32(original)
+        try:
+            yield
+        finally:
+            transformer.attention = original
+        return
+    linears = [
+        m
+        for name, m in model.memory_attention.named_modules()
+        if name.endswith("_proj") and isinstance(m, torch.nn.Linear)
+    ]
+    for m in linears:
+        m.forward = _in_float32(m.forward)
+    try:
+        yield
+    finally:
+        for m in linears:
+            del m.forward
+
+
+def _measure(figures: dict, name: str, args, model, options, parts) -> None:
+    """Both cases with ``options``, then with bf16 stored memories too."""
+    from sam2_core.tracker import TrackerOptions
+
+    figures[name] = {
+        case: case_agreement(args.case, case, model, options) for case in args.cases.split(",")
+    }
+    figures[name + " + bf16 memories"] = {
+        case: case_agreement(
+            args.case,
+            case,
+            model,
+            TrackerOptions(
+                memory_dtype=torch.bfloat16,
+                autocast_dtype=None if parts is None else torch.bfloat16,
+            ),
+        )
+        for case in args.cases.split(",")
+    }
+
+
 def run_parts(args: argparse.Namespace) -> dict:
     """Per model part: bfloat16 autocast confined to that part, on the recorded cases."""
-    from sam2_core.modeling.precision import AUTOCAST_PARTS, autocast_parts, set_autocast_parts
+    from sam2_core.modeling.precision import (
+        AUTOCAST_PARTS,
+        PART_GROUPS,
+        autocast_parts,
+        set_autocast_parts,
+    )
     from sam2_core.parity import load_case_model
     from sam2_core.tracker import TrackerOptions
 
@@ -146,35 +217,33 @@ def run_parts(args: argparse.Namespace) -> dict:
         f"default policy ({', '.join(default) or 'none'})": default,
     }
     policies.update({f"{part} alone": [part] for part in AUTOCAST_PARTS})
+    policies.update({f"{group} (all its parts)": [group] for group in PART_GROUPS})
+    policies.update(
+        {f"default + {part}": [*default, part] for part in AUTOCAST_PARTS if part not in default}
+    )
     policies["every part"] = list(AUTOCAST_PARTS)
+    splits = {
+        "memory_attention, attention cores float32": "core",
+        "memory_attention, attention projections float32": "projections",
+    }
+    policies.update({name: ["memory_attention"] for name in splits})
     figures: dict[str, dict] = {}
     for name, parts in policies.items():
         options = (
             TrackerOptions() if parts is None else TrackerOptions(autocast_dtype=torch.bfloat16)
         )
         set_autocast_parts(model, default if parts is None else parts)
-        figures[name] = {
-            case: case_agreement(args.case, case, model, options) for case in args.cases.split(",")
-        }
-        figures[name + " + bf16 memories"] = {
-            case: case_agreement(
-                args.case,
-                case,
-                model,
-                TrackerOptions(
-                    memory_dtype=torch.bfloat16,
-                    autocast_dtype=None if parts is None else torch.bfloat16,
-                ),
-            )
-            for case in args.cases.split(",")
-        }
+        split = attention_split(model, splits[name]) if name in splits else contextlib.nullcontext()
+        with split:
+            _measure(figures, name, args, model, options, parts)
     set_autocast_parts(model, default)
     settings = {
         "case_dir": str(args.case),
         "cases": args.cases.split(","),
         "device": args.device,
         "reference": "the recorded float32 outputs of the official code (our float32 replay matches them, 0 sign flips)",
-        "autocast": "torch.bfloat16 on the given parts only; the others float32 islands",
+        "autocast": "torch.bfloat16 on the given parts only; the others float32 islands; "
+        "layer norms in float32 under autocast on every device (CUDA's rule)",
         "iou": "per output mask (object, frame, step), masks = logits > 0",
     }
     return report("bench_dtype_parts", settings, {"policies": figures}, env)

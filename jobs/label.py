@@ -219,7 +219,8 @@ OPTIONS: list[tuple[str, dict]] = [
         {
             "choices": ["float32", "bfloat16"],
             "default": "float32",
-            "help": "bfloat16: autocast (memory attention in bfloat16, the rest float32 islands) "
+            "help": "bfloat16: autocast (memory attention's feed-forward in bfloat16, the rest "
+            "float32 islands) "
             "and tracking memory stored in bfloat16; for GPUs (default float32)",
         },
     ),

@@ -30,7 +30,7 @@ from pipeline.manifest import Reject, read_manifest
 from pipeline.plan import Unit, conflicting_jobs, plan_units, why_other_labeling
 from pipeline.progress import Progress
 from pipeline.ray_backend import ActorResources, RayBackend, connect_ray
-from pipeline.records import RunSummary, UnitFailure, UnitResult, UnitSeconds
+from pipeline.records import ChunkSummary, RunSummary, UnitFailure, UnitResult, UnitSeconds
 from pipeline.retry import RetryPolicy
 from pipeline.scheduler import Limits, Scheduler, default_queue_depth
 from pipeline.sink import OutputStore
@@ -302,6 +302,7 @@ def _tally(
     summary.unit_seconds = UnitSeconds.of(results)
     summary.frames_per_encoder_batch = _frames_per_batch(results)
     summary.worker_settings = list(dict.fromkeys(r.settings for r in results if r.settings))
+    summary.object_chunks = ChunkSummary.of(results)
 
 
 def _other_labeling(store: OutputStore, units: list[Unit], committed: set[str]) -> dict | None:

@@ -18,6 +18,7 @@ from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pyarrow as pa
@@ -29,6 +30,9 @@ from pipeline.storage import safe_uri
 from pipeline.video import open_video
 from sam2_core.frames import FrameSource
 from sam2_core.prompts import ObjectPrompt, PromptError
+
+if TYPE_CHECKING:
+    from sam2_core.tracker_records import TrackerStats
 
 SORT_KEYS = [("object_id", "ascending"), ("frame_index", "ascending")]
 
@@ -54,6 +58,7 @@ class LabelStats:
     encode_wait_s: float = 0.0
     discover_s: float = 0.0
     propose_s: float = 0.0
+    tracker: TrackerStats | None = None  # the tracking session's (None: no video tracked)
 
 
 @dataclass
@@ -279,7 +284,7 @@ def label_prompts(
     unit's work began, for ``wall_s``."""
     import torch
 
-    from sam2_core.tracker import track_video
+    from sam2_core.tracker import VideoSession, track_session
 
     started = time.perf_counter() if started is None else started
     origins = dict(origins or {})
@@ -308,7 +313,8 @@ def label_prompts(
     results = None
     try:
         with torch.inference_mode():
-            results = track_video(model, frames, prompts, tracker_options, encoder=encoder)
+            session = VideoSession(model, frames, tracker_options, encoder)
+            results = track_session(session, prompts)
             while True:
                 step = time.perf_counter()
                 result = next(results, None)
@@ -355,6 +361,7 @@ def label_prompts(
         transfer_s=transfer_s,
         encode_s=encode_s,
         encode_wait_s=wait_s,
+        tracker=session.stats,
     )
     return table, stats
 

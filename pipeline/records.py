@@ -35,6 +35,32 @@ class WorkerSettings:
 
 
 @dataclass(frozen=True)
+class ObjectChunks:
+    """How a unit's objects were split into chunks on the device, from its tracking session
+    (``sam2_core.tracker_records.TrackerStats``): ``largest`` / ``smallest`` the largest and
+    smallest chunk a frame was tried with, ``max_per_frame`` the most chunks of one frame,
+    ``oom_retries`` frames redone after running out of device memory and ``oom_chunks`` the
+    smaller chunk each of those took, in order."""
+
+    largest: int = 0
+    smallest: int = 0
+    max_per_frame: int = 0
+    oom_retries: int = 0
+    oom_chunks: tuple[int, ...] = ()
+
+    @classmethod
+    def of(cls, stats) -> ObjectChunks:
+        """From a session's ``TrackerStats``."""
+        return cls(
+            largest=stats.largest_chunk,
+            smallest=stats.smallest_chunk,
+            max_per_frame=stats.max_chunks_per_frame,
+            oom_retries=stats.oom_retries,
+            oom_chunks=tuple(stats.oom_chunks),
+        )
+
+
+@dataclass(frozen=True)
 class UnitResult:
     """A committed unit: counts and timings (seconds) reported by the worker that wrote it.
 
@@ -46,7 +72,8 @@ class UnitResult:
     ``discover_s`` finding its objects (pass 1) and ``propose_s`` the part of it spent on
     proposals (automatic masks or the detector), ``track_s`` then being pass 2 alone.
     ``encoder_images`` / ``encoder_batches`` are the worker's running totals of its shared image
-    encoder (several units at once per worker), 0 when it has none.
+    encoder (several units at once per worker), 0 when it has none. ``chunks``: how its
+    objects were split on the device (None for images, which are not tracked).
     """
 
     unit_id: str
@@ -75,6 +102,7 @@ class UnitResult:
     encoder_images: int = 0
     encoder_batches: int = 0
     settings: WorkerSettings | None = None
+    chunks: ObjectChunks | None = None
 
     def commit_metadata(self) -> dict:
         """The part of the result stored in the unit's commit record."""
@@ -190,12 +218,61 @@ class UnitSeconds:
 
 
 @dataclass
+class OomRetries:
+    """A unit that ran out of device memory: ``retries`` frames redone, each with the smaller
+    object chunk in ``chunks`` (in order)."""
+
+    unit_id: str
+    retries: int
+    chunks: list[int]
+
+
+@dataclass
+class ChunkSummary:
+    """The run's object chunks (``summary.json`` ``object_chunks``): the largest and smallest
+    chunk any unit's frame was tried with (None when no video was tracked), the most chunks of
+    one frame, the out-of-memory retries in all and the units that made them."""
+
+    largest: int | None = None
+    smallest: int | None = None
+    max_per_frame: int = 0
+    oom_retries: int = 0
+    units_after_oom: list[OomRetries] = field(default_factory=list)
+
+    @classmethod
+    def of(cls, results: list[UnitResult]) -> ChunkSummary:
+        chunks = [(r.unit_id, r.chunks) for r in results if r.chunks and r.chunks.largest]
+        if not chunks:
+            return cls()
+        return cls(
+            largest=max(c.largest for _, c in chunks),
+            smallest=min(c.smallest for _, c in chunks),
+            max_per_frame=max(c.max_per_frame for _, c in chunks),
+            oom_retries=sum(c.oom_retries for _, c in chunks),
+            units_after_oom=[
+                OomRetries(unit_id, c.oom_retries, list(c.oom_chunks))
+                for unit_id, c in sorted(chunks)
+                if c.oom_retries
+            ],
+        )
+
+    @classmethod
+    def from_dict(cls, raw: dict) -> ChunkSummary:
+        known = {f.name for f in fields(cls)}
+        values = {k: v for k, v in raw.items() if k in known}
+        values["units_after_oom"] = [OomRetries(**u) for u in values.get("units_after_oom") or []]
+        return cls(**values)
+
+
+@dataclass
 class RunSummary:
     """``summary.json``: what a run was asked, what it did, how it ended.
 
     status: "ok", "partial" (failures or rejects), "rejected" (``--strict`` with rejects),
     "interrupted" (Ctrl-C) or "fatal" (the run could not go on; ``error`` says why).
     ``worker_settings``: each distinct way the run's workers ran the model, as they reported it.
+    ``object_chunks``: how the workers split objects into chunks on the device, and which units
+    ran out of device memory and were redone with smaller chunks.
     """
 
     run_id: str
@@ -225,6 +302,7 @@ class RunSummary:
     unit_seconds: UnitSeconds = field(default_factory=UnitSeconds)
     frames_per_encoder_batch: float | None = None
     worker_settings: list[WorkerSettings] = field(default_factory=list)
+    object_chunks: ChunkSummary = field(default_factory=ChunkSummary)
 
     def to_json(self) -> bytes:
         return json.dumps(asdict(self), indent=2, sort_keys=True).encode("utf-8")
@@ -239,4 +317,5 @@ class RunSummary:
         values["worker_settings"] = [
             WorkerSettings.from_dict(s) for s in values.get("worker_settings") or []
         ]
+        values["object_chunks"] = ChunkSummary.from_dict(values.get("object_chunks") or {})
         return cls(**values)

@@ -37,7 +37,7 @@ from pipeline.device import ComputeOptions, DevicePlan, apply_plan, device_plan,
 from pipeline.image_labeling import label_images
 from pipeline.labeling import label_video
 from pipeline.plan import Unit
-from pipeline.records import UnitResult, WorkerSettings
+from pipeline.records import ObjectChunks, UnitResult, WorkerSettings
 from pipeline.retry import TRANSIENT, classify
 from pipeline.sink import OutputStore
 from sam2_core.hub import CheckpointDigestError, read_checkpoint  # noqa: F401 - the error a wrong checkpoint gives here
@@ -262,6 +262,7 @@ class LabelWorker:
             write_s=done - tracked,
             total_s=done - started,
             settings=self.settings,
+            chunks=ObjectChunks.of(stats.tracker) if stats.tracker is not None else None,
             # this actor's totals so far (threads share the encoder)
             encoder_images=self.encoder.images if self.encoder is not None else 0,
             encoder_batches=self.encoder.batches if self.encoder is not None else 0,

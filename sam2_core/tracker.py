@@ -373,6 +373,7 @@ class VideoSession:
                     raise
                 self.stats.object_chunk = max(1, min(chunk, len(todo)) // 2)
                 self.stats.oom_retries += 1
+                self.stats.oom_chunks.append(self.stats.object_chunk)
                 if self.device.type == "cuda":
                     torch.cuda.empty_cache()
         for tr in self._objects.values():
@@ -392,7 +393,7 @@ class VideoSession:
     def _track_objects(self, object_ids: list[int], frame: int, reverse: bool) -> None:
         chunk = self._object_chunk() if self.options.batch_objects else 1
         groups = [object_ids[i : i + chunk] for i in range(0, len(object_ids), chunk)]
-        self.stats.max_chunks_per_frame = max(self.stats.max_chunks_per_frame, len(groups))
+        self.stats.record_frame(min(chunk, len(object_ids)), len(groups))
         for group in groups:
             self._track_batch(group, frame, reverse, chunk)
 

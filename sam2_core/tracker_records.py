@@ -63,11 +63,22 @@ class TrackerStats:
     """How a session ran, for reports (summary.json): object_chunk: the chunk size in use
     (None until the first tracked frame); max_chunks_per_frame: the most chunks one frame was
     split into; oom_retries: frames redone with a smaller chunk after running out of device
-    memory."""
+    memory; largest_chunk / smallest_chunk: the largest and smallest chunk a frame was tried
+    with (0 before the first); oom_chunks: the smaller chunk each of those retries took, in order.
+    """
 
     object_chunk: int | None = None
     max_chunks_per_frame: int = 0
     oom_retries: int = 0
+    largest_chunk: int = 0
+    smallest_chunk: int = 0
+    oom_chunks: list[int] = field(default_factory=list)
+
+    def record_frame(self, chunk: int, chunks: int) -> None:
+        """A frame tried with objects in ``chunks`` chunks of at most ``chunk``."""
+        self.max_chunks_per_frame = max(self.max_chunks_per_frame, chunks)
+        self.largest_chunk = max(self.largest_chunk, chunk)
+        self.smallest_chunk = min(self.smallest_chunk or chunk, chunk)
 
 
 @dataclass

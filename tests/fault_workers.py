@@ -86,3 +86,27 @@ def _pickle_by_value() -> None:
 
 
 _pickle_by_value()
+
+
+def tight_memory_worker(max_objects: int) -> type[LabelWorker]:
+    """A LabelWorker whose device seems to hold at most ``max_objects`` objects in memory
+    attention at once: a larger chunk raises ``torch.OutOfMemoryError`` there (simulated on the
+    CPU, as CUDA raises it), so the tracker retries the frame with smaller chunks."""
+
+    class TightMemoryWorker(LabelWorker):
+        def _build(self, device, checkpoint):
+            import torch
+
+            model = super()._build(device, checkpoint)
+            attention = model.memory_attention
+            original = attention.forward
+
+            def forward(*args, **kwargs):
+                if args[2].shape[0] > max_objects:  # memory: B x M x C
+                    raise torch.OutOfMemoryError("CUDA out of memory (simulated)")
+                return original(*args, **kwargs)
+
+            attention.forward = forward
+            return model
+
+    return TightMemoryWorker

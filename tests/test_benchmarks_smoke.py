@@ -222,6 +222,36 @@ def test_bench_dtype_compares_bfloat16_options_with_float32(tmp_path):
         bench_dtype.parse_args(["--seeds", "1000"])  # a training seed
 
 
+@pytest.mark.slow
+def test_bench_dtype_measures_each_bf16_policy_on_a_recorded_case(mini_a_dir, tmp_path):
+    from benchmarks import bench_dtype
+
+    out = tmp_path / "parts.json"
+    args = ["--case", str(mini_a_dir), "--cases", "video", "--threads", "1", "--json", str(out)]
+    bench_dtype.main(args)
+    policies = json.loads(out.read_text())["figures"]["policies"]
+    assert policies["float32 (no autocast)"]["video"]["mean_iou"] == 1.0
+    default = policies["default policy (memory_attention.feed_forward)"]["video"]
+    assert default["mean_iou"] >= 0.99 and default["presence_flips"] == 0
+    for name in (
+        "memory_attention, attention cores float32",
+        "memory_attention, attention projections float32",
+        "memory_attention (all its parts)",
+        "every part + bf16 memories",
+    ):
+        assert policies[name]["video"]["masks"] == 75, name
+    # the attention splits really keep something in float32: each moves the masks otherwise
+    whole, cores, projections = (
+        policies[f"memory_attention{n}"]["video"]["mean_iou"]
+        for n in (
+            " (all its parts)",
+            ", attention cores float32",
+            ", attention projections float32",
+        )
+    )
+    assert len({whole, cores, projections}) == 3
+
+
 def test_bench_vs_official_times_both_and_checks_their_masks_agree(mini_a_dir, tmp_path):
     from benchmarks import bench_vs_official
 

@@ -10,7 +10,7 @@ import threading
 import time
 
 import pytest
-from fault_workers import Fault, faulty_worker
+from fault_workers import Fault, faulty_worker, tight_memory_worker
 from labeling_helpers import (
     assert_same_rows,
     demo_entries,
@@ -202,6 +202,28 @@ def test_worker_killed_mid_unit_and_storage_error_are_retried(
     assert result.exit_code == 0, result.failures
     assert result.summary.retries == 2
     assert_same_rows(sorted_masks(out), expected)
+
+
+@pytest.mark.slow
+def test_summary_reports_units_redone_with_smaller_object_chunks_after_device_oom(
+    cluster, fault_inputs, mini_a_dir, tmp_path
+):
+    # memory attention "runs out of device memory" with more than one object at once
+    folder, manifest, expected = fault_inputs
+    out = tmp_path / "out"
+    result = run_labeling(run_config(manifest, out, mini_a_dir), tight_memory_worker(1))
+    assert result.exit_code == 0, result.failures
+    assert result.summary.retries == 0  # the tracker retried the frame, not the scheduler
+    chunks = json.loads((out / "summary.json").read_text())["object_chunks"]
+    commits = [json.loads(p.read_text())["metadata"] for p in (out / "_commits").glob("*.json")]
+    two_objects = sorted(c["unit_id"] for c in commits if len(c["object_ids"]) == 2)
+    assert two_objects and len(two_objects) < len(commits)
+    assert (chunks["largest"], chunks["smallest"], chunks["max_per_frame"]) == (2, 1, 2)
+    assert chunks["oom_retries"] == len(two_objects)  # the first tracked frame of each, once
+    assert chunks["units_after_oom"] == [
+        {"unit_id": unit_id, "retries": 1, "chunks": [1]} for unit_id in two_objects
+    ]
+    assert sorted_masks(out).num_rows == expected.num_rows
 
 
 @pytest.mark.slow

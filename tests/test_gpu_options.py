@@ -17,7 +17,7 @@ import torch
 from labeling_helpers import RUN_ID, make_clip, mini_files, run_config, write_jsonl
 
 from pipeline.device import ComputeOptions, DevicePlan, device_plan, tracker_options
-from pipeline.records import RunSummary, UnitSeconds, WorkerSettings
+from pipeline.records import ChunkSummary, OomRetries, RunSummary, UnitSeconds, WorkerSettings
 from sam2_core.tracker import TrackerOptions
 
 REPO = Path(__file__).resolve().parents[1]
@@ -172,9 +172,9 @@ def test_rle_encoding_runs_off_the_tracking_thread_while_tracking_goes_on(
     encoding_threads: set[int] = set()
     tracked_three = threading.Event()
     waited_ok: list[bool] = []
-    real_track, real_row = tracker.track_video, labeling.mask_row
+    real_track, real_row = tracker.track_session, labeling.mask_row
 
-    def track_video(*args, **kwargs):
+    def track_session(*args, **kwargs):
         for k, result in enumerate(real_track(*args, **kwargs), start=1):
             tracking_threads.add(threading.get_ident())
             if k == 3:
@@ -187,7 +187,7 @@ def test_rle_encoding_runs_off_the_tracking_thread_while_tracking_goes_on(
             waited_ok.append(tracked_three.wait(timeout=60))
         return real_row(video_id, object_id, frame_index, *args, **kwargs)
 
-    monkeypatch.setattr(tracker, "track_video", track_video)
+    monkeypatch.setattr(tracker, "track_session", track_session)
     monkeypatch.setattr(labeling, "mask_row", mask_row)
     folder, manifest = one_clip
     (job,), _ = read_manifest(str(manifest))
@@ -203,13 +203,15 @@ def test_summary_reads_back_its_stages_and_worker_settings_and_old_commit_second
     summary = RunSummary("r", "m", "o", "model", None, None, "now")
     summary.unit_seconds = UnitSeconds(total=3.0, transfer=0.5, write=0.25)
     summary.worker_settings = [WorkerSettings(image_size=512, compiled=True)]
+    summary.object_chunks = ChunkSummary(4, 1, 2, 2, [OomRetries("u1", 2, [2, 1])])
     back = RunSummary.from_json(summary.to_json())
     assert back == summary
     old = json.loads(summary.to_json())
     old["unit_seconds"] = {"total": 1.0, "track": 0.5, "decode": 0.1, "encode": 0.1, "commit": 0.2}
-    del old["worker_settings"]
+    del old["worker_settings"], old["object_chunks"]
     back = RunSummary.from_json(json.dumps(old))
     assert back.unit_seconds.write == 0.2 and back.worker_settings == []
+    assert back.object_chunks == ChunkSummary()
 
 
 # ------------------------------------------------------------------ on real Ray

@@ -197,9 +197,11 @@ def test_tracker_attention_runs_on_a_fused_cuda_kernel(padded, dtype):
 
 @pytest.mark.gpu
 @needs_cuda
-def test_memory_attention_under_bf16_autocast_runs_on_a_fused_cuda_kernel():
+@pytest.mark.parametrize("bf16_attention", [False, True], ids=["default", "bf16-attention"])
+def test_memory_attention_under_bf16_autocast_runs_on_a_fused_cuda_kernel(bf16_attention):
     """The whole memory-attention module of a tracked frame, under the tracker's autocast,
-    restricted to fused kernels."""
+    restricted to fused kernels: with the default policy (attention in float32, the
+    memory-efficient kernel) and with its attentions in bf16 too."""
     from torch.nn.attention import SDPBackend, sdpa_kernel
 
     from sam2_core import resolve_config
@@ -207,6 +209,8 @@ def test_memory_attention_under_bf16_autocast_runs_on_a_fused_cuda_kernel():
 
     cfg = resolve_config("sam2.1_hiera_tiny")
     module = MemoryAttention(cfg.memory_attention).cuda().eval()
+    for layer in module.layers:
+        layer.keep_self_attention_float32 = layer.keep_cross_attention_float32 = not bf16_attention
     d, mem = cfg.memory_attention.d_model, cfg.mem_dim
     cur = torch.randn(1, 4096, d, device="cuda")
     memory = torch.randn(2, 7 * 4096 + 64, mem, device="cuda")
@@ -229,17 +233,54 @@ def mini_a_model(mini_a_dir):
     return load_case_model(mini_a_dir)
 
 
-def test_default_policy_lets_only_memory_attention_into_bf16(mini_a_model):
+def test_default_policy_lets_only_memory_attentions_feed_forward_into_bf16(mini_a_model):
     from sam2_core.modeling.precision import autocast_parts, set_autocast_parts
 
-    assert autocast_parts(mini_a_model) == {"memory_attention"}
+    default = {"memory_attention.feed_forward"}
+    assert autocast_parts(mini_a_model) == default
     set_autocast_parts(mini_a_model, ["mask_decoder", "image_encoder"])
     try:
         assert autocast_parts(mini_a_model) == {"mask_decoder", "image_encoder"}
+        assert mini_a_model.memory_attention.keep_float32  # no part of it chosen: an island
+        set_autocast_parts(mini_a_model, ["memory_attention"])  # a group: its three parts
+        assert autocast_parts(mini_a_model) == {
+            "memory_attention.self_attention",
+            "memory_attention.cross_attention",
+            "memory_attention.feed_forward",
+        }
         with pytest.raises(ValueError, match="unknown autocast part.*'decoder'"):
             set_autocast_parts(mini_a_model, ["decoder"])
     finally:
-        set_autocast_parts(mini_a_model, ["memory_attention"])
+        set_autocast_parts(mini_a_model, default)
+    assert autocast_parts(mini_a_model) == default
+
+
+def test_layer_norms_run_in_float32_under_cpu_autocast_as_under_cuda():
+    """CPU autocast leaves a bf16 layer norm in bf16; CUDA's computes it in float32. Ours
+    follow CUDA's rule on every device, and are plain layer norms outside autocast."""
+    from sam2_core.modeling.common import LayerNorm, LayerNorm2d
+
+    torch.manual_seed(0)
+    x = torch.randn(2, 8, 4, 4)
+    norm, norm2d = LayerNorm(8, eps=1e-6), LayerNorm2d(8, eps=1e-6)
+    with torch.no_grad():
+        norm.weight.uniform_(0.5, 1.5)
+        norm2d.weight.copy_(norm.weight)
+        tokens = x.flatten(2).transpose(1, 2)  # B x HW x C
+        plain = norm(tokens)
+        assert torch.equal(
+            plain, torch.nn.functional.layer_norm(tokens, (8,), norm.weight, eps=1e-6)
+        )
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            assert torch.nn.LayerNorm(8)(tokens.bfloat16()).dtype == torch.bfloat16  # CPU's rule
+            ours, ours2d = norm(tokens.bfloat16()), norm2d(x.bfloat16())
+    assert ours.dtype == ours2d.dtype == torch.float32
+    with torch.no_grad():
+        expected = torch.nn.functional.layer_norm(
+            tokens.bfloat16().float(), (8,), norm.weight, eps=1e-6
+        )
+    assert torch.equal(ours, expected)
+    assert torch.allclose(ours2d, expected.transpose(1, 2).reshape(x.shape), atol=1e-6)
 
 
 def test_mask_heads_run_in_float32_under_autocast(mini_a_model):
@@ -266,26 +307,30 @@ def test_mask_heads_run_in_float32_under_autocast(mini_a_model):
         assert torch.allclose(ours, ref, atol=0.05 * float(ref.abs().max()) + 1e-3), name
 
 
-def test_default_bf16_policy_keeps_masks_and_presence_on_the_recorded_video_case(
-    mini_a_dir, mini_a_model, one_torch_thread
+@pytest.mark.parametrize("case, masks", [("video", 75), ("long", 240)])
+def test_default_bf16_policy_keeps_masks_and_presence_on_the_recorded_cases(
+    mini_a_dir, mini_a_model, one_torch_thread, case, masks
 ):
     """bf16 autocast with the default policy against the recorded float32 outputs: mean mask
-    IoU >= 0.99 and no object judged present in one and absent in the other; with every part
-    in bf16 the same check fails (mean 0.84, 9 flips), so it has teeth."""
+    IoU >= 0.99 and no object judged present in one and absent in the other. With the whole of
+    memory attention in bf16 (the previous default) the same check fails on the long case
+    (mean 0.87, 28 flips), and with every part on both, so it has teeth."""
     from benchmarks.bench_dtype import case_agreement
-    from sam2_core.modeling.precision import AUTOCAST_PARTS, set_autocast_parts
+    from sam2_core.modeling.precision import AUTOCAST_PARTS, autocast_parts, set_autocast_parts
     from sam2_core.tracker import TrackerOptions
 
     options = TrackerOptions(autocast_dtype=torch.bfloat16)
-    default = case_agreement(mini_a_dir, "video", mini_a_model, options)
-    assert default["masks"] == 75
-    assert default["mean_iou"] >= 0.99 and default["presence_flips"] == 0, default
-    set_autocast_parts(mini_a_model, AUTOCAST_PARTS)
+    default = autocast_parts(mini_a_model)
+    ours = case_agreement(mini_a_dir, case, mini_a_model, options)
+    assert ours["masks"] == masks
+    assert ours["mean_iou"] >= 0.99 and ours["presence_flips"] == 0, ours
+    worse = ["memory_attention"] if case == "long" else list(AUTOCAST_PARTS)
+    set_autocast_parts(mini_a_model, worse)
     try:
-        everything = case_agreement(mini_a_dir, "video", mini_a_model, options)
+        other = case_agreement(mini_a_dir, case, mini_a_model, options)
     finally:
-        set_autocast_parts(mini_a_model, ["memory_attention"])
-    assert everything["mean_iou"] < 0.9 and everything["presence_flips"] > 0, everything
+        set_autocast_parts(mini_a_model, default)
+    assert other["mean_iou"] < 0.9 and other["presence_flips"] > 0, other
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the refusal without CUDA")

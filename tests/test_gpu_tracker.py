@@ -212,6 +212,8 @@ def test_a_frame_out_of_device_memory_is_redone_with_half_the_chunk(mini, monkey
     assert raised == [5]
     assert session.stats.oom_retries == 1 and session.stats.object_chunk == 2
     assert session.stats.max_chunks_per_frame == 3
+    assert session.stats.oom_chunks == [2]
+    assert (session.stats.largest_chunk, session.stats.smallest_chunk) == (5, 2)
     for t in expected:
         assert torch.allclose(expected[t], got[t], rtol=1e-5, atol=1e-5), t
 

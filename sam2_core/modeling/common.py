@@ -54,8 +54,28 @@ class MLPBlock(nn.Module):
         return self.lin2(self.act(self.lin1(x)))
 
 
+def _under_autocast(x: torch.Tensor) -> bool:
+    try:
+        return torch.is_autocast_enabled(x.device.type)
+    except RuntimeError:  # a device autocast does not know (e.g. "meta"): never on
+        return False
+
+
+class LayerNorm(nn.LayerNorm):
+    """``nn.LayerNorm`` computed in float32 under autocast on every device.
+
+    CUDA's autocast runs layer norm in float32 (a bfloat16 input comes out float32); CPU's
+    leaves a bfloat16 input in bfloat16. This follows CUDA's rule everywhere, so that CPU
+    measurements of reduced precision stand for CUDA's. Outside autocast, plain ``nn.LayerNorm``.
+    """
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return super().forward(x.float() if _under_autocast(x) else x)
+
+
 class LayerNorm2d(nn.Module):
-    """Layer norm over the channel axis of a B x C x H x W tensor."""
+    """Layer norm over the channel axis of a B x C x H x W tensor (in float32 under autocast,
+    as :class:`LayerNorm`)."""
 
     def __init__(self, num_channels: int, eps: float = 1e-6):
         super().__init__()
@@ -67,6 +87,8 @@ class LayerNorm2d(nn.Module):
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if _under_autocast(x):
+            x = x.float()
         x = F.layer_norm(
             x.permute(0, 2, 3, 1), (self.num_channels,), self.weight, self.bias, self.eps
         )

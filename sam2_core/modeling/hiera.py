@@ -7,7 +7,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..config import TrunkConfig
-from .common import MLP
+from .common import MLP, LayerNorm
 
 
 def _pool(x: torch.Tensor, pool: nn.Module | None) -> torch.Tensor:
@@ -91,14 +91,14 @@ class MultiScaleBlock(nn.Module):
         self.dim, self.dim_out = dim, dim_out
         self.window_size = window_size
         self.q_stride = q_stride
-        self.norm1 = nn.LayerNorm(dim, eps=1e-6)
+        self.norm1 = LayerNorm(dim, eps=1e-6)
         self.pool = (
             nn.MaxPool2d(kernel_size=q_stride, stride=q_stride, ceil_mode=False)
             if q_stride
             else None
         )
         self.attn = MultiScaleAttention(dim, dim_out, num_heads, q_pool=self.pool)
-        self.norm2 = nn.LayerNorm(dim_out, eps=1e-6)
+        self.norm2 = LayerNorm(dim_out, eps=1e-6)
         self.mlp = MLP(dim_out, int(dim_out * mlp_ratio), dim_out, num_layers=2, activation=nn.GELU)
         if dim != dim_out:
             self.proj = nn.Linear(dim, dim_out)

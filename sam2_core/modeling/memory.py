@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from ..config import MemoryAttentionConfig, MemoryEncoderConfig
-from .common import LayerNorm2d, PositionEmbeddingSine
+from .common import LayerNorm, LayerNorm2d, PositionEmbeddingSine
 from .precision import float32_island
 from .transformer import RoPEAttention
 
@@ -38,18 +38,26 @@ class MemoryAttentionLayer(nn.Module):
         )
         self.linear1 = nn.Linear(d, cfg.dim_feedforward)
         self.linear2 = nn.Linear(cfg.dim_feedforward, d)
-        self.norm1 = nn.LayerNorm(d)
-        self.norm2 = nn.LayerNorm(d)
-        self.norm3 = nn.LayerNorm(d)
+        self.norm1 = LayerNorm(d)
+        self.norm2 = LayerNorm(d)
+        self.norm3 = LayerNorm(d)
         self.dropout = nn.Dropout(cfg.dropout)
         self.activation = nn.ReLU()
 
+    # Float32 islands under autocast (sam2_core.modeling.precision): each of the three steps
+    # may run in reduced precision on its own.
+    keep_self_attention_float32 = True
+    keep_cross_attention_float32 = True
+    keep_feed_forward_float32 = False
+
+    @float32_island(switch="keep_self_attention_float32")
     def attend_self(self, x: torch.Tensor, x_pos: torch.Tensor) -> torch.Tensor:
         """The frame's tokens attend to each other (no memory involved)."""
         h = self.norm1(x)
         qk = h + x_pos if self.cfg.pos_enc_at_attn else h
         return x + self.dropout(self.self_attn(qk, qk, h))
 
+    @float32_island(switch="keep_cross_attention_float32")
     def attend_memory(
         self,
         x: torch.Tensor,
@@ -59,17 +67,21 @@ class MemoryAttentionLayer(nn.Module):
         num_k_exclude_rope: int,
         key_mask: torch.Tensor | None,
     ) -> torch.Tensor:
-        """Cross-attention to the memory, then the feed-forward. ``x`` may have batch 1 against a
-        memory of batch B (one frame shared by B objects): the result has batch B."""
+        """Cross-attention to the memory. ``x`` may have batch 1 against a memory of batch B
+        (one frame shared by B objects): the result has batch B."""
         cfg = self.cfg
         h = self.norm2(x)
         q = h + x_pos if cfg.pos_enc_at_cross_attn_queries else h
         k = memory + memory_pos if cfg.pos_enc_at_cross_attn_keys else memory
-        x = x + self.dropout(
+        return x + self.dropout(
             self.cross_attn_image(
                 q, k, memory, num_k_exclude_rope=num_k_exclude_rope, key_mask=key_mask
             )
         )
+
+    @float32_island(switch="keep_feed_forward_float32")
+    def feed_forward(self, x: torch.Tensor) -> torch.Tensor:
+        """The token-wise two-layer MLP."""
         h = self.norm3(x)
         return x + self.dropout(self.linear2(self.dropout(self.activation(self.linear1(h)))))
 
@@ -83,19 +95,20 @@ class MemoryAttentionLayer(nn.Module):
         key_mask: torch.Tensor | None,
     ) -> torch.Tensor:
         x = self.attend_self(x, x_pos)
-        return self.attend_memory(x, memory, x_pos, memory_pos, num_k_exclude_rope, key_mask)
+        x = self.attend_memory(x, memory, x_pos, memory_pos, num_k_exclude_rope, key_mask)
+        return self.feed_forward(x)
 
 
 class MemoryAttention(nn.Module):
     """Conditions the current frame's features on memory tokens (spatial memories + object pointers)."""
 
-    keep_float32 = False  # runs in reduced precision under autocast (sam2_core.modeling.precision)
+    keep_float32 = False  # its layers' switches say which steps run in reduced precision
 
     def __init__(self, cfg: MemoryAttentionConfig):
         super().__init__()
         self.cfg = cfg
         self.layers = nn.ModuleList(MemoryAttentionLayer(cfg) for _ in range(cfg.num_layers))
-        self.norm = nn.LayerNorm(cfg.d_model)
+        self.norm = LayerNorm(cfg.d_model)
 
     @float32_island
     def forward(

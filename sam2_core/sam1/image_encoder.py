@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..modeling.common import LayerNorm2d, MLPBlock
+from ..modeling.common import LayerNorm, LayerNorm2d, MLPBlock
 from .config import ViTConfig
 
 
@@ -84,9 +84,9 @@ class ViTBlock(nn.Module):
         super().__init__()
         self.window_size = window_size
         side = window_size if window_size > 0 else grid
-        self.norm1 = nn.LayerNorm(dim, eps=1e-6)
+        self.norm1 = LayerNorm(dim, eps=1e-6)
         self.attn = ViTAttention(dim, num_heads, (side, side))
-        self.norm2 = nn.LayerNorm(dim, eps=1e-6)
+        self.norm2 = LayerNorm(dim, eps=1e-6)
         self.mlp = MLPBlock(dim, int(dim * mlp_ratio), nn.GELU)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
