@@ -21,7 +21,17 @@ from pipeline.records import ChunkSummary, OomRetries, RunSummary, UnitSeconds, 
 from sam2_core.tracker import TrackerOptions
 
 REPO = Path(__file__).resolve().parents[1]
-STAGES = {"total", "track", "decode", "transfer", "encode", "encode_wait", "write"}
+STAGES = {
+    "total",
+    "track",
+    "decode",
+    "transfer",
+    "encode",
+    "encode_wait",
+    "write",
+    "discover",
+    "propose",
+}
 
 
 @pytest.fixture(scope="module")
