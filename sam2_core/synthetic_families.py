@@ -191,9 +191,16 @@ def _sample_texture_grid(grid: np.ndarray, u: np.ndarray, v: np.ndarray, scale: 
 
 
 def _random_texture(rng: np.random.Generator, plan, colors: np.ndarray) -> tuple[str, Texture]:
-    """An object texture: one of the generator's two-colour patterns, colour noise, dots or
-    flat colour with shading; returns (name, texture)."""
-    kind = rng.choice(["pattern", "colour-noise", "dots", "flat"], p=[0.45, 0.25, 0.15, 0.15])
+    """An object texture: one of the generator's two-colour patterns, colour noise, a piece of
+    a colourful background-like texture (camouflage), dots or flat colour with shading;
+    returns (name, texture)."""
+    kind = rng.choice(
+        ["pattern", "colour-noise", "camouflage", "dots", "flat"], p=[0.35, 0.2, 0.2, 0.1, 0.15]
+    )
+    if kind == "camouflage":
+        grid = _colour_noise_canvas(rng, 24, 24, (0.0, 1.0), (0.15, 1.0))
+        scale = rng.uniform(0.15, 0.5)
+        return "camouflage", lambda u, v: _sample_texture_grid(grid, u, v, scale)
     if kind == "pattern":
 
         def texture(u, v):
@@ -465,7 +472,7 @@ FAMILIES: dict[str, Family] = {
         ),
         Family(
             "randomised",
-            "domain randomisation: textures, colours, backgrounds, sizes, motion, distractors, "
+            "domain randomisation: textures (camouflage included), colours, backgrounds, sizes, motion, distractors, "
             "lighting, noise, blur, JPEG",
             False,
             128,
