@@ -31,6 +31,8 @@ from jobs.argtypes import (
     probability,
 )
 from pipeline.training.data import (
+    FAMILIES,
+    GENERATED,
     SYNTHETIC,
     DataSpec,
     TrainingData,
@@ -176,7 +178,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=[],
         metavar="SPEC",
         help="run:URI (a `jobs label` output), davis:URI (JPEGImages/ + Annotations/), sav:URI "
-        "(<video>.mp4 + <video>_manual.json) or synthetic (default); repeatable, URI any fsspec URL",
+        "(<video>.mp4 + <video>_manual.json), synthetic (default) or families:NAME[=WEIGHT],... "
+        "(synthetic scene families; blobs is synthetic's generator with the options below); "
+        "repeatable, URI any fsspec URL",
     )
     g.add_argument(
         "--storage-options",
@@ -292,8 +296,8 @@ def synthetic_config(args: argparse.Namespace) -> SyntheticConfig:
 
 def data_specs(args: argparse.Namespace) -> list[DataSpec]:
     specs = list(args.data) or [DataSpec(SYNTHETIC)]
-    if len(specs) > 1 and any(spec.kind == SYNTHETIC for spec in specs):
-        raise ValueError("--data synthetic cannot be mixed with other --data specs")
+    if len(specs) > 1 and any(spec.kind in GENERATED for spec in specs):
+        raise ValueError("--data synthetic / families: cannot be mixed with other --data specs")
     return specs
 
 
@@ -327,6 +331,15 @@ def train_config(args: argparse.Namespace) -> TrainConfig:
         micro_batch=args.micro_batch,
         prefetch_steps=args.prefetch_steps,
     )
+
+
+def _mixture(spec: DataSpec, blobs: SyntheticConfig):
+    """The seed -> video function of a ``families:`` spec (None for plain synthetic)."""
+    if spec.kind != FAMILIES:
+        return None
+    from sam2_core.synthetic_families import FamilyMixture, parse_family_weights
+
+    return FamilyMixture(parse_family_weights(spec.uri), blobs)
 
 
 class TrainJob:
@@ -369,7 +382,7 @@ class TrainJob:
             "init_checkpoint": args.init_checkpoint,
             "workers": args.workers,
         }
-        if specs[0].kind == SYNTHETIC:
+        if specs[0].kind in GENERATED:
             if args.eval_videos and args.first_seed < args.eval_videos:
                 raise ValueError(
                     f"--first-seed {args.first_seed} overlaps the held-out seeds 0..{args.eval_videos - 1}"
@@ -380,6 +393,7 @@ class TrainJob:
                 num_seeds=args.num_seeds,
                 max_objects=args.max_objects,
                 reuse=args.video_reuse,
+                generate=_mixture(specs[0], self.synth),
             )
             record |= {
                 "synthetic": {k: getattr(self.synth, k) for k in self.synth.__dataclass_fields__},
@@ -403,7 +417,7 @@ class TrainJob:
 
     def describe_data(self) -> str:
         if self.data is None:
-            return "synthetic videos" + (
+            return f"synthetic videos ({self.args.data[0] if self.args.data else SYNTHETIC})" + (
                 f"; held out: seeds 0..{self.args.eval_videos - 1}" if self.args.eval_videos else ""
             )
         return f"{len(self.data.train)} training video(s); held out: " + (

@@ -23,7 +23,7 @@ from pipeline.synthetic_io import (
 from sam2_core.frames import ArrayFrames, FrameSource
 from sam2_core.modeling.sam2 import SAM2Model
 from sam2_core.prompts import ObjectPrompt
-from sam2_core.synthetic import SyntheticConfig, generate_video
+from sam2_core.synthetic import SyntheticConfig, SyntheticVideo, generate_video
 from sam2_core.tracker import track_video
 
 EVAL_RUN_ID = "train-eval"
@@ -35,8 +35,14 @@ def track_synthetic(
 ) -> tuple[pa.Table, pa.Table]:
     """Track one synthetic video from the manifest's clicks; (prediction table, ground-truth
     table). A predicted mask counts only where the object is judged present."""
-    video = generate_video(seed, config)
-    video_id = video_id_for_seed(seed, id_prefix)
+    return track_generated(model, generate_video(seed, config), id_prefix)
+
+
+def track_generated(
+    model: SAM2Model, video: SyntheticVideo, id_prefix: str = "synthetic"
+) -> tuple[pa.Table, pa.Table]:
+    """:func:`track_synthetic` for a video already generated (any generator of the record)."""
+    video_id = video_id_for_seed(video.seed, id_prefix)
     entry = manifest_entry(f"{video_id}.mp4", video_id, video)
     frames = ArrayFrames(video.frames)
     prompts = entry_prompts(entry, frames)
@@ -76,6 +82,33 @@ def synthetic_jf(model: SAM2Model, seeds: Iterable[int], config: SyntheticConfig
     model.eval()
     try:
         preds, gts = zip(*(track_synthetic(model, int(s), config) for s in seeds))
+    finally:
+        model.train(was_training)
+    return evaluate_tables(pa.concat_tables(preds), pa.concat_tables(gts))
+
+
+def family_jf(
+    model: SAM2Model,
+    family: str,
+    seeds: Iterable[int],
+    height: int | None = None,
+    width: int | None = None,
+) -> EvalReport:
+    """J&F of ``model`` on videos of a scene family (:mod:`sam2_core.synthetic_families`; sizes
+    default to the family's), prompted and tracked as :func:`synthetic_jf`."""
+    from sam2_core.synthetic_families import generate_family_video
+
+    was_training = model.training
+    model.eval()
+    try:
+        preds, gts = zip(
+            *(
+                track_generated(
+                    model, generate_family_video(family, int(s), height, width), family
+                )
+                for s in seeds
+            )
+        )
     finally:
         model.train(was_training)
     return evaluate_tables(pa.concat_tables(preds), pa.concat_tables(gts))

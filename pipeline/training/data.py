@@ -7,7 +7,9 @@ SPEC is ``KIND:URI`` or ``synthetic``:
 - ``davis:URI`` a DAVIS / YouTube-VOS style folder (``JPEGImages/<video>/``,
   ``Annotations/<video>/``);
 - ``sav:URI`` an SA-V style folder (``<video>.mp4`` and ``<video>_manual.json``);
-- ``synthetic`` the synthetic generator.
+- ``synthetic`` the synthetic generator;
+- ``families:NAME[=WEIGHT],...`` a mixture of synthetic scene families
+  (:mod:`sam2_core.synthetic_families`), e.g. ``families:blobs=2,randomised,crowded``.
 
 URI is a local path or any fsspec URL.
 """
@@ -29,11 +31,14 @@ from pipeline.training.videos import (
 
 READERS = {"run": run_videos, "davis": davis_videos, "sav": sav_videos}
 SYNTHETIC = "synthetic"
+FAMILIES = "families"
+GENERATED = (SYNTHETIC, FAMILIES)  # drawn by seed, not read
 
 
 @dataclass(frozen=True)
 class DataSpec:
-    """One ``--data`` value: ``kind`` in READERS or "synthetic"; ``uri`` ("" for synthetic)."""
+    """One ``--data`` value: ``kind`` in READERS, "synthetic" or "families"; ``uri`` ("" for
+    synthetic, the family list for families)."""
 
     kind: str
     uri: str = ""
@@ -45,12 +50,20 @@ class DataSpec:
 def parse_data_spec(text: str) -> DataSpec:
     """'davis:/data/DAVIS' -> DataSpec('davis', '/data/DAVIS'); ValueError naming the value."""
     text = (text or "").strip()
-    kinds = ", ".join(f"{k}:URI" for k in READERS) + f", {SYNTHETIC}"
+    kinds = ", ".join(f"{k}:URI" for k in READERS) + f", {SYNTHETIC}, {FAMILIES}:NAME,..."
     if not text:
         raise ValueError(f"empty --data spec; give one of {kinds}")
     if text == SYNTHETIC:
         return DataSpec(SYNTHETIC)
     kind, sep, uri = text.partition(":")
+    if kind == FAMILIES and sep:
+        from sam2_core.synthetic_families import parse_family_weights
+
+        try:
+            parse_family_weights(uri)
+        except ValueError as err:
+            raise ValueError(f"--data {text!r}: {err}") from None
+        return DataSpec(FAMILIES, uri.strip())
     if not sep or kind not in READERS:
         raise ValueError(f"--data {text!r}: unknown kind {kind!r}; give one of {kinds}")
     if not uri.strip():
@@ -71,7 +84,7 @@ def load_training_data(
 ) -> TrainingData:
     """Read every spec's videos, check each video's frames against its masks, and hold out
     ``heldout`` videos chosen by ``seed`` (the same ones on every run and resume)."""
-    if not specs or any(s.kind == SYNTHETIC for s in specs):
+    if not specs or any(s.kind in GENERATED for s in specs):
         raise ValueError("load_training_data reads run:, davis: and sav: specs only")
     videos: list[TrainingVideo] = []
     for spec in specs:

@@ -9,7 +9,7 @@ from a range of seeds, so training never sees the held-out seeds.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -17,7 +17,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..synthetic import SyntheticConfig, generate_video
+from ..synthetic import SyntheticConfig, SyntheticVideo, generate_video
 from ..transforms import IMAGENET_MEAN, IMAGENET_STD, video_frame_to_input
 
 
@@ -179,7 +179,8 @@ class SyntheticClips:
     """Clips from synthetic videos of seeds ``first_seed .. first_seed + num_seeds - 1`` (None:
     an unbounded range), generated on demand. Rendering a video costs more than cutting a clip,
     so up to ``pool_size`` recent videos are kept and each is used for ``reuse`` clips on
-    average (1: a fresh video for every clip)."""
+    average (1: a fresh video for every clip). ``generate`` (seed -> video) replaces
+    ``generate_video(seed, config)``, e.g. a :class:`~sam2_core.synthetic_families.FamilyMixture`."""
 
     config: SyntheticConfig
     first_seed: int = 1000
@@ -189,6 +190,7 @@ class SyntheticClips:
     reverse_prob: float = 0.5
     pool_size: int = 32
     reuse: float = 1.0
+    generate: Callable[[int], SyntheticVideo] | None = None
     _pool: list = field(default_factory=list, repr=False)
 
     def _video(self, rng: np.random.Generator):
@@ -197,7 +199,7 @@ class SyntheticClips:
             return self._pool[int(rng.integers(len(self._pool)))]
         span = self.num_seeds if self.num_seeds is not None else 10**9
         seed = self.first_seed + int(rng.integers(span))
-        video = generate_video(seed, self.config)
+        video = self.generate(seed) if self.generate else generate_video(seed, self.config)
         if self.reuse > 1.0:
             if len(self._pool) < self.pool_size:
                 self._pool.append(video)
