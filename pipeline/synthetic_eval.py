@@ -103,9 +103,7 @@ def family_jf(
     try:
         preds, gts = zip(
             *(
-                track_generated(
-                    model, generate_family_video(family, int(s), height, width), family
-                )
+                track_generated(model, generate_family_video(family, int(s), height, width), family)
                 for s in seeds
             )
         )
