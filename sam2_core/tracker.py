@@ -81,7 +81,11 @@ class VideoSession:
         if ahead is None:  # read ahead only where the model does not run on the same cores
             ahead = 2 if self.device.type == "cuda" else 0
         self._reader = FramePrefetcher(
-            frames, model.image_size, ahead, pin=self.device.type == "cuda"
+            frames,
+            model.image_size,
+            ahead,
+            pin=self.device.type == "cuda",
+            resize=self.options.frame_resize,
         )
         self._encode = encoder or model.encode_image
         self.stats = TrackerStats(object_chunk=self.options.object_chunk)

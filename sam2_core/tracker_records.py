@@ -19,6 +19,7 @@ from .memory_bank import FrameState
 from .modeling.sam2 import SAM2Model
 from .prompts import ObjectPrompt
 from .transfer import to_host
+from .transforms import FRAME_RESIZES
 
 
 @dataclass(frozen=True)
@@ -40,6 +41,11 @@ class TrackerOptions:
     half the chunk. stable_shapes: pad each chunk's objects to a power of two (at most the
     chunk) and every memory to a fixed token count, so that compiled parts see few shapes
     (None: when the model's hot parts are compiled, ``SAM2Model.compile_hot_parts``).
+    frame_resize: how frames are resized to the model's input: "pillow" (default; the official
+    loader's resize, bit-identical input, about 2 ms a 480x640 frame) or "torch" (torch's
+    antialiased bicubic on the uint8 frame: about 0.4 ms, every value within one grey level of
+    Pillow's, but the long parity case then leaves its 1e-2 logit tolerance); see
+    ``transforms.video_frame_to_input`` and docs/PERFORMANCE.md.
     """
 
     storage_device: str | None = None
@@ -50,8 +56,13 @@ class TrackerOptions:
     prefetch_frames: int | None = None
     object_chunk: int | None = None
     stable_shapes: bool | None = None
+    frame_resize: str = "pillow"
 
     def __post_init__(self):
+        if self.frame_resize not in FRAME_RESIZES:
+            raise ValueError(
+                f"frame_resize must be one of {FRAME_RESIZES}, got {self.frame_resize!r}"
+            )
         if self.object_chunk is not None and self.object_chunk < 1:
             raise ValueError(
                 f"object_chunk must be >= 1 (or None for automatic), got {self.object_chunk}"
