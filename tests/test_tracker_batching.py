@@ -1,0 +1,81 @@
+"""What a tracked frame costs does not grow in small steps with the number of objects: memory
+tokens are assembled in a fixed number of tensor operations, prompts of many objects on a frame
+are decoded and encoded as one batch, and per-image constants are kept between frames."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from torch.utils._python_dispatch import TorchDispatchMode
+
+from sam2_core.frames import ArrayFrames
+from sam2_core.tracker import ObjectPrompt, VideoSession, track_session
+
+
+class _CountOps(TorchDispatchMode):
+    def __init__(self):
+        super().__init__()
+        self.count = 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        self.count += 1
+        return func(*args, **(kwargs or {}))
+
+
+@pytest.fixture(scope="module")
+def frames(mini_a_dir):
+    return np.load(mini_a_dir / "long_case.npz")["frames"][:8]
+
+
+def _clicks(n: int, frame: int = 0) -> list[ObjectPrompt]:
+    return [
+        ObjectPrompt(k + 1, frame, points=[[20.0 + 10 * k, 30.0 + 5 * k]], labels=[1])
+        for k in range(n)
+    ]
+
+
+def _session_after(mini, frames, prompts, upto: int) -> VideoSession:
+    session = VideoSession(mini, ArrayFrames(frames))
+    for prompt in prompts:
+        session.add(prompt)
+    for res in session.propagate(0):
+        if res.frame_index == upto:
+            break
+    return session
+
+
+@torch.inference_mode()
+def test_memory_tokens_take_as_many_tensor_operations_for_eight_objects_as_for_two(mini, frames):
+    counts = {}
+    for n in (2, 8):
+        session = _session_after(mini, frames, _clicks(n), upto=4)
+        feats = session._frame_features(5)
+        ids = session.object_ids
+        with _CountOps() as ops:
+            session._bank.tokens(ids, 5, feats, reverse=False)
+        counts[n] = ops.count
+    assert counts[8] == counts[2], counts
+
+
+@torch.inference_mode()
+def test_batched_memory_tokens_are_each_objects_own(mini, frames):
+    # Objects 1-2 prompted on frame 0, object 3 on frame 2: ragged memories, padded and masked.
+    prompts = [*_clicks(2), ObjectPrompt(3, 2, points=[[60.0, 40.0]], labels=[1])]
+    session = _session_after(mini, frames, prompts, upto=5)
+    feats = session._frame_features(6)
+    bank = session._bank
+    for ids in ([1, 2], [1, 2, 3]):
+        batch = bank.tokens(ids, 6, feats, reverse=False)
+        for i, oid in enumerate(ids):
+            alone = bank.tokens([oid], 6, feats, reverse=False)
+            keep = slice(None) if batch.key_mask is None else batch.key_mask[i]
+            pos = batch.pos[i if batch.pos.shape[0] > 1 else 0]
+            n_sp = alone.tokens.shape[1] - alone.num_pointer_tokens
+            torch.testing.assert_close(batch.tokens[i][keep][:n_sp], alone.tokens[0][:n_sp])
+            torch.testing.assert_close(pos[keep][:n_sp], alone.pos[0][:n_sp])
+            torch.testing.assert_close(
+                batch.tokens[i][keep][n_sp:], alone.tokens[0][n_sp:], rtol=1e-5, atol=1e-6
+            )
+            torch.testing.assert_close(pos[keep][n_sp:], alone.pos[0][n_sp:], rtol=1e-5, atol=1e-6)
+    assert bank.tokens([1, 2], 6, feats, reverse=False).pos.shape[0] == 1  # alike: shared
