@@ -79,3 +79,23 @@ def test_batched_memory_tokens_are_each_objects_own(mini, frames):
             )
             torch.testing.assert_close(pos[keep][n_sp:], alone.pos[0][n_sp:], rtol=1e-5, atol=1e-6)
     assert bank.tokens([1, 2], 6, feats, reverse=False).pos.shape[0] == 1  # alike: shared
+
+
+def test_image_position_embedding_is_computed_once_while_the_weights_stay(mini, frames):
+    trunk = mini.image_encoder.trunk
+    image = torch.zeros(1, 3, mini.image_size, mini.image_size)
+    with torch.inference_mode():
+        first = trunk._pos_embed(64, 64)
+        assert trunk._pos_embed(64, 64) is first
+    saved = trunk.pos_embed.detach().clone()
+    with torch.no_grad():
+        trunk.pos_embed.add_(1.0)
+        changed = trunk._pos_embed(64, 64)
+        trunk.pos_embed.copy_(saved)
+    assert changed is not first
+    torch.testing.assert_close(changed, first + 1.0)
+    # Recording gradients: computed afresh, with its history.
+    trunk.pos_embed.grad = None
+    trunk(image)[0].sum().backward()
+    assert trunk.pos_embed.grad is not None
+    trunk.zero_grad(set_to_none=True)
