@@ -81,6 +81,35 @@ def test_batched_memory_tokens_are_each_objects_own(mini, frames):
     assert bank.tokens([1, 2], 6, feats, reverse=False).pos.shape[0] == 1  # alike: shared
 
 
+def _calls(module: torch.nn.Module, arg: int) -> list[int]:
+    """The batch size of argument ``arg`` in each call of ``module`` from now on."""
+    calls: list[int] = []
+    module.register_forward_hook(lambda m, args, out: calls.append(args[arg].shape[0]))
+    return calls
+
+
+def test_prompts_on_a_frame_are_decoded_and_encoded_as_one_batch(mini, frames):
+    prompts = _clicks(4)
+    decoder = _calls(mini.sam_mask_decoder, 0)
+    encoder = _calls(mini.memory_encoder, 1)  # the masks (the frame's features: batch 1)
+    try:
+        batched = [
+            r.mask_logits
+            for r in track_session(VideoSession(mini, ArrayFrames(frames[:3])), prompts)
+        ]
+        prompting_decodes, prompting_encodes = decoder[:1], encoder[:1]
+        session = VideoSession(mini, ArrayFrames(frames[:3]))
+        for prompt in prompts:
+            session.add(prompt)
+        alone = [r.mask_logits for r in session.propagate(0)]
+    finally:
+        mini.sam_mask_decoder._forward_hooks.clear()
+        mini.memory_encoder._forward_hooks.clear()
+    assert prompting_decodes == [4] and prompting_encodes == [4]
+    for a, b in zip(batched, alone, strict=True):
+        assert float((a - b).abs().max()) < 1e-3
+
+
 def test_image_position_embedding_is_computed_once_while_the_weights_stay(mini, frames):
     trunk = mini.image_encoder.trunk
     image = torch.zeros(1, 3, mini.image_size, mini.image_size)
