@@ -136,10 +136,23 @@ class FrameResult:
 
     def video_logits(self) -> torch.Tensor:
         """N x H x W float32 logits at the video's resolution, on the device (> 0 inside;
-        -1024 where absent)."""
-        return F.interpolate(
-            self.low_res, size=self.video_size, mode="bilinear", align_corners=False
-        )[:, 0]
+        -1024 where absent).
+
+        On the CPU, where looking at the values costs no wait for a device, an object whose
+        low-res logits are one constant (an absent object: -1024 everywhere) is filled with
+        that constant instead of being upsampled; only the others go through the upsampling.
+        """
+        low = self.low_res
+        n = low.shape[0]
+        if low.device.type == "cpu" and n:
+            lo, hi = low.reshape(n, -1).aminmax(dim=1)
+            varying = (lo != hi).nonzero()[:, 0]
+            if len(varying) < n:
+                out = lo.reshape(n, 1, 1).expand(n, *self.video_size).clone()
+                if len(varying):
+                    out[varying] = _upsample(low[varying], self.video_size)
+                return out
+        return _upsample(low, self.video_size)
 
     @functools.cached_property
     def mask_logits(self) -> torch.Tensor:
@@ -169,6 +182,11 @@ class FrameResult:
             values[:, 1],
             list(self.prompted),
         )
+
+
+def _upsample(low_res: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """N x 1 x h4 x w4 logits -> N x H x W (bilinear, as the official predictor)."""
+    return F.interpolate(low_res, size=size, mode="bilinear", align_corners=False)[:, 0]
 
 
 def automatic_object_chunk(

@@ -7,10 +7,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from sam2_core.frames import ArrayFrames
-from sam2_core.tracker import ObjectPrompt, VideoSession, track_session
+from sam2_core.tracker import FrameResult, ObjectPrompt, VideoSession, track_session
 
 
 class _CountOps(TorchDispatchMode):
@@ -128,3 +129,34 @@ def test_image_position_embedding_is_computed_once_while_the_weights_stay(mini, 
     trunk(image)[0].sum().backward()
     assert trunk.pos_embed.grad is not None
     trunk.zero_grad(set_to_none=True)
+
+
+class _Upsampled(TorchDispatchMode):
+    """How many images went through bilinear upsampling."""
+
+    def __init__(self):
+        super().__init__()
+        self.images = 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        if "upsample_bilinear2d" in str(func):
+            self.images += args[0].shape[0]
+        return func(*args, **(kwargs or {}))
+
+
+def test_only_objects_with_varying_logits_are_upsampled_to_video_size():
+    low = torch.full((3, 1, 16, 16), -1024.0)
+    low[1] = torch.linspace(-3, 3, 256).reshape(1, 16, 16)
+    result = FrameResult(
+        1, [1, 2, 3], low, torch.tensor([-1.0, 2.0, -1.0]), torch.ones(3), [False] * 3, (48, 64)
+    )
+    with _Upsampled() as up:
+        logits = result.video_logits()
+    assert up.images == 1
+    plain = F.interpolate(low, size=(48, 64), mode="bilinear", align_corners=False)[:, 0]
+    assert logits.shape == (3, 48, 64) and logits.dtype == torch.float32
+    assert bool((logits[0] == -1024).all()) and bool((logits[2] == -1024).all())
+    torch.testing.assert_close(logits, plain)
+    masks = result.download().masks
+    assert masks.shape == (3, 48, 64) and not masks[0].any() and not masks[2].any()
+    np.testing.assert_array_equal(masks[1], (plain[1] > 0).numpy())
