@@ -298,9 +298,7 @@ class MemoryBank:
                 for s in (slots[:1] if shared else slots)
             ]
             nb = 1 if shared else b
-            pos_sp = (
-                torch.cat(pos_parts).reshape(nb, n_sp * hw, mem_dim) if n_sp else None
-            )
+            pos_sp = torch.cat(pos_parts).reshape(nb, n_sp * hw, mem_dim) if n_sp else None
             pos_pt = None if ptr_pos is None else ptr_pos.reshape(nb, n_pt * split, mem_dim)
             pos_list = [p for p in (pos_sp, pos_pt) if p is not None]
             tokens_pos = torch.cat(pos_list, dim=1) if len(pos_list) > 1 else pos_list[0]
@@ -333,7 +331,7 @@ class MemoryBank:
         mem (row ``num_maskmem - slot - 1`` for slot ``slot``). Kept while the temporal encodings
         are unchanged and no gradient is recorded; recomputed (with its history) otherwise."""
         tpos = self.model.maskmem_tpos_enc
-        key = (tpos._version, tpos.device, tpos.dtype)
+        key = (tpos._version, tpos.device, tpos.dtype, torch.is_inference_mode_enabled())
         record = torch.is_grad_enabled() and tpos.requires_grad
         if self._slot_pos is not None and self._slot_pos_key == key and not record:
             return self._slot_pos

@@ -160,3 +160,24 @@ def test_only_objects_with_varying_logits_are_upsampled_to_video_size():
     masks = result.download().masks
     assert masks.shape == (3, 48, 64) and not masks[0].any() and not masks[2].any()
     np.testing.assert_array_equal(masks[1], (plain[1] > 0).numpy())
+
+
+def test_decoder_position_encoding_is_computed_once_while_its_matrix_stays(mini):
+    encoder = mini.sam_prompt_encoder
+    matrix = encoder.pe_layer.positional_encoding_gaussian_matrix
+    with torch.inference_mode():
+        first = encoder.get_dense_pe()
+        assert encoder.get_dense_pe() is first
+        torch.testing.assert_close(
+            first, encoder.pe_layer.grid(*encoder.image_embedding_size)[None]
+        )
+    saved = matrix.clone()
+    try:
+        matrix.mul_(2.0)
+        changed = encoder.get_dense_pe()
+        torch.testing.assert_close(
+            changed, encoder.pe_layer.grid(*encoder.image_embedding_size)[None]
+        )
+        assert not torch.equal(changed, first)
+    finally:
+        matrix.copy_(saved)

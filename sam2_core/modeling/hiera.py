@@ -171,12 +171,13 @@ class Hiera(nn.Module):
         weights and the grid, so it is kept between calls (one bicubic resize and one tile less
         per image) while no gradient is recorded and the weights are unchanged."""
         win = self.pos_embed_window
-        record = torch.compiler.is_compiling() or (
+        traced = torch.compiler.is_compiling() or torch.jit.is_tracing()
+        record = traced or (
             torch.is_grad_enabled() and (self.pos_embed.requires_grad or win.requires_grad)
         )
         cached = self._pos_cache
         versions = (self.pos_embed._version, win._version) if not record else None
-        key = (h, w, versions, win.device, win.dtype)
+        key = (h, w, versions, win.device, win.dtype, torch.is_inference_mode_enabled())
         if not record and cached is not None and cached[0] == key:
             return cached[1]
         pos = F.interpolate(self.pos_embed, size=(h, w), mode="bicubic")
