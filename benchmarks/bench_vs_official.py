@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import importlib.util
 import json
 import time
@@ -48,9 +49,15 @@ from benchmarks.common import (
     tracker_options,
 )
 
-# Our side: default TrackerOptions, and the same without the frame read-ahead thread.
-VARIANTS = ("official", "ours", "ours_prefetch0")
-OURS_PREFETCH = {"ours": None, "ours_prefetch0": 0}
+# Our side: default TrackerOptions, the same without the frame read-ahead thread, and (on
+# request only) with torch's frame resize instead of Pillow's (TrackerOptions.frame_resize).
+VARIANTS = ("official", "ours", "ours_prefetch0", "ours_torch_resize")
+DEFAULT_VARIANTS = VARIANTS[:3]
+OURS_OPTIONS = {
+    "ours": {},
+    "ours_prefetch0": {"prefetch_frames": 0},
+    "ours_torch_resize": {"frame_resize": "torch"},
+}
 # The performance issue's targets: ours at least this many times Meta's speed, by object count.
 TARGETS = {1: 1.25, 4: 1.8, 16: 2.0}
 # Modules both implementations call by the same names; the rest of a frame's time is
@@ -100,8 +107,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--device", default="cpu", help="torch device (default cpu)")
     p.add_argument(
         "--variants",
-        default=",".join(VARIANTS),
-        help=f"which to run, from {', '.join(VARIANTS)} (default all; 'official' is required)",
+        default=",".join(DEFAULT_VARIANTS),
+        help=f"which to run, from {', '.join(VARIANTS)} (default {','.join(DEFAULT_VARIANTS)}; 'official' is required)",
     )
     p.add_argument(
         "--breakdown",
@@ -358,7 +365,13 @@ def run(args: argparse.Namespace) -> dict:
     frames = [source[i] for i in range(len(source))]
     ours_variants = [v for v in args.variants if v != "official"]
     options = {
-        v: tracker_options("float32", True, prefetch_frames=OURS_PREFETCH[v]) for v in ours_variants
+        v: dataclasses.replace(
+            tracker_options(
+                "float32", True, prefetch_frames=OURS_OPTIONS[v].get("prefetch_frames")
+            ),
+            **{k: x for k, x in OURS_OPTIONS[v].items() if k != "prefetch_frames"},
+        )
+        for v in ours_variants
     }
 
     def job(variant: str, n: int):
@@ -441,6 +454,7 @@ def run(args: argparse.Namespace) -> dict:
         "device": args.device,
         "variants": args.variants,
         "ours_prefetch_frames": {v: options[v].prefetch_frames for v in ours_variants},
+        "ours_frame_resize": {v: options[v].frame_resize for v in ours_variants},
         "prompts": "one positive click per object on frame 0 at the disc centres",
         "frames_source": "MovingDiscs, pre-rendered uint8 arrays in memory, the same for both sides",
         "official": "sam2 SAM2VideoPredictor built from the config's resolved tree; init_state's frame loader "

@@ -81,8 +81,7 @@ def track_session(
     merged = _merge_prompts(prompts, session.num_frames)
     if not merged:
         raise ValueError("no prompts given")
-    for prompt in merged:
-        session.add(prompt)
+    session.add_all(merged)
     start = merged[0].frame
     reverse_from = (
         start if start > 0 else None

@@ -70,11 +70,19 @@ class FramePrefetcher:
 
     The frame source is only touched under ``lock``, so readers need not be thread-safe.
     With ``pin`` the frames come in page-locked memory (for a CUDA device: the upload then
-    does not block), pinned on the reading thread.
+    does not block), pinned on the reading thread. ``resize``: see ``video_frame_to_input``.
     """
 
-    def __init__(self, frames: FrameSource, size: int, depth: int, pin: bool = False):
+    def __init__(
+        self,
+        frames: FrameSource,
+        size: int,
+        depth: int,
+        pin: bool = False,
+        resize: str = "pillow",
+    ):
         self.frames, self.size, self.depth, self.pin = frames, size, depth, pin
+        self.resize = resize
         self.lock = threading.Lock()
         self._plan: deque[int] = deque()
         self._pending: dict[int, Future] = {}
@@ -83,7 +91,7 @@ class FramePrefetcher:
     def load(self, frame: int) -> torch.Tensor:
         with self.lock:
             image = self.frames[frame]
-        tensor = video_frame_to_input(image, self.size)
+        tensor = video_frame_to_input(image, self.size, self.resize)
         return tensor.pin_memory() if self.pin else tensor
 
     def upcoming(self) -> int | None:

@@ -69,8 +69,9 @@ class ObjectMemory:
 class MemoryTokens:
     """What a batch of B objects attends to on one frame.
 
-    tokens, pos: B x M x mem_dim (spatial memories first, then object pointers, each pointer
-    split into ``hidden_dim / mem_dim`` tokens); num_pointer_tokens: how many of the M are
+    tokens: B x M x mem_dim (spatial memories first, then object pointers, each pointer split
+    into ``hidden_dim / mem_dim`` tokens); pos: their encodings, B x M x mem_dim, or
+    1 x M x mem_dim when every object's are the same (they broadcast); num_pointer_tokens: how many of the M are
     pointers (the same count for every object, padding included); key_mask: B x M, True for
     real tokens, or None when no object needs padding.
     """
@@ -116,6 +117,8 @@ class MemoryBank:
         self.pointer_span = min(pointer_span or num_frames, cfg.max_obj_ptrs_in_encoder)
         self._objects: dict[int, ObjectMemory] = {}
         self._memory_pos: torch.Tensor | None = None
+        self._slot_pos: torch.Tensor | None = None
+        self._slot_pos_key: tuple | None = None
 
     # ------------------------------------------------------------------ storing
 
@@ -144,20 +147,24 @@ class MemoryBank:
         IoUs as float32, ``maskmem`` (B x mem x h x w) in the memory dtype; ``outputs``:
         B x 1 x h4 x w4 mask logits to keep with them (None: none kept)."""
         sto = self.storage
+        if maskmem is not None:
+            maskmem = self.stored_memory(maskmem)  # the whole batch in one copy
         return [
             FrameState(
                 pred_masks=None if outputs is None else to_device(outputs[i : i + 1], sto),
                 obj_ptr=to_device(heads.obj_ptr[i : i + 1].float(), sto),
                 object_score_logits=to_device(heads.object_score_logits[i : i + 1].float(), sto),
                 iou=to_device(heads.iou[i : i + 1].float(), sto),
-                maskmem=None if maskmem is None else self.stored_memory(maskmem[i : i + 1]),
+                maskmem=None if maskmem is None else maskmem[i : i + 1],
             )
             for i in range(heads.obj_ptr.shape[0])
         ]
 
     def stored_memory(self, maskmem: torch.Tensor) -> torch.Tensor:
-        """Memory features as they are stored (storage device, memory dtype)."""
-        return to_device(maskmem, self.storage, self.memory_dtype)
+        """Memory features as they are stored (storage device, memory dtype, channels-last: each
+        image's features are then already its hw x mem block of memory tokens)."""
+        stored = to_device(maskmem, self.storage, self.memory_dtype)
+        return stored.contiguous(memory_format=torch.channels_last)
 
     def add(
         self,
@@ -207,14 +214,24 @@ class MemoryBank:
     def tokens(
         self, object_ids: Sequence[int], frame: int, feats: ImageFeatures, reverse: bool
     ) -> MemoryTokens:
-        """The memory tokens each object attends to on ``frame``, as the memory rule selects them."""
+        """The memory tokens each object attends to on ``frame``, as the memory rule selects them.
+
+        Built with a fixed number of tensor operations whatever the number of objects and
+        memories: every selected memory in one concatenation (stored memories are channels-last,
+        so each is already a block of tokens), every pointer in another, the positions of all
+        of them from one table of per-slot encodings and one pointer-encoding call; when all
+        objects select alike (the usual case) their positions are shared (batch 1).
+        """
         model, cfg = self.model, self.cfg
         mem_dim, hidden = model.cfg.mem_dim, model.cfg.hidden_dim
         split = hidden // mem_dim if mem_dim < hidden else 1
-        pos = self._position(feats).flatten(2).transpose(1, 2)  # 1 x hw x mem
-        hw = pos.shape[1]
+        slot_pos = self._slot_positions(feats)  # num_maskmem x hw x mem
+        hw = slot_pos.shape[1]
 
-        spatial, spatial_pos, ptrs, ptr_pos = [], [], [], []
+        spatial: list[torch.Tensor] = []  # every object's memories, in order
+        pointers: list[torch.Tensor] = []
+        slots: list[tuple[int, ...]] = []  # per object: its memories' rows of slot_pos
+        rels: list[tuple[int, ...]] = []  # per object: its pointers' temporal positions
         for oid in object_ids:
             mem = self._objects.get(oid)
             if mem is None or not mem.cond:
@@ -227,33 +244,21 @@ class MemoryBank:
                 reverse,
                 cfg,
             )
-            feats_i, pos_i = [], []
-            for t, slot, from_cond in sel.spatial:
+            for t, _, from_cond in sel.spatial:
                 state = mem.referred(t, from_cond)
                 if state.maskmem is None:
                     raise RuntimeError(
                         f"memory of frame {t} for object {oid} was dropped but is still needed"
                     )
-                feats_i.append(
-                    to_device(state.maskmem, self.device, torch.float32).flatten(2).transpose(1, 2)
-                )
-                pos_i.append(
-                    pos + model.maskmem_tpos_enc[cfg.num_maskmem - slot - 1].reshape(1, 1, mem_dim)
-                )
-            spatial.append(feats_i)
-            spatial_pos.append(pos_i)
-            ptrs.append(
-                [
-                    to_device(mem.referred(t, c).obj_ptr, self.device, torch.float32)
-                    for t, _, c in sel.pointers
-                ]
-            )
-            ptr_pos.append([d for _, d, _ in sel.pointers])
+                spatial.append(state.maskmem)
+            pointers.extend(mem.referred(t, c).obj_ptr for t, _, c in sel.pointers)
+            slots.append(tuple(cfg.num_maskmem - slot - 1 for _, slot, _ in sel.spatial))
+            rels.append(tuple(d for _, d, _ in sel.pointers))
 
         b = len(object_ids)
-        n_sp = max(len(s) for s in spatial)
-        n_pt = max(len(p) for p in ptrs)
-        ragged = any(len(s) != n_sp for s in spatial) or any(len(p) != n_pt for p in ptrs)
+        n_sp = max(len(s) for s in slots)
+        n_pt = max(len(r) for r in rels)
+        ragged = any(len(s) != n_sp for s in slots) or any(len(r) != n_pt for r in rels)
         if self.stable_shapes:
             n_sp = _round_up(n_sp, cfg.num_maskmem)
             n_pt = (
@@ -262,35 +267,79 @@ class MemoryBank:
                 else n_pt
             )
             ragged = True
-        tokens = feats.embedding.new_zeros(b, n_sp * hw + n_pt * split, mem_dim)
-        tokens_pos = torch.zeros_like(tokens)
-        key_mask = (
-            torch.zeros(b, tokens.shape[1], dtype=torch.bool, device=self.device)
-            if ragged
+        # All memories as tokens, K x hw x mem; all pointers as tokens, P x split x mem.
+        mem_tokens = (
+            _as_tokens(to_device(torch.cat(spatial), self.device, torch.float32))
+            if spatial
             else None
         )
-        # Every object's pointer positions in one upload (B x n_pt), not one per object.
-        if n_pt:
-            rel = host_values([p + [0] * (n_pt - len(p)) for p in ptr_pos], self.device)
+        ptr_tokens = (
+            to_device(torch.cat(pointers), self.device, torch.float32).reshape(-1, split, mem_dim)
+            if pointers
+            else None
+        )
+        shared = not ragged and len(set(slots)) == 1 and len(set(rels)) == 1
+        pos_objects = rels[:1] if shared else rels
+        all_rels = [d for r in pos_objects for d in r]
+        ptr_pos = (
+            model.pointer_position_encoding(
+                host_values(all_rels, self.device), self.pointer_span
+            ).repeat_interleave(split, dim=0)
+            if all_rels
+            else None
+        )
+        if not ragged:
+            parts = [] if mem_tokens is None else [mem_tokens.reshape(b, n_sp * hw, mem_dim)]
+            if ptr_tokens is not None:
+                parts.append(ptr_tokens.reshape(b, n_pt * split, mem_dim))
+            tokens = torch.cat(parts, dim=1) if len(parts) > 1 else parts[0]
+            pos_parts = [
+                slot_pos[list(s)].reshape(1, -1, mem_dim) if s else None
+                for s in (slots[:1] if shared else slots)
+            ]
+            nb = 1 if shared else b
+            pos_sp = torch.cat(pos_parts).reshape(nb, n_sp * hw, mem_dim) if n_sp else None
+            pos_pt = None if ptr_pos is None else ptr_pos.reshape(nb, n_pt * split, mem_dim)
+            pos_list = [p for p in (pos_sp, pos_pt) if p is not None]
+            tokens_pos = torch.cat(pos_list, dim=1) if len(pos_list) > 1 else pos_list[0]
+            return MemoryTokens(tokens, tokens_pos, n_pt * split, None)
+
+        # Objects with fewer memories or pointers than others: padded, masked out.
+        tokens = slot_pos.new_zeros(b, n_sp * hw + n_pt * split, mem_dim)
+        tokens_pos = torch.zeros_like(tokens)
+        key_mask = torch.zeros(b, tokens.shape[1], dtype=torch.bool, device=self.device)
+        k_sp = k_pt = 0
+        start = n_sp * hw
         for i in range(b):
-            if spatial[i]:
-                k = len(spatial[i]) * hw
-                tokens[i, :k] = torch.cat(spatial[i], dim=1)[0]
-                tokens_pos[i, :k] = torch.cat(spatial_pos[i], dim=1)[0]
-                if key_mask is not None:
-                    key_mask[i, :k] = True
-            if ptrs[i]:
-                n = len(ptrs[i])
-                start = n_sp * hw
-                tokens[i, start : start + n * split] = torch.cat(ptrs[i], dim=0).reshape(
-                    n * split, mem_dim
-                )
-                tokens_pos[i, start : start + n * split] = model.pointer_position_encoding(
-                    rel[i, :n], self.pointer_span
-                ).repeat_interleave(split, dim=0)
-                if key_mask is not None:
-                    key_mask[i, start : start + n * split] = True
+            k = len(slots[i])
+            if k:
+                tokens[i, : k * hw] = mem_tokens[k_sp : k_sp + k].reshape(k * hw, mem_dim)
+                tokens_pos[i, : k * hw] = slot_pos[list(slots[i])].reshape(k * hw, mem_dim)
+                key_mask[i, : k * hw] = True
+                k_sp += k
+            n = len(rels[i])
+            if n:
+                end = start + n * split
+                tokens[i, start:end] = ptr_tokens[k_pt : k_pt + n].reshape(n * split, mem_dim)
+                tokens_pos[i, start:end] = ptr_pos[k_pt * split : (k_pt + n) * split]
+                key_mask[i, start:end] = True
+                k_pt += n
         return MemoryTokens(tokens, tokens_pos, n_pt * split, key_mask)
+
+    def _slot_positions(self, feats: ImageFeatures) -> torch.Tensor:
+        """Position plus temporal encoding of a spatial memory at each slot: num_maskmem x hw x
+        mem (row ``num_maskmem - slot - 1`` for slot ``slot``). Kept while the temporal encodings
+        are unchanged and no gradient is recorded; recomputed (with its history) otherwise."""
+        tpos = self.model.maskmem_tpos_enc
+        key = (tpos._version, tpos.device, tpos.dtype, torch.is_inference_mode_enabled())
+        record = torch.is_grad_enabled() and tpos.requires_grad
+        if self._slot_pos is not None and self._slot_pos_key == key and not record:
+            return self._slot_pos
+        pos = self._position(feats).flatten(2).transpose(1, 2)  # 1 x hw x mem
+        table = pos + tpos.reshape(tpos.shape[0], 1, -1)
+        if not record:
+            self._slot_pos, self._slot_pos_key = table, key
+        return table
 
     def _position(self, feats: ImageFeatures) -> torch.Tensor:
         """Position encoding of a memory (the same for every frame): 1 x mem x h x w."""
@@ -330,6 +379,11 @@ class MemoryBank:
             for m in self._objects.values()
             for s in [*m.cond.values(), *m.non_cond.values()]
         )
+
+
+def _as_tokens(maskmem: torch.Tensor) -> torch.Tensor:
+    """K x mem x h x w memory features -> K x hw x mem tokens (a view when channels-last)."""
+    return maskmem.flatten(2).transpose(1, 2)
 
 
 def _round_up(n: int, step: int) -> int:

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import contextlib
 from collections import OrderedDict
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 
 import numpy as np
 import torch
@@ -81,7 +81,11 @@ class VideoSession:
         if ahead is None:  # read ahead only where the model does not run on the same cores
             ahead = 2 if self.device.type == "cuda" else 0
         self._reader = FramePrefetcher(
-            frames, model.image_size, ahead, pin=self.device.type == "cuda"
+            frames,
+            model.image_size,
+            ahead,
+            pin=self.device.type == "cuda",
+            resize=self.options.frame_resize,
         )
         self._encode = encoder or model.encode_image
         self.stats = TrackerStats(object_chunk=self.options.object_chunk)
@@ -144,6 +148,59 @@ class VideoSession:
         return self._prompted_step(
             frame, track, points=self._model_points(prompt), mask=None, prev_logits=prev
         )
+
+    @torch.inference_mode()
+    def add_all(self, prompts: Sequence[ObjectPrompt]) -> None:
+        """Add many checked prompts, each replacing its frame's earlier prompts (as ``add``).
+        Points or boxes on a frame where the object has no output yet are decoded together:
+        the objects of such a frame with as many prompt points go through the decoder as one
+        batch (the same outputs as adding them one by one: such a frame is decoded without
+        memory, each object on its own prompts); the others are added one by one."""
+        for prompt in prompts:
+            self._check_frame(prompt.frame)
+            self._track(prompt.object_id)  # objects in the order given, as with ``add``
+        if len({(p.object_id, p.frame) for p in prompts}) < len(prompts):
+            for prompt in prompts:  # later prompts replace earlier ones: keep the order
+                self.add(prompt)
+            return
+        groups: dict[tuple[int, int], list[ObjectPrompt]] = {}
+        for prompt in prompts:
+            track = self._objects[prompt.object_id]
+            fresh = (
+                prompt.mask is None
+                and prompt.frame not in track.tracked
+                and self._output(track, prompt.frame) is None
+            )
+            if fresh:
+                n_pts = self._model_points(prompt)[1].shape[1]
+                groups.setdefault((prompt.frame, n_pts), []).append(prompt)
+            else:
+                self.add(prompt)
+        for (frame, n_pts), group in groups.items():
+            self._prompted_batch(frame, group, n_pts)
+
+    def _prompted_batch(self, frame: int, prompts: list[ObjectPrompt], n_pts: int) -> None:
+        """Decode first prompts (points/boxes, ``n_pts`` points each) of several objects on one
+        frame in one batch; their outputs are kept pending like ``_prompted_step``'s."""
+        feats = self._frame_features(frame)
+        points = [self._model_points(p) for p in prompts]
+        coords = torch.cat([c for c, _ in points])
+        labels = torch.cat([lab for _, lab in points])
+        b = len(prompts)
+        with self._autocast():
+            pix = self._bank.without_memory(feats).expand(b, -1, -1, -1)
+            heads = self.model.sam_heads(
+                pix,
+                feats.expand(b).high_res,
+                coords,
+                labels,
+                None,
+                multimask=self.model.use_multimask(True, n_pts),
+            )
+        for prompt, state in zip(prompts, self._store(heads), strict=True):
+            track = self._objects[prompt.object_id]
+            track.prompts[frame] = prompt
+            track.pending[frame] = (True, state)
 
     def _add_mask(self, prompt: ObjectPrompt) -> FrameResult:
         m = to_device(torch.from_numpy(prompt.mask.astype(np.float32))[None, None], self.device)
@@ -326,37 +383,46 @@ class VideoSession:
 
     def _commit_pending(self) -> None:
         """Encode memories of prompted outputs and file them as conditioning (or ordinary) frames,
-        as the official predictor does before each propagation."""
-        size = self.model.image_size
-        binarize = self.cfg.binarize_mask_from_pts_for_mem_enc
+        as the official predictor does before each propagation; the memories of all objects
+        prompted on a frame are encoded as one batch."""
         for track in self._objects.values():
             memory = self._bank.memory(track.object_id)
             if not track.pending and not memory.cond and not memory.non_cond:
                 raise ValueError(
                     f"object {track.object_id} has no prompts: add points, a box or a mask first"
                 )
+        by_frame: dict[int, list[FrameState]] = {}
+        for track in self._objects.values():
+            for frame, (_, state) in track.pending.items():
+                if state.maskmem is None:
+                    by_frame.setdefault(frame, []).append(state)
+        for frame, states in by_frame.items():
+            self._encode_prompted_memories(frame, states)
+        for track in self._objects.values():
+            memory = self._bank.memory(track.object_id)
             for frame in sorted(track.pending, key=lambda f: track.pending[f][0]):  # ordinary first
                 is_cond, state = track.pending[frame]
-                if state.maskmem is None:
-                    feats = self._frame_features(frame)
-                    high = F.interpolate(
-                        to_device(state.pred_masks, self.device),
-                        size=(size, size),
-                        mode="bilinear",
-                        align_corners=False,
-                    )
-                    with self._autocast():
-                        scores = to_device(state.object_score_logits, self.device)
-                        mm, _ = self.model.encode_memory(
-                            feats.embedding, high, scores, binarize=binarize
-                        )
-                    state.maskmem = self._bank.stored_memory(mm)
                 self._bank.add([track.object_id], frame, [state], conditioning=is_cond)
             track.pending.clear()
             if not memory.cond:
                 raise ValueError(
                     f"object {track.object_id} has no conditioning frame: add points, a box or a mask first"
                 )
+
+    def _encode_prompted_memories(self, frame: int, states: list[FrameState]) -> None:
+        """Fill in ``maskmem`` of prompted outputs on one frame, all objects in one batch."""
+        size = self.model.image_size
+        feats = self._frame_features(frame)
+        low = torch.cat([to_device(s.pred_masks, self.device) for s in states])
+        high = F.interpolate(low, size=(size, size), mode="bilinear", align_corners=False)
+        scores = torch.cat([to_device(s.object_score_logits, self.device) for s in states])
+        with self._autocast():
+            mm, _ = self.model.encode_memory(
+                feats.embedding, high, scores, binarize=self.cfg.binarize_mask_from_pts_for_mem_enc
+            )
+        mm = self._bank.stored_memory(mm)
+        for i, state in enumerate(states):
+            state.maskmem = mm[i : i + 1]
 
     def _advance(self, frame: int, reverse: bool) -> FrameResult:
         """Track every object on one frame (reusing conditioning outputs) and record it. A frame

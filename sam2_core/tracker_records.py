@@ -19,6 +19,7 @@ from .memory_bank import FrameState
 from .modeling.sam2 import SAM2Model
 from .prompts import ObjectPrompt
 from .transfer import to_host
+from .transforms import FRAME_RESIZES
 
 
 @dataclass(frozen=True)
@@ -40,6 +41,11 @@ class TrackerOptions:
     half the chunk. stable_shapes: pad each chunk's objects to a power of two (at most the
     chunk) and every memory to a fixed token count, so that compiled parts see few shapes
     (None: when the model's hot parts are compiled, ``SAM2Model.compile_hot_parts``).
+    frame_resize: how frames are resized to the model's input: "pillow" (default; the official
+    loader's resize, bit-identical input, about 2 ms a 480x640 frame) or "torch" (torch's
+    antialiased bicubic on the uint8 frame: about 0.4 ms, every value within one grey level of
+    Pillow's, but the long parity case then leaves its 1e-2 logit tolerance); see
+    ``transforms.video_frame_to_input`` and docs/PERFORMANCE.md.
     """
 
     storage_device: str | None = None
@@ -50,8 +56,13 @@ class TrackerOptions:
     prefetch_frames: int | None = None
     object_chunk: int | None = None
     stable_shapes: bool | None = None
+    frame_resize: str = "pillow"
 
     def __post_init__(self):
+        if self.frame_resize not in FRAME_RESIZES:
+            raise ValueError(
+                f"frame_resize must be one of {FRAME_RESIZES}, got {self.frame_resize!r}"
+            )
         if self.object_chunk is not None and self.object_chunk < 1:
             raise ValueError(
                 f"object_chunk must be >= 1 (or None for automatic), got {self.object_chunk}"
@@ -136,10 +147,23 @@ class FrameResult:
 
     def video_logits(self) -> torch.Tensor:
         """N x H x W float32 logits at the video's resolution, on the device (> 0 inside;
-        -1024 where absent)."""
-        return F.interpolate(
-            self.low_res, size=self.video_size, mode="bilinear", align_corners=False
-        )[:, 0]
+        -1024 where absent).
+
+        On the CPU, where looking at the values costs no wait for a device, an object whose
+        low-res logits are one constant (an absent object: -1024 everywhere) is filled with
+        that constant instead of being upsampled; only the others go through the upsampling.
+        """
+        low = self.low_res
+        n = low.shape[0]
+        if low.device.type == "cpu" and n:
+            lo, hi = low.reshape(n, -1).aminmax(dim=1)
+            varying = (lo != hi).nonzero()[:, 0]
+            if len(varying) < n:
+                out = lo.reshape(n, 1, 1).expand(n, *self.video_size).clone()
+                if len(varying):
+                    out[varying] = _upsample(low[varying], self.video_size)
+                return out
+        return _upsample(low, self.video_size)
 
     @functools.cached_property
     def mask_logits(self) -> torch.Tensor:
@@ -169,6 +193,11 @@ class FrameResult:
             values[:, 1],
             list(self.prompted),
         )
+
+
+def _upsample(low_res: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """N x 1 x h4 x w4 logits -> N x H x W (bilinear, as the official predictor)."""
+    return F.interpolate(low_res, size=size, mode="bilinear", align_corners=False)[:, 0]
 
 
 def automatic_object_chunk(

@@ -139,6 +139,7 @@ class Hiera(nn.Module):
         self.pos_embed_window = nn.Parameter(
             torch.zeros(1, cfg.embed_dim, cfg.window_spec[0], cfg.window_spec[0])
         )
+        self._pos_cache: tuple[tuple, torch.Tensor] | None = None
 
         blocks = []
         dim, heads, stage = cfg.embed_dim, cfg.num_heads, 0
@@ -166,10 +167,24 @@ class Hiera(nn.Module):
         self.channel_list = [self.blocks[i].dim_out for i in self.stage_ends[::-1]]
 
     def _pos_embed(self, h: int, w: int) -> torch.Tensor:
-        pos = F.interpolate(self.pos_embed, size=(h, w), mode="bicubic")
+        """The position embedding of an h x w patch grid: 1 x h x w x C. It depends only on the
+        weights and the grid, so it is kept between calls (one bicubic resize and one tile less
+        per image) while no gradient is recorded and the weights are unchanged."""
         win = self.pos_embed_window
-        pos = pos + win.tile(1, 1, h // win.shape[2], w // win.shape[3])
-        return pos.permute(0, 2, 3, 1)
+        traced = torch.compiler.is_compiling() or torch.jit.is_tracing()
+        record = traced or (
+            torch.is_grad_enabled() and (self.pos_embed.requires_grad or win.requires_grad)
+        )
+        cached = self._pos_cache
+        versions = (self.pos_embed._version, win._version) if not record else None
+        key = (h, w, versions, win.device, win.dtype, torch.is_inference_mode_enabled())
+        if not record and cached is not None and cached[0] == key:
+            return cached[1]
+        pos = F.interpolate(self.pos_embed, size=(h, w), mode="bicubic")
+        pos = (pos + win.tile(1, 1, h // win.shape[2], w // win.shape[3])).permute(0, 2, 3, 1)
+        if not record:
+            self._pos_cache = (key, pos)
+        return pos
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
         x = self.patch_embed(x)
