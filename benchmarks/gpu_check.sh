@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# GPU readiness check, one command: the gpu-marked tests and the bfloat16 agreement on the
-# recorded cases, on a CUDA device. Writes JSON into a folder (first argument, else $OUT, else
+# GPU readiness check, one command: the gpu-marked tests, the bfloat16 agreement on the
+# recorded cases, and the throughput table against Meta's predictor, on a CUDA device. Writes JSON into a folder (first argument, else $OUT, else
 # ./gpu_check_out):
 #   env.json           torch / CUDA / device description
 #   gpu_tests.xml      JUnit report of `pytest -m gpu` (fused attention kernels, memory attention)
@@ -8,6 +8,10 @@
 #   gpu_tracker.xml    JUnit report of tests/test_gpu_tracker.py -m gpu: compile_hot_parts over 20
 #                      varied videos on CUDA (no recompile-limit hit, compiled == eager), and the
 #                      one-copy download of masks and scores against the logits
+#   vs_official_<model>.json   the performance issue's table: sam2.1_hiera_tiny and _large at
+#                      1024 with seeded random weights (benchmarks.random_official), 1/4/16
+#                      objects, ours against Meta's SAM2VideoPredictor on the same GPU, float32
+#   tracker_<model>_<dtype>.json  ours alone: float32, bfloat16, and bfloat16 + compile (tiny)
 #   summary.json       exit codes of each step
 # Exits 2 when no CUDA device is present, 1 when a step failed, 0 otherwise.
 #   benchmarks/gpu_check.sh /tmp/gpu_out
@@ -42,6 +46,28 @@ dtype_rc=$?
 "$python" -m pytest tests/test_gpu_tracker.py -m gpu -q -rs --durations=5 --junitxml="$out/gpu_tracker.xml"
 tracker_rc=$?
 
-printf '{"gpu_tests_rc": %d, "dtype_parts_rc": %d, "gpu_tracker_rc": %d}\n' "$tests_rc" "$dtype_rc" "$tracker_rc" > "$out/summary.json"
+# Throughput: real model sizes, random weights (kept outside $out: hundreds of MB).
+weights="${WEIGHTS_DIR:-/tmp/gpu_check_weights}"
+frames="${FRAMES:-40}"
+speed_rc=0
+for name in sam2.1_hiera_tiny sam2.1_hiera_large; do
+    w="$weights/$name"
+    "$python" -m benchmarks.random_official --model "$name" --output "$w" || { speed_rc=1; continue; }
+    "$python" -m benchmarks.bench_vs_official --model "$w/config.json" --checkpoint "$w/checkpoint.pt" \
+        --device cuda --objects 1,4,16 --frames "$frames" --repeats 2 --variants official,ours \
+        --json "$out/vs_official_$name.json" || speed_rc=1
+    for dtype in float32 bfloat16; do
+        "$python" -m benchmarks.bench_tracker --model "$w/config.json" --checkpoint "$w/checkpoint.pt" \
+            --device cuda --dtype "$dtype" --objects 1,4,16 --frames "$frames" --repeats 2 \
+            --modes batched --json "$out/tracker_${name}_$dtype.json" || speed_rc=1
+    done
+done
+w="$weights/sam2.1_hiera_tiny"
+"$python" -m benchmarks.bench_tracker --model "$w/config.json" --checkpoint "$w/checkpoint.pt" \
+    --device cuda --dtype bfloat16 --compile --warmup 10 --objects 1,4,16 --frames "$((frames + 10))" \
+    --repeats 2 --modes batched --json "$out/tracker_sam2.1_hiera_tiny_bfloat16_compiled.json" || speed_rc=1
+
+printf '{"gpu_tests_rc": %d, "dtype_parts_rc": %d, "gpu_tracker_rc": %d, "throughput_rc": %d}\n' \
+    "$tests_rc" "$dtype_rc" "$tracker_rc" "$speed_rc" > "$out/summary.json"
 cat "$out/summary.json"
-[ "$tests_rc" -eq 0 ] && [ "$dtype_rc" -eq 0 ] && [ "$tracker_rc" -eq 0 ]
+[ "$tests_rc" -eq 0 ] && [ "$dtype_rc" -eq 0 ] && [ "$tracker_rc" -eq 0 ] && [ "$speed_rc" -eq 0 ]
