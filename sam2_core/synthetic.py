@@ -422,6 +422,61 @@ def _sample_periodic(grid: np.ndarray, x: np.ndarray, y: np.ndarray) -> np.ndarr
     return top * (1 - wy) + bottom * wy
 
 
+@dataclass(frozen=True)
+class ShapePixels:
+    """The pixels a radial shape covers on one frame, within its bounding window.
+
+    window: (y0, y1, x0, x1); inside: the window's pixels inside the shape (bool); u, v: the
+    shape's own coordinates (unit = its scale) of those pixels, for textures; rho, radius:
+    their distance from the centre and the shape's radius in their direction (same unit).
+    """
+
+    window: tuple[int, int, int, int]
+    inside: np.ndarray
+    u: np.ndarray
+    v: np.ndarray
+    rho: np.ndarray
+    radius: np.ndarray
+
+
+def rasterise_shape(
+    center: np.ndarray, scale: float, angle: float, closed: np.ndarray, height: int, width: int
+) -> ShapePixels | None:
+    """A shape of radial function ``closed`` (r(theta) sampled over one turn from -pi, first
+    sample repeated at the end), centred at ``center`` (x, y), scaled and rotated, on a
+    height x width frame; None when it covers no pixel of the frame."""
+    cx, cy = center
+    x0, x1 = max(int(math.floor(cx - scale)), 0), min(int(math.ceil(cx + scale)) + 1, width)
+    y0, y1 = max(int(math.floor(cy - scale)), 0), min(int(math.ceil(cy + scale)) + 1, height)
+    if x0 >= x1 or y0 >= y1 or scale <= 0:
+        return None
+    px = (np.arange(x0, x1) + 0.5 - cx)[None, :]
+    py = (np.arange(y0, y1) + 0.5 - cy)[:, None]
+    ca, sa = math.cos(angle), math.sin(angle)
+    u = (px * ca + py * sa) / scale
+    v = (py * ca - px * sa) / scale
+    rho2 = u * u + v * v
+    near = rho2 <= 1.0
+    if not near.any():
+        return None
+    un, vn = u[near], v[near]
+    pos = (np.arctan2(vn, un) + math.pi) / (2 * math.pi / _ANGLE_SAMPLES)
+    i = np.minimum(pos.astype(np.int64), _ANGLE_SAMPLES - 1)
+    frac = pos - i
+    r = closed[i] * (1 - frac) + closed[i + 1] * frac
+    inside_near = rho2[near] <= r * r
+    inside = np.zeros_like(near)
+    inside[near] = inside_near
+    return ShapePixels(
+        (y0, y1, x0, x1),
+        inside,
+        un[inside_near],
+        vn[inside_near],
+        np.sqrt(rho2[near][inside_near]),
+        r[inside_near],
+    )
+
+
 def _render(
     plans: list[_ObjectPlan],
     background: np.ndarray,
@@ -438,38 +493,16 @@ def _render(
     frames = np.empty((T, H, W, 3), dtype=np.uint8)
     labels = np.zeros((T, H, W), dtype=np.uint8)
     amodal = np.zeros((len(plans), T, H, W), dtype=bool)
-    angles = np.linspace(-math.pi, math.pi, _ANGLE_SAMPLES, endpoint=False)
     closed = [np.append(p.radial, p.radial[0]) for p in plans]  # for interpolation across +-pi
-    step = 2 * math.pi / _ANGLE_SAMPLES
     for t in range(T):
         dy, dx = np.rint(bg_velocity[::-1] * t).astype(np.int64)
         frames[t] = np.roll(background, (int(dy), int(dx)), axis=(0, 1))
         for k, plan in enumerate(plans):
-            cx, cy = plan.center[t]
-            s = plan.scale[t]
-            x0, x1 = max(int(math.floor(cx - s)), 0), min(int(math.ceil(cx + s)) + 1, W)
-            y0, y1 = max(int(math.floor(cy - s)), 0), min(int(math.ceil(cy + s)) + 1, H)
-            if x0 >= x1 or y0 >= y1:
+            shape = rasterise_shape(plan.center[t], plan.scale[t], plan.angle[t], closed[k], H, W)
+            if shape is None:
                 continue
-            px = (np.arange(x0, x1) + 0.5 - cx)[None, :]
-            py = (np.arange(y0, y1) + 0.5 - cy)[:, None]
-            ca, sa = math.cos(plan.angle[t]), math.sin(plan.angle[t])
-            u = (px * ca + py * sa) / s
-            v = (py * ca - px * sa) / s
-            rho2 = u * u + v * v
-            near = rho2 <= 1.0
-            if not near.any():
-                continue
-            un, vn = u[near], v[near]
-            theta = np.arctan2(vn, un)
-            pos = (theta - angles[0]) / step
-            i = np.minimum(pos.astype(np.int64), _ANGLE_SAMPLES - 1)
-            frac = pos - i
-            r = closed[k][i] * (1 - frac) + closed[k][i + 1] * frac
-            inside_near = rho2[near] <= r * r
-            inside = np.zeros_like(near)
-            inside[near] = inside_near
-            alpha = _pattern(plan, un[inside_near], vn[inside_near])
+            (y0, y1, x0, x1), inside = shape.window, shape.inside
+            alpha = _pattern(plan, shape.u, shape.v)
             color = plan.colors[0] + alpha[:, None] * (plan.colors[1] - plan.colors[0])
             frames[t, y0:y1, x0:x1][inside] = np.clip(np.rint(color), 0, 255).astype(np.uint8)
             labels[t, y0:y1, x0:x1][inside] = k + 1

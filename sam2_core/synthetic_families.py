@@ -40,6 +40,7 @@ from .synthetic import (
     _radial_function,
     _sample_periodic,
     generate_video,
+    rasterise_shape,
 )
 
 __all__ = [
@@ -606,7 +607,6 @@ def _render(scene: _Scene, H: int, W: int, T: int):
     labelled = [k for k, o in enumerate(scene.objects) if o.labelled]
     amodal = np.zeros((len(labelled), T, H, W), dtype=bool)
     row = {k: i for i, k in enumerate(labelled)}
-    step = 2 * math.pi / _ANGLE_SAMPLES
     closed = [np.append(o.radial, o.radial[0]) for o in scene.objects]
     bh, bw = scene.background.shape[:2]
     for t in range(T):
@@ -615,32 +615,13 @@ def _render(scene: _Scene, H: int, W: int, T: int):
         cols = (np.arange(W) - dx) % bw
         frames[t] = scene.background[rows[:, None], cols[None, :]]
         for k, obj in enumerate(scene.objects):
-            cx, cy = obj.center[t]
-            s = obj.scale[t]
-            x0, x1 = max(int(math.floor(cx - s)), 0), min(int(math.ceil(cx + s)) + 1, W)
-            y0, y1 = max(int(math.floor(cy - s)), 0), min(int(math.ceil(cy + s)) + 1, H)
-            if x0 >= x1 or y0 >= y1 or s <= 0:
+            shape = rasterise_shape(obj.center[t], obj.scale[t], obj.angle[t], closed[k], H, W)
+            if shape is None:
                 continue
-            px = (np.arange(x0, x1) + 0.5 - cx)[None, :]
-            py = (np.arange(y0, y1) + 0.5 - cy)[:, None]
-            ca, sa = math.cos(obj.angle[t]), math.sin(obj.angle[t])
-            u = (px * ca + py * sa) / s
-            v = (py * ca - px * sa) / s
-            rho2 = u * u + v * v
-            near = rho2 <= 1.0
-            if not near.any():
-                continue
-            un, vn = u[near], v[near]
-            pos = (np.arctan2(vn, un) + math.pi) / step
-            i = np.minimum(pos.astype(np.int64), _ANGLE_SAMPLES - 1)
-            frac = pos - i
-            r = closed[k][i] * (1 - frac) + closed[k][i + 1] * frac
-            inside_near = rho2[near] <= r * r
-            inside = np.zeros_like(near)
-            inside[near] = inside_near
-            color = obj.texture(un[inside_near], vn[inside_near])
+            (y0, y1, x0, x1), inside, s = shape.window, shape.inside, obj.scale[t]
+            color = obj.texture(shape.u, shape.v)
             if obj.outline > 0:
-                edge = np.sqrt(rho2[near][inside_near]) > r[inside_near] - obj.outline / s
+                edge = shape.rho > shape.radius - obj.outline / s
                 color = np.where(edge[:, None], obj.outline_color[None], color)
             frames[t, y0:y1, x0:x1][inside] = color
             labels[t, y0:y1, x0:x1][inside] = k + 1 if obj.labelled else 0
