@@ -97,7 +97,11 @@ def test_distributed_run_equals_single_process_row_for_row(ray_local, e2e_inputs
     summary = json.loads((folder / "out" / "summary.json").read_text())
     assert summary["rows"] == expected.num_rows and summary["run_id"] == RUN_ID
     secs = summary["unit_seconds"]
-    assert set(secs) == {"total", "track", "decode", "transfer", "encode", "encode_wait", "write"}
+    assert set(secs) == {
+        "total", "track", "decode", "transfer", "encode", "encode_wait", "write", "discover",
+        "propose",
+    }  # fmt: skip
+    assert secs["discover"] == secs["propose"] == 0  # prompted videos find no objects
     assert 0 < secs["decode"] < secs["total"] and 0 < secs["track"] < secs["total"]
     assert secs["transfer"] > 0 and secs["encode"] > 0 and secs["write"] > 0
 
