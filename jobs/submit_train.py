@@ -12,10 +12,8 @@ from __future__ import annotations
 import argparse
 import json
 import shlex
-from pathlib import Path
 
 from jobs import submit, train
-from pipeline.storage import absolute_uri
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -25,7 +23,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def entrypoint(args: argparse.Namespace) -> str:
     """The shell command the job runs: ``<python> -m jobs train ...``, local paths absolute."""
-    args = _absolute_paths(args)
+    args = train.absolute_paths(args)
     return shlex.join([args.python, "-m", "jobs", "train", *command_line(args)])
 
 
@@ -61,19 +59,3 @@ def _text(value) -> str:
     if isinstance(value, tuple) and all(isinstance(pair, tuple) for pair in value):
         return ",".join(f"{step}:{length}" for step, length in value)  # --clip-len-schedule
     return str(value)
-
-
-def _absolute_paths(args: argparse.Namespace) -> argparse.Namespace:
-    args = argparse.Namespace(**vars(args))
-    args.output = absolute_uri(args.output)
-    for name in ("config", "init_checkpoint", "storage"):
-        value = getattr(args, name)
-        if value and Path(value).exists():
-            setattr(args, name, absolute_uri(value))
-    args.data = [
-        type(spec)(
-            spec.kind, absolute_uri(spec.uri) if Path(spec.uri or "-").exists() else spec.uri
-        )
-        for spec in args.data
-    ]
-    return args

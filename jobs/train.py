@@ -30,6 +30,7 @@ from jobs.argtypes import (
     positive_int,
     probability,
 )
+from pipeline.storage import absolute_uri
 from pipeline.training.data import (
     FAMILIES,
     GENERATED,
@@ -299,6 +300,25 @@ def data_specs(args: argparse.Namespace) -> list[DataSpec]:
     if len(specs) > 1 and any(spec.kind in GENERATED for spec in specs):
         raise ValueError("--data synthetic / families: cannot be mixed with other --data specs")
     return specs
+
+
+def absolute_paths(args: argparse.Namespace) -> argparse.Namespace:
+    """A copy of ``args`` whose local paths are absolute, so that Ray workers and a cluster's
+    job (other working directories) name the same files; paths that do not exist here (a
+    path on the cluster) and URLs are kept as given, ``--output`` is always made absolute."""
+    args = argparse.Namespace(**vars(args))
+    args.output = absolute_uri(args.output)
+    for name in ("config", "init_checkpoint", "storage"):
+        value = getattr(args, name)
+        if value and Path(value).exists():
+            setattr(args, name, absolute_uri(value))
+    args.data = [
+        type(spec)(
+            spec.kind, absolute_uri(spec.uri) if spec.uri and Path(spec.uri).exists() else spec.uri
+        )
+        for spec in args.data
+    ]
+    return args
 
 
 def train_config(args: argparse.Namespace) -> TrainConfig:

@@ -18,7 +18,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from pipeline.storage import absolute_uri, join, safe_uri
+from pipeline.storage import join, safe_uri
 from pipeline.training.output import TrainOutput
 from sam2_core.training import CONFIG_FILE, MODEL_FILE, STATE_FILE
 
@@ -102,18 +102,9 @@ def run_distributed(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 1
-    args = argparse.Namespace(**vars(args))
-    args.output = absolute_uri(args.output)
-    for name in ("config", "init_checkpoint"):
-        value = getattr(args, name)
-        if value and Path(value).exists():
-            setattr(args, name, absolute_uri(value))
-    args.data = [
-        type(spec)(
-            spec.kind, absolute_uri(spec.uri) if spec.uri and Path(spec.uri).exists() else spec.uri
-        )
-        for spec in args.data
-    ]
+    from jobs.train import absolute_paths
+
+    args = absolute_paths(args)
     storage = args.storage or join(args.output, "ray")
     if not ray.is_initialized():
         ray.init(address=args.ray_address, log_to_driver=True)

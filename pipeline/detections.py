@@ -34,7 +34,7 @@ from __future__ import annotations
 
 import json
 import posixpath
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from pipeline.manifest_fields import is_int, short
@@ -145,6 +145,18 @@ def fit_detections(
         d = g.detection
         by_frame.setdefault(g.frame, []).append(Detection(box, d.score, d.category))
     return by_frame
+
+
+def clip_detections(detections, height: int, width: int) -> list[Detection]:
+    """A live detector's boxes clipped to the frame; boxes with no area inside it dropped."""
+    out = []
+    for d in detections:
+        try:
+            box = fit_prompt_to_frame(Prompt(0, box=d.box), height, width).box
+        except ValueError:
+            continue
+        out.append(replace(d, box=box))
+    return out
 
 
 def _detection(item: Any, where: str, categories: dict[int, str]) -> GivenDetection:

@@ -21,11 +21,10 @@ from collections.abc import Callable, Mapping, Sequence
 import numpy as np
 import pyarrow as pa
 
-from pipeline.detections import fit_detections
+from pipeline.detections import clip_detections, fit_detections
 from pipeline.errors import InputError
 from pipeline.labeling import LabelStats, _TimedFrames, label_prompts
-from pipeline.manifest import VideoJob, fit_prompt_to_frame
-from pipeline.manifest_objects import Prompt
+from pipeline.manifest import VideoJob
 from pipeline.masks import MASK_SCHEMA, ObjectOrigin
 from pipeline.storage import safe_uri
 from pipeline.video import open_video
@@ -86,18 +85,6 @@ def proposal_source(model, job: VideoJob, frames, detector=None) -> ProposalSour
         return clip_detections(detector.detect(image, labels), h, w)
 
     return BoxProposals(model, discovery_settings(job).keyframes(n), detect)
-
-
-def clip_detections(detections, height: int, width: int) -> list[Detection]:
-    """A detector's boxes clipped to the frame; boxes with no area inside it dropped."""
-    out = []
-    for d in detections:
-        try:
-            box = fit_prompt_to_frame(Prompt(0, box=d.box), height, width).box
-        except ValueError:
-            continue
-        out.append(dataclasses.replace(d, box=box))
-    return out
 
 
 def label_masklets(
