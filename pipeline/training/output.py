@@ -15,7 +15,7 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from pipeline.storage import has_protocol, join, safe_uri, url_to_fs
+from pipeline.storage import is_local, join, safe_uri, url_to_fs
 from sam2_core.training import STATE_FILE
 
 
@@ -34,9 +34,9 @@ class TrainOutput:
     ) -> TrainOutput:
         """A local path is used as is; a URL gets a fresh staging folder (filled from the URL
         when resuming)."""
-        if not has_protocol(uri) or uri.startswith("file:"):
-            local = Path(uri[len("file://") :] if uri.startswith("file://") else uri)
-            return cls(local)
+        fs, path = url_to_fs(uri, storage_options)
+        if is_local(fs):
+            return cls(Path(path))
         output = cls(Path(tempfile.mkdtemp(prefix="train-output-")), uri, storage_options)
         if resume:
             output.pull()
