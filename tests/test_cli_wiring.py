@@ -223,3 +223,12 @@ def test_submit_train_is_the_submit_train_command(capsys):
     assert status == 1 and f"could not submit to the Ray cluster at {address}" in (
         capsys.readouterr().err
     )
+
+
+def test_submit_train_refuses_credentials_in_storage_options(capsys):
+    options = '{"endpoint_url": "http://127.0.0.1:9", "secret": "s3cr3t"}'
+    argv = ["submit", "train", "--config", "x", "--output", "s3://b/run", "--storage-options"]
+    assert main([*argv, options, "--address", "http://127.0.0.1:9"]) == 1
+    err = capsys.readouterr().err
+    assert "secret look like credentials" in err and "s3cr3t" not in err
+    assert "could not submit" not in err  # refused before reaching for the cluster
