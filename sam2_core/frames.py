@@ -106,15 +106,20 @@ class FramePrefetcher:
     def take(self, frame: int) -> torch.Tensor:
         """The preprocessed frame (3 x S x S): prefetched when it was among the next in the plan
         (planned frames before it, which the propagation passed without reading, are dropped)."""
+        self.passed(frame)
+        future = self._pending.pop(frame, None)
+        self._top_up()
+        return future.result() if future is not None else self.load(frame)
+
+    def passed(self, frame: int) -> None:
+        """The propagation is at ``frame``: drop it and the planned frames before it from the plan
+        (and their reads), without reading it here (someone else did)."""
         head = list(itertools.islice(self._plan, self.depth + 2))
         if frame in head:
             for _ in range(head.index(frame) + 1):
                 passed = self._plan.popleft()
                 if passed != frame:
                     self._pending.pop(passed, None)
-        future = self._pending.pop(frame, None)
-        self._top_up()
-        return future.result() if future is not None else self.load(frame)
 
     def _top_up(self) -> None:
         if self.depth <= 0:

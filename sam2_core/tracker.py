@@ -27,6 +27,7 @@ import torch
 import torch.nn.functional as F
 
 from .batch_tracking import _merge_prompts, track_session, track_video  # noqa: F401
+from .encode_ahead import EncoderLane, encode_ahead_wanted, traced_encoder
 from .frames import FramePrefetcher, FrameSource
 from .memory_bank import FrameState, MemoryBank
 from .modeling.sam2 import NO_OBJECT_SCORE, HeadsOutput, ImageFeatures, SAM2Model
@@ -88,6 +89,8 @@ class VideoSession:
             resize=self.options.frame_resize,
         )
         self._encode = encoder or model.encode_image
+        self._custom_encoder = encoder is not None
+        self._lane: EncoderLane | None = None
         self.stats = TrackerStats(object_chunk=self.options.object_chunk)
 
     # ------------------------------------------------------------------ public API
@@ -268,11 +271,37 @@ class VideoSession:
             end = min(start_frame + limit, self.num_frames - 1)
             order = range(start_frame, end + 1)
         self._reader.plan(order)
+        if encode_ahead_wanted(
+            self.options.encode_ahead,
+            self.device,
+            len(self._objects),
+            self._custom_encoder,
+            self.options.autocast_dtype is not None,
+        ):
+            self._lane = EncoderLane(self._encode_for_lane(traced_encoder(self.model)))
         try:
             for frame in order:
+                if self._lane is not None:  # encode the next frame while this one is tracked
+                    self._reader.passed(frame)
+                    upcoming = self._reader.upcoming()
+                    if upcoming is not None and upcoming not in self._features:
+                        self._lane.start(upcoming)
                 yield self._advance(frame, reverse)
         finally:
+            if self._lane is not None:
+                self.stats.frames_encoded_ahead += self._lane.frames_encoded
+                self._lane.close()
+                self._lane = None
             self._reader.close()
+
+    def _encode_for_lane(self, encode: Callable[[torch.Tensor], ImageFeatures]):
+        """What the encode-ahead lane runs for a frame: read, preprocess, encode."""
+        reader, device = self._reader, self.device
+
+        def run(frame: int) -> ImageFeatures:
+            return encode(to_device(reader.load(frame), device)[None])
+
+        return run
 
     # ------------------------------------------------------------------ bookkeeping for streaming
 
@@ -324,9 +353,11 @@ class VideoSession:
         if frame in self._features:
             self._features.move_to_end(frame)
             return self._features[frame]
-        image = to_device(self._reader.take(frame), self.device)
-        with self._autocast():
-            feats = self._encode(image[None])
+        feats = self._lane.take(frame) if self._lane is not None else None
+        if feats is None:
+            image = to_device(self._reader.take(frame), self.device)
+            with self._autocast():
+                feats = self._encode(image[None])
         self._features[frame] = feats
         while len(self._features) > max(self.options.feature_cache_size, 1):
             self._features.popitem(last=False)

@@ -46,6 +46,9 @@ class TrackerOptions:
     antialiased bicubic on the uint8 frame: about 0.4 ms, every value within one grey level of
     Pillow's, but the long parity case then leaves its 1e-2 logit tolerance); see
     ``transforms.video_frame_to_input`` and docs/PERFORMANCE.md.
+    encode_ahead: encode frame t+1 on a second single-threaded lane while frame t is tracked on
+    one thread (None: automatic, on a CPU where torch runs two threads, for at most two objects,
+    in float32 with the model's own encoder; see :mod:`sam2_core.encode_ahead`).
     """
 
     storage_device: str | None = None
@@ -57,6 +60,7 @@ class TrackerOptions:
     object_chunk: int | None = None
     stable_shapes: bool | None = None
     frame_resize: str = "pillow"
+    encode_ahead: bool | None = None
 
     def __post_init__(self):
         if self.frame_resize not in FRAME_RESIZES:
@@ -75,7 +79,8 @@ class TrackerStats:
     (None until the first tracked frame); max_chunks_per_frame: the most chunks one frame was
     split into; oom_retries: frames redone with a smaller chunk after running out of device
     memory; largest_chunk / smallest_chunk: the largest and smallest chunk a frame was tried
-    with (0 before the first); oom_chunks: the smaller chunk each of those retries took, in order.
+    with (0 before the first); oom_chunks: the smaller chunk each of those retries took, in order;
+    frames_encoded_ahead: frames whose image features came from the encode-ahead lane.
     """
 
     object_chunk: int | None = None
@@ -84,6 +89,7 @@ class TrackerStats:
     largest_chunk: int = 0
     smallest_chunk: int = 0
     oom_chunks: list[int] = field(default_factory=list)
+    frames_encoded_ahead: int = 0
 
     def record_frame(self, chunk: int, chunks: int) -> None:
         """A frame tried with objects in ``chunks`` chunks of at most ``chunk``."""

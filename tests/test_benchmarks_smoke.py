@@ -283,9 +283,9 @@ def test_bench_vs_official_times_both_and_checks_their_masks_agree(mini_a_dir, t
     assert doc["benchmark"] == "bench_vs_official" and doc["versions"]["sam2"] == "1.1.0"
     s = doc["settings"]
     assert (
-        s["variants"] == ["official", "ours", "ours_prefetch0"] and s["steady_frames_per_pass"] == 2
+        s["variants"] == ["official", "ours", "ours_no_ahead"] and s["steady_frames_per_pass"] == 2
     )
-    assert s["ours_prefetch_frames"]["ours_prefetch0"] == 0
+    assert s["ours_encode_ahead"] == {"ours": None, "ours_no_ahead": False}
     results = doc["figures"]["results"]
     assert [r["objects"] for r in results] == [1, 2]
     for r in results:
@@ -301,7 +301,7 @@ def test_bench_vs_official_times_both_and_checks_their_masks_agree(mini_a_dir, t
             assert b["total_ms"] == pytest.approx(
                 b["rest_ms"] + sum(b[f"{p}_ms"] for p in bench_vs_official.PARTS)
             )
-        for v in ("ours", "ours_prefetch0"):
+        for v in ("ours", "ours_no_ahead"):
             assert r[v]["speedup_whole_job"] == pytest.approx(
                 r["official"]["whole_job_median_s"] / r[v]["whole_job_median_s"]
             )

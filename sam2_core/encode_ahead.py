@@ -1,0 +1,130 @@
+"""Encoding the next frame on a second thread while the current one is tracked.
+
+On a two-core CPU, torch's two intra-op threads share a small model's many small kernels
+poorly (one object: about 1.3x faster on two threads than on one). With few objects the image
+encoder is a large share of a frame and does not depend on the tracking state, so two
+single-threaded lanes do better: one encodes frame t+1 while the other tracks frame t. The
+encoder runs as a TorchScript trace of ``SAM2Model.encode_image``, whose graph executes without
+holding Python's GIL; run eagerly, the two lanes would slow each other down by about a fifth
+waiting for it. The trace runs the same operators as the eager encoder (same outputs).
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+
+import torch
+
+from .modeling.sam2 import ImageFeatures, SAM2Model
+
+# At most this many objects tracked, encoding ahead pays on a two-core CPU; with more the
+# tracking lane, down to one thread, becomes the bottleneck (docs/PERFORMANCE.md).
+ENCODE_AHEAD_MAX_OBJECTS = 2
+
+
+def encode_ahead_wanted(
+    option: bool | None,
+    device: torch.device,
+    num_objects: int,
+    custom_encoder: bool,
+    autocast: bool,
+) -> bool:
+    """Whether a propagation encodes frames ahead: ``option`` if set, else only on a CPU where
+    torch runs two threads, for at most ENCODE_AHEAD_MAX_OBJECTS objects, in float32 (no
+    autocast), with the model's own encoder (not a SharedEncoder batching several videos)."""
+    if option is not None:
+        return bool(option)
+    return (
+        device.type == "cpu"
+        and torch.get_num_threads() == 2
+        and 0 < num_objects <= ENCODE_AHEAD_MAX_OBJECTS
+        and not custom_encoder
+        and not autocast
+    )
+
+
+class _EncodeImage(torch.nn.Module):
+    """encode_image with plain tensor outputs, as a trace needs."""
+
+    def __init__(self, model: SAM2Model):
+        super().__init__()
+        self.model = model
+
+    def forward(self, images: torch.Tensor) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+        feats = self.model.encode_image(images)
+        return feats.levels, feats.pos
+
+
+def traced_encoder(model: SAM2Model) -> Callable[[torch.Tensor], ImageFeatures]:
+    """``model.encode_image`` for 1 x 3 x S x S images as a TorchScript trace, made once per
+    model, device and dtype (the trace shares the model's parameters, so in-place weight
+    updates reach it). Falls back to the eager encoder where the model cannot be traced."""
+    param = next(model.parameters())
+    key = (param.device, param.dtype, model.image_size)
+    cache = model.__dict__.setdefault("_traced_encoders", {})
+    if key not in cache:
+        example = torch.zeros(1, 3, model.image_size, model.image_size, device=param.device)
+        try:
+            with warnings.catch_warnings(), torch.no_grad():
+                warnings.simplefilter("ignore")
+                graph = torch.jit.trace(_EncodeImage(model).eval(), example, check_trace=False)
+        except Exception:  # noqa: BLE001 - any tracing failure: the eager encoder still works
+            cache[key] = model.encode_image
+        else:
+
+            def encode(images: torch.Tensor) -> ImageFeatures:
+                levels, pos = graph(images)
+                return ImageFeatures(list(levels), list(pos))
+
+            cache[key] = encode
+    return cache[key]
+
+
+class EncoderLane:
+    """A second single-threaded lane that encodes frames ahead of the tracking thread.
+
+    ``encode(frame)`` runs on the lane (reading and preprocessing included). While the lane is
+    open the calling thread runs torch with one thread too; :meth:`close` restores its count.
+    """
+
+    def __init__(self, encode: Callable[[int], ImageFeatures]):
+        self._encode = encode
+        self._pending: dict[int, Future] = {}
+        self._threads = torch.get_num_threads()
+        torch.set_num_threads(1)
+        self._pool = ThreadPoolExecutor(
+            max_workers=1, thread_name_prefix="encode-ahead", initializer=self._one_thread
+        )
+        self.frames_encoded = 0
+
+    @staticmethod
+    def _one_thread() -> None:
+        torch.set_num_threads(1)
+
+    def _run(self, frame: int) -> ImageFeatures:
+        with torch.inference_mode():
+            return self._encode(frame)
+
+    def start(self, frame: int) -> None:
+        """Begin encoding ``frame`` on the lane (once)."""
+        if frame not in self._pending:
+            self._pending[frame] = self._pool.submit(self._run, frame)
+
+    def take(self, frame: int) -> ImageFeatures | None:
+        """``frame``'s features if the lane was asked for them (waits for them), else None."""
+        future = self._pending.pop(frame, None)
+        if future is None:
+            return None
+        feats = future.result()
+        self.frames_encoded += 1
+        return feats
+
+    def close(self) -> None:
+        """Drop what is pending, stop the lane and give the calling thread its threads back."""
+        for future in self._pending.values():
+            future.cancel()
+        self._pending.clear()
+        self._pool.shutdown(wait=True)
+        torch.set_num_threads(self._threads)

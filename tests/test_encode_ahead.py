@@ -1,0 +1,132 @@
+"""Encoding frame t+1 on a second lane while frame t is tracked (sam2_core.encode_ahead): the
+same outputs as encoding in turn, forward and in reverse; the lane runs on another thread with
+a traced encoder; torch's thread count comes back however the propagation ends; and the
+automatic rule picks it only where it pays (a two-thread CPU, few objects, float32)."""
+
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+import pytest
+import torch
+
+from sam2_core import encode_ahead, tracker
+from sam2_core.encode_ahead import ENCODE_AHEAD_MAX_OBJECTS, encode_ahead_wanted, traced_encoder
+from sam2_core.frames import ArrayFrames
+from sam2_core.tracker import ObjectPrompt, TrackerOptions, VideoSession, track_session
+
+
+@pytest.fixture(scope="module")
+def frames(mini_a_dir):
+    return np.load(mini_a_dir / "long_case.npz")["frames"][:10]
+
+
+def _prompts(n: int, frame: int) -> list[ObjectPrompt]:
+    return [
+        ObjectPrompt(k + 1, frame, points=[[30.0 + 12 * k, 40.0 + 6 * k]], labels=[1])
+        for k in range(n)
+    ]
+
+
+def _run(mini, frames, n: int, frame: int, ahead: bool):
+    session = VideoSession(mini, ArrayFrames(frames), TrackerOptions(encode_ahead=ahead))
+    out = {r.frame_index: r.low_res.clone() for r in track_session(session, _prompts(n, frame))}
+    return out, session.stats
+
+
+@pytest.mark.parametrize("n", [1, 2])
+def test_encoding_ahead_gives_the_outputs_of_encoding_in_turn_forward_and_in_reverse(
+    mini, frames, n
+):
+    threads = torch.get_num_threads()
+    plain, plain_stats = _run(mini, frames, n, frame=4, ahead=False)
+    ahead, stats = _run(mini, frames, n, frame=4, ahead=True)
+    assert sorted(ahead) == sorted(plain) == list(range(len(frames)))
+    for t in plain:
+        # One torch thread instead of two sums in another order: float noise, no mask changes.
+        torch.testing.assert_close(ahead[t], plain[t], rtol=1e-4, atol=1e-4)
+        assert torch.equal(ahead[t] > 0, plain[t] > 0), t
+    # Forward 4..9 and reverse 4..0: every frame after each start came from the lane.
+    assert stats.frames_encoded_ahead == (len(frames) - 1 - 4) + 4
+    assert plain_stats.frames_encoded_ahead == 0
+    assert torch.get_num_threads() == threads
+
+
+def test_the_lane_encodes_on_another_thread_with_one_torch_thread_each(mini, frames, monkeypatch):
+    seen: list[tuple[int, int]] = []
+    traced = traced_encoder(mini)
+
+    def spy(model):
+        def encode(images):
+            seen.append((threading.get_ident(), torch.get_num_threads()))
+            return traced(images)
+
+        return encode
+
+    monkeypatch.setattr(tracker, "traced_encoder", spy)
+    session = VideoSession(mini, ArrayFrames(frames), TrackerOptions(encode_ahead=True))
+    session.add(_prompts(1, 0)[0])
+    during = [torch.get_num_threads() for _ in session.propagate(0)]
+    main = threading.get_ident()
+    assert len(seen) == len(frames) - 1
+    assert all(ident != main and n == 1 for ident, n in seen), seen
+    assert set(during) == {1}
+
+
+def test_thread_count_and_lane_are_restored_when_the_caller_stops_early(mini, frames):
+    threads = torch.get_num_threads()
+    session = VideoSession(mini, ArrayFrames(frames), TrackerOptions(encode_ahead=True))
+    session.add(_prompts(1, 0)[0])
+    walk = session.propagate(0)
+    next(walk)
+    next(walk)
+    walk.close()  # the lane still has the next frame pending
+    assert torch.get_num_threads() == threads
+    assert session._lane is None
+    assert [t for t in threading.enumerate() if t.name.startswith("encode-ahead")] == []
+    # The session still works afterwards, without the lane.
+    results = list(session.propagate(0, max_frames=3))
+    assert [r.frame_index for r in results] == [0, 1, 2, 3]
+
+
+def test_the_traced_encoder_matches_the_eager_one_and_follows_weight_updates(mini_a_dir):
+    from sam2_core import build_model
+
+    model = build_model(
+        str(mini_a_dir / "config.json"), checkpoint=str(mini_a_dir / "checkpoint.pt")
+    )
+    images = torch.rand(1, 3, model.image_size, model.image_size)
+    traced = traced_encoder(model)
+    assert traced_encoder(model) is traced  # made once per model
+    outputs = []
+    for _ in range(2):
+        with torch.inference_mode():
+            eager, got = model.encode_image(images), traced(images)
+        for a, b in zip(eager.levels + eager.pos, got.levels + got.pos, strict=True):
+            torch.testing.assert_close(b, a, rtol=0, atol=1e-6)
+        outputs.append(got.levels[-1])
+        with torch.no_grad():  # change weights in place: the trace must see the new ones
+            model.image_encoder.trunk.patch_embed.proj.weight.mul_(1.5)
+            model.image_encoder.trunk.pos_embed.add_(0.25)
+    assert not torch.allclose(outputs[0], outputs[1])
+
+
+def test_automatic_rule_picks_the_lane_only_where_it_pays(monkeypatch):
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    monkeypatch.setattr(encode_ahead.torch, "get_num_threads", lambda: 2)
+    assert encode_ahead_wanted(None, cpu, 1, custom_encoder=False, autocast=False)
+    assert encode_ahead_wanted(
+        None, cpu, ENCODE_AHEAD_MAX_OBJECTS, custom_encoder=False, autocast=False
+    )
+    assert not encode_ahead_wanted(
+        None, cpu, ENCODE_AHEAD_MAX_OBJECTS + 1, custom_encoder=False, autocast=False
+    )
+    assert not encode_ahead_wanted(None, cuda, 1, custom_encoder=False, autocast=False)
+    assert not encode_ahead_wanted(None, cpu, 1, custom_encoder=True, autocast=False)
+    assert not encode_ahead_wanted(None, cpu, 1, custom_encoder=False, autocast=True)
+    assert encode_ahead_wanted(True, cuda, 9, custom_encoder=True, autocast=True)
+    assert not encode_ahead_wanted(False, cpu, 1, custom_encoder=False, autocast=False)
+    for threads in (1, 4, 16):
+        monkeypatch.setattr(encode_ahead.torch, "get_num_threads", lambda t=threads: t)
+        assert not encode_ahead_wanted(None, cpu, 1, custom_encoder=False, autocast=False)
