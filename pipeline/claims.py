@@ -20,8 +20,9 @@ An image is claimed whole (``Unit.claim_keys``: object ``pipeline.plan.WHOLE_IMA
 automatic masks and prompted objects of one image never mix in an output. A video is claimed
 whole (object -1) by a unit that finds its objects; such a unit is refused where another unit
 holds any object of that video, and a prompted unit where another unit holds the video whole
-(both would write rows for object ids 1, 2, ...). That check reads the claims already there:
-two such runs started at the very same moment are not told apart.
+(both would write rows for object ids 1, 2, ...). A run looks for the other kind only after
+its own claims are taken, so of two such runs started at the same moment the later to look sees
+the other's claims: they never both go through (both may be refused, then neither labels).
 """
 
 from __future__ import annotations
@@ -106,7 +107,7 @@ def claim_units(store: OutputStore, units: Sequence[Unit], run_id: str, model: s
                     raise OSError(f"claim {path} could be neither created nor read")
             if holder.unit_id != claim.unit_id:
                 raise ClaimRefused(claim, holder, path)
-        for u in units:
+        for u in units:  # only now: our claims are visible to a run of the other kind
             if not u.images:
                 _refuse_the_other_kind(store, u, wanted)
     except BaseException:

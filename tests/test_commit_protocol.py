@@ -292,3 +292,40 @@ def test_found_and_prompted_objects_of_one_video_never_mix_in_an_output(output, 
     assert holders(store, second) == {None}  # the refused run left no claim behind
     claim_units(store, first, run_id="again", model="m@1")  # the same labeling resumes
     claim_units(store, discovery(("dogs",)), run_id="other", model="m@1")  # other videos: free
+
+
+@pytest.mark.parametrize("first_kind", ["prompted", "found"])
+def test_found_and_prompted_claims_at_the_same_moment_never_both_go_through(
+    output, first_kind, monkeypatch
+):
+    """The worst interleaving of two runs started together: the first has taken its claims but
+    not yet looked for the other kind when the second runs from start to end. Each run takes
+    its claims before it looks for the other kind's, so one of them sees the other's."""
+    import pipeline.claims as claims
+
+    uri, options = output
+    store = OutputStore(uri, options)
+    prompted, found = labeling(shift=0, videos=("cups",)), discovery(("cups",))
+    first, second = (prompted, found) if first_kind == "prompted" else (found, prompted)
+    real_check = claims._refuse_the_other_kind
+    outcome: dict[str, str] = {}
+
+    def second_runs_in_between(store_, unit, wanted):
+        if "second" not in outcome:
+            outcome["second"] = "running"
+            try:
+                claim_units(store, second, run_id="second", model="m@1")
+                outcome["second"] = "claimed"
+            except ClaimRefused:
+                outcome["second"] = "refused"
+        return real_check(store_, unit, wanted)
+
+    monkeypatch.setattr(claims, "_refuse_the_other_kind", second_runs_in_between)
+    try:
+        claim_units(store, first, run_id="first", model="m@1")
+        outcome["first"] = "claimed"
+    except ClaimRefused:
+        outcome["first"] = "refused"
+    assert outcome["second"] == "refused" and outcome["first"] == "claimed", outcome
+    assert holders(store, second) - holders(store, first) <= {None}
+    assert holders(store, first) == {u.unit_id for u in first}
