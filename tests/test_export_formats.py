@@ -153,6 +153,36 @@ def test_label_studio_brush_decodes_equal_with_its_converter(request, which, tmp
     assert "<BrushLabels" in (tmp_path / "label_config.xml").read_text()
 
 
+def _brush_cases() -> list[np.ndarray]:
+    rng = np.random.default_rng(3)
+    box = np.zeros((480, 640), bool)
+    box[100:200, 50:400] = True
+    dot = np.zeros((700, 700), bool)  # runs of 980,000 bytes: split at 65,536
+    dot[350, 350] = True
+    return [
+        np.zeros((5, 7), bool),
+        np.ones((300, 300), bool),
+        np.ones((1, 1), bool),
+        rng.random((40, 60)) > 0.5,  # many one-pixel runs
+        rng.random((123, 77)) > 0.97,
+        box,
+        dot,
+    ]
+
+
+@pytest.mark.parametrize("mask", _brush_cases(), ids=lambda m: f"{m.shape[0]}x{m.shape[1]}")
+def test_brush_rle_decodes_with_label_studios_converter(mask):
+    pytest.importorskip("label_studio_sdk", reason="the export extra's label-studio-sdk decodes")
+    from label_studio_sdk.converter.brush import decode_rle
+
+    from pipeline.exports.label_studio import brush_rle, decode_brush_rle
+
+    rle = brush_rle(mask)
+    rgba = np.repeat(np.where(mask.ravel(), 255, 0).astype(np.uint8), 4)
+    assert np.array_equal(decode_rle(rle), rgba)
+    assert np.array_equal(decode_brush_rle(rle), rgba)
+
+
 @pytest.mark.parametrize("which", RUNS)
 def test_yolo_seg_polygons_fill_back_at_iou_09(request, which, tmp_path):
     pytest.importorskip("cv2", reason="the yolo-seg export needs the export extra (OpenCV)")

@@ -49,35 +49,47 @@ def label_config(names: list[str]) -> str:
 
 
 _RUN_CLASSES = ((3, 8), (4, 16), (8, 256), (16, 65536))  # (bits, longest run) per size class
+_WORD_BITS = 8
 
 
 def brush_rle(mask: np.ndarray) -> list[int]:
     """Label Studio brush RLE (a list of bytes) of an H x W bool mask: every pixel
-    becomes 4 RGBA bytes, 255 inside the mask and 0 outside."""
-    values = np.repeat(np.where(mask.ravel(), 255, 0).astype(np.uint8), 4)
-    changes = np.flatnonzero(values[1:] != values[:-1]) + 1
+    becomes 4 RGBA bytes, 255 inside the mask and 0 outside.
+
+    Built with array operations: each run of equal bytes (split at 65,536, the longest run a
+    size class holds) is one record of four fields -- series flag, size class, length - 1,
+    value -- and every field of every record becomes its bits at once."""
+    flat = np.asarray(mask, dtype=bool).ravel()
+    total = 4 * flat.size
+    changes = np.flatnonzero(flat[1:] != flat[:-1]) + 1
     starts = np.concatenate(([0], changes))
-    lengths = np.diff(np.concatenate((starts, [values.size])))
-    parts = [
-        f"{values.size:032b}",
-        f"{8 - 1:05b}",
-        "".join(f"{b - 1:04b}" for b, _ in _RUN_CLASSES),
-    ]
-    for start, length in zip(starts.tolist(), lengths.tolist()):
-        word = f"{values[start]:08b}"
-        while length > 0:
-            chunk = min(length, 65536)
-            if chunk == 1:
-                parts.append("0" + "00" + "000" + word)  # a single value, not a series
-            else:
-                size_class = next(i for i, (_, top) in enumerate(_RUN_CLASSES) if chunk <= top)
-                bits = _RUN_CLASSES[size_class][0]
-                parts.append(f"1{size_class:02b}{chunk - 1:0{bits}b}{word}")
-            length -= chunk
-    bitstring = "".join(parts)
-    bitstring += "0" * (-len(bitstring) % 8)
-    bits = np.frombuffer(bitstring.encode("ascii"), np.uint8) - ord("0")
-    return np.packbits(bits).tolist()
+    lengths = 4 * np.diff(np.concatenate((starts, [flat.size])))
+    words = np.where(flat[starts], 255, 0)
+    longest = _RUN_CLASSES[-1][1]
+    pieces = -(-lengths // longest)  # runs longer than a size class holds go in pieces
+    piece = np.arange(pieces.sum()) - np.repeat(np.cumsum(pieces) - pieces, pieces)
+    lengths = np.minimum(np.repeat(lengths, pieces) - longest * piece, longest)
+    words = np.repeat(words, pieces)
+    size_class = np.searchsorted([top for _, top in _RUN_CLASSES], lengths)
+    class_bits = np.array([bits for bits, _ in _RUN_CLASSES])[size_class]
+    series = (lengths > 1).astype(np.int64)  # a single byte is written as a one-value run
+    fields = np.stack([series, size_class, lengths - 1, words], axis=1).ravel()
+    widths = np.stack(
+        [
+            np.ones_like(series),
+            np.full_like(series, 2),
+            class_bits,
+            np.full_like(series, _WORD_BITS),
+        ],
+        axis=1,
+    ).ravel()
+    header = [total, _WORD_BITS - 1] + [bits - 1 for bits, _ in _RUN_CLASSES]
+    fields = np.concatenate((header, fields)).astype(np.int64)
+    widths = np.concatenate(([32, 5, 4, 4, 4, 4], widths)).astype(np.int64)
+    ends = np.cumsum(widths)
+    shift = np.repeat(ends, widths) - 1 - np.arange(int(ends[-1]))
+    bits = (np.repeat(fields, widths) >> shift) & 1
+    return np.packbits(bits.astype(np.uint8)).tolist()
 
 
 def export_label_studio(reader: RunReader, dest: Destination, options: ExportOptions) -> int:
