@@ -30,10 +30,14 @@ def encode_ahead_wanted(
     num_objects: int,
     custom_encoder: bool,
     autocast: bool,
+    training: bool = False,
 ) -> bool:
-    """Whether a propagation encodes frames ahead: ``option`` if set, else only on a CPU where
+    """Whether a propagation encodes frames ahead: never for a model in training mode (the
+    trace is of the model in eval mode); else ``option`` if set, else only on a CPU where
     torch runs two threads, for at most ENCODE_AHEAD_MAX_OBJECTS objects, in float32 (no
     autocast), with the model's own encoder (not a SharedEncoder batching several videos)."""
+    if training:
+        return False
     if option is not None:
         return bool(option)
     return (
@@ -58,9 +62,10 @@ class _EncodeImage(torch.nn.Module):
 
 
 def traced_encoder(model: SAM2Model) -> Callable[[torch.Tensor], ImageFeatures]:
-    """``model.encode_image`` for 1 x 3 x S x S images as a TorchScript trace, made once per
-    model, device and dtype (the trace shares the model's parameters, so in-place weight
-    updates reach it). Falls back to the eager encoder where the model cannot be traced."""
+    """``model.encode_image`` for 1 x 3 x S x S images as a TorchScript trace of the model in
+    eval mode (the caller's to ensure), made once per model, device and dtype (the trace shares
+    the model's parameters, so in-place weight updates reach it). Falls back to the eager
+    encoder where the model cannot be traced."""
     param = next(model.parameters())
     key = (param.device, param.dtype, model.image_size)
     cache = model.__dict__.setdefault("_traced_encoders", {})
@@ -69,7 +74,7 @@ def traced_encoder(model: SAM2Model) -> Callable[[torch.Tensor], ImageFeatures]:
         try:
             with warnings.catch_warnings(), torch.no_grad():
                 warnings.simplefilter("ignore")
-                graph = torch.jit.trace(_EncodeImage(model).eval(), example, check_trace=False)
+                graph = torch.jit.trace(_EncodeImage(model), example, check_trace=False)
         except Exception:  # noqa: BLE001 - any tracing failure: the eager encoder still works
             cache[key] = model.encode_image
         else:

@@ -277,6 +277,7 @@ class VideoSession:
             len(self._objects),
             self._custom_encoder,
             self.options.autocast_dtype is not None,
+            self.model.training,
         ):
             self._lane = EncoderLane(self._encode_for_lane(traced_encoder(self.model)))
         try:

@@ -127,6 +127,23 @@ def test_automatic_rule_picks_the_lane_only_where_it_pays(monkeypatch):
     assert not encode_ahead_wanted(None, cpu, 1, custom_encoder=False, autocast=True)
     assert encode_ahead_wanted(True, cuda, 9, custom_encoder=True, autocast=True)
     assert not encode_ahead_wanted(False, cpu, 1, custom_encoder=False, autocast=False)
+    assert not encode_ahead_wanted(
+        True, cpu, 1, custom_encoder=False, autocast=False, training=True
+    )
     for threads in (1, 4, 16):
         monkeypatch.setattr(encode_ahead.torch, "get_num_threads", lambda t=threads: t)
         assert not encode_ahead_wanted(None, cpu, 1, custom_encoder=False, autocast=False)
+
+
+def test_a_model_in_training_mode_is_left_in_it_and_encoded_in_turn(mini_a_dir, frames):
+    from sam2_core import build_model
+
+    model = build_model(
+        str(mini_a_dir / "config.json"), checkpoint=str(mini_a_dir / "checkpoint.pt")
+    )
+    model.train()
+    session = VideoSession(model, ArrayFrames(frames), TrackerOptions(encode_ahead=True))
+    session.add(_prompts(1, 0)[0])
+    assert len(list(session.propagate(0, max_frames=3))) == 4
+    assert model.training and all(m.training for m in model.modules())
+    assert session.stats.frames_encoded_ahead == 0
