@@ -27,7 +27,13 @@ from pipeline.detectors import DetectorSpec
 from pipeline.device import ComputeOptions
 from pipeline.errors import RunFatalError
 from pipeline.manifest import Reject, read_manifest
-from pipeline.plan import Unit, conflicting_jobs, plan_units, why_other_labeling
+from pipeline.plan import (
+    Unit,
+    categories_without_detector,
+    conflicting_jobs,
+    plan_units,
+    why_other_labeling,
+)
 from pipeline.progress import Progress
 from pipeline.ray_backend import ActorResources, RayBackend, connect_ray
 from pipeline.records import ChunkSummary, RunSummary, UnitFailure, UnitResult, UnitSeconds
@@ -127,7 +133,8 @@ def run_labeling(config: RunConfig, worker_class: type = LabelWorker) -> RunResu
     except (OSError, ValueError) as err:
         raise RunFatalError(f"cannot read manifest {config.manifest}: {err}") from err
     jobs, clashes = conflicting_jobs(jobs)
-    rejects = list(rejects) + clashes
+    jobs, undetected = categories_without_detector(jobs, config.detector)
+    rejects = list(rejects) + clashes + undetected
 
     store = _open_output(config)
 

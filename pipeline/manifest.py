@@ -14,7 +14,8 @@ or, without ``objects``, asks for every object of the video (prompt-free masklet
 names an image instead (``{"image": "s3://bucket/img.jpg", "image_id": "cat", "objects":
 [...]}``, prompts on frame 0 or with no frame; no ``objects``: automatic masks, tuned by an
 optional ``auto`` object of :class:`~sam2_core.mask_generator.MaskGeneratorSettings` fields),
-or a folder of images (``{"image": "s3://bucket/imgs/"}``: one job per JPEG/PNG file under it,
+or names the categories for the run's detector in this video (``"text": "person, dog"``,
+a video without objects, for ``jobs label --detector``, whose ``--text`` is then the default), or a folder of images (``{"image": "s3://bucket/imgs/"}``: one job per JPEG/PNG file under it,
 sorted, each with automatic masks and the id derived from its URI; listed when the manifest is
 read, so a missing or empty folder is a reject). JSON only, not tables. The same content may be
 a Parquet/CSV table with one prompt per row (columns ``video, video_id,
@@ -62,6 +63,7 @@ from pipeline.images import is_image_file, list_images
 from pipeline.manifest_fields import AUTO_FIELDS as AUTO_FIELDS  # re-exported
 from pipeline.manifest_fields import bad_text, json_type, short
 from pipeline.manifest_fields import check_auto as _check_auto
+from pipeline.manifest_fields import check_text as _check_text
 from pipeline.manifest_objects import MAX_ID as MAX_ID  # re-exported: callers import these here
 from pipeline.manifest_objects import OBJECT_FIELDS as OBJECT_FIELDS
 from pipeline.manifest_objects import PROMPT_FIELDS as PROMPT_FIELDS
@@ -102,8 +104,10 @@ class VideoJob:
     detections: tuple[GivenDetection, ...] | None = None
     detections_from: str = ""
     # a video without objects or detections, with --detector: the run's detector (set by
-    # pipeline.plan)
+    # pipeline.plan, with this line's categories when it names them in ``text``)
     detector: DetectorSpec | None = None
+    # a video without objects: the categories its ``text`` names for the run's detector (); none)
+    text: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -117,7 +121,7 @@ class Reject:
     video: str | None = None
 
 
-VIDEO_FIELDS = ("video", "video_id", "objects", "auto", "detections")
+VIDEO_FIELDS = ("video", "video_id", "objects", "auto", "detections", "text")
 IMAGE_FIELDS = ("image", "image_id", "objects", "auto")
 JSONL_SUFFIXES = (".jsonl", ".ndjson", ".json")
 PARQUET_SUFFIXES = (".parquet", ".pq")
@@ -322,6 +326,17 @@ def _validate_video(
             _Invalid("auto", "automatic-mask settings apply to a video without objects only")
         )
     detections, detections_from = _detections_field(value, base, problems, entry)
+    text: tuple[str, ...] = ()
+    if value.get("text") is not None:
+        if objects is not None or value.get("auto") is not None or "detections" in value:
+            problems.append(
+                _Invalid(
+                    "text",
+                    "detector categories apply to a video without objects, auto or detections",
+                )
+            )
+        else:
+            text = _check_text(value["text"], problems)
     job = None
     if not problems and video is not None and video_id is not None:
         job = VideoJob(
@@ -332,6 +347,7 @@ def _validate_video(
             auto=auto,
             detections=detections,
             detections_from=detections_from,
+            text=text,
         )
     return video, video_id, job, problems
 

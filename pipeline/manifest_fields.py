@@ -189,3 +189,20 @@ def check_auto(value: Any, problems: list[Invalid]) -> tuple[tuple[str, Any], ..
         except ValueError as error:
             problems.append(Invalid("auto", str(error)))
     return tuple(sorted(settings.items()))
+
+
+def check_text(value: Any, problems: list[Invalid]) -> tuple[str, ...]:
+    """A video line's ``text``: the categories the run's detector looks for in this video,
+    comma-separated as ``--text`` (blanks and repeats dropped)."""
+    from pipeline.detectors import parse_labels
+
+    if not isinstance(value, str):
+        problems.append(Invalid("text", f'must be text such as "person, dog", got {short(value)}'))
+        return ()
+    if bad_text(value):
+        problems.append(Invalid("text", f"{bad_text(value)}: {value!r:.80}"))
+        return ()
+    labels = parse_labels(value)
+    if not labels:
+        problems.append(Invalid("text", f"names no category: {value!r:.80}"))
+    return labels

@@ -215,11 +215,17 @@ def plan_units(
         if not job.objects:
             from sam2_core.discovery import DEFAULT_DISCOVER_EVERY
 
+            uses_detector = detector is not None and job.detections is None and not job.auto
             job = dataclasses.replace(
                 job,
                 discover_every=discover_every or DEFAULT_DISCOVER_EVERY,
-                # a line's own detections or automatic-mask settings come before the run's detector
-                detector=detector if job.detections is None and not job.auto else None,
+                # a line's own detections or automatic-mask settings come before the run's
+                # detector, and its own categories before the run's --text
+                detector=(
+                    dataclasses.replace(detector, labels=job.text or detector.labels)
+                    if uses_detector
+                    else None
+                ),
             )
             identity = identities[job.video]
             unit_id = unit_id_for(job, (), model_id, checkpoint_digest, identity)
@@ -308,4 +314,32 @@ def conflicting_jobs(jobs: Sequence[VideoJob]) -> tuple[list[VideoJob], list[Rej
         for o in job.objects:
             owner[(job.video_id, o.object_id)] = job.location
         kept.append(job)
+    return kept, rejects
+
+
+def categories_without_detector(
+    jobs: Sequence[VideoJob], detector
+) -> tuple[list[VideoJob], list[Reject]]:
+    """Without a run ``detector``, reject the jobs whose line names detector categories
+    (``text``): nothing would look for them, and automatic masks are not what was asked."""
+    if detector is not None:
+        return list(jobs), []
+    kept: list[VideoJob] = []
+    rejects: list[Reject] = []
+    for job in jobs:
+        if job.text:
+            rejects.append(
+                Reject(
+                    location=job.location,
+                    field="text",
+                    reason=(
+                        f"categories {', '.join(job.text)!r} need a detector: run with "
+                        "--detector owlv2|grounding-dino"
+                    ),
+                    raw="",
+                    video=job.video,
+                )
+            )
+        else:
+            kept.append(job)
     return kept, rejects

@@ -152,6 +152,71 @@ def test_unit_id_hashes_the_detector_settings(tmp_path):
     assert unit.job.detector is None
 
 
+def test_a_lines_text_names_its_own_categories_for_the_runs_detector(tmp_path):
+    manifest = tmp_path / "m.jsonl"
+    lines = [
+        {"video": "v.mp4", "video_id": "v"},
+        {"video": "v.mp4", "video_id": "v-cats", "text": " cat, ball ,cat"},
+    ]
+    manifest.write_text("".join(json.dumps(line) + "\n" for line in lines))
+    jobs, rejects = read_manifest(str(manifest))
+    assert rejects == [] and [job.text for job in jobs] == [(), ("cat", "ball")]
+    spec = detector_spec("owlv2", "person, dog")
+    ids = {job.video: "size=1" for job in jobs}
+    units = plan_units(jobs, "m", "d", identities=ids, detector=spec)
+    assert [u.job.detector.labels for u in units] == [("person", "dog"), ("cat", "ball")]
+    assert units[1].job.detector == dataclasses.replace(spec, labels=("cat", "ball"))
+    # The line's categories are part of what its unit labels: another text, another unit.
+    other = dataclasses.replace(jobs[1], text=("dog",))
+    (again,) = plan_units([other], "m", "d", identities=ids, detector=spec)
+    assert again.unit_id != units[1].unit_id
+
+
+@pytest.mark.parametrize(
+    "extra, reason",
+    [
+        ({"text": 3}, "must be text"),
+        ({"text": " , "}, "names no category"),
+        ({"text": "cat\x00"}, "control"),
+        ({"text": "cat", "auto": {"points_per_side": 8}}, "without objects, auto or detections"),
+        ({"text": "cat", "detections": []}, "without objects, auto or detections"),
+        (
+            {
+                "text": "cat",
+                "objects": [
+                    {"object_id": 1, "prompts": [{"frame": 0, "points": [[1, 2]], "labels": [1]}]}
+                ],
+            },
+            "without objects, auto or detections",
+        ),
+    ],
+)
+def test_bad_text_on_a_line_is_a_reject_naming_it(tmp_path, extra, reason):
+    manifest = tmp_path / "m.jsonl"
+    lines = [{"video": "ok.mp4"}, {"video": "bad.mp4", **extra}]
+    manifest.write_text("".join(json.dumps(line) + "\n" for line in lines))
+    jobs, rejects = read_manifest(str(manifest))
+    assert [job.video.rsplit("/", 1)[-1] for job in jobs] == ["ok.mp4"]
+    assert [(r.location, r.field) for r in rejects] == [("m.jsonl line 2", "text")]
+    assert reason in rejects[0].reason
+
+
+def test_categories_without_a_run_detector_are_a_reject_naming_the_line(tmp_path, capsys):
+    import pyarrow.parquet as pq
+
+    manifest = tmp_path / "m.jsonl"
+    manifest.write_text(json.dumps({"video": "v.mp4", "text": "cat"}) + "\n")
+    out = tmp_path / "out"
+    argv = [
+        "label", "--manifest", str(manifest), "--output", str(out), "--model", "demo",
+        "--workers", "1", "--no-progress", "--strict",
+    ]  # fmt: skip
+    assert main(argv) == 2
+    (reject,) = pq.read_table(out / "rejects" / "rejects.parquet").to_pylist()
+    assert (reject["location"], reject["field"]) == ("m.jsonl line 1", "text")
+    assert "need a detector" in reject["reason"]
+
+
 @pytest.mark.slow
 def test_grounding_dino_through_the_worker_loaded_once_for_every_video(
     weights, videos, tmp_path, monkeypatch, one_torch_thread
@@ -215,6 +280,8 @@ def test_owlv2_end_to_end_through_jobs_label_on_ray(ray_local, weights, videos, 
         + "\n"
         + json.dumps({"video": "blank.mp4", "video_id": "blank", "detections": []})
         + "\n"
+        + json.dumps({"video": "squares.mp4", "video_id": "squares-cats", "text": "cat"})
+        + "\n"
     )
     out = tmp_path / "out"
     argv = [
@@ -225,14 +292,18 @@ def test_owlv2_end_to_end_through_jobs_label_on_ray(ray_local, weights, videos, 
     ]  # fmt: skip
     assert main(argv) == 0, capsys.readouterr().err
     summary = RunSummary.from_json((out / "summary.json").read_bytes())
-    assert (summary.units, summary.units_done, summary.failed) == (2, 2, 0)
+    assert (summary.units, summary.units_done, summary.failed) == (3, 3, 0)
     (settings,) = summary.worker_settings
     assert settings.detector.startswith(f"owlv2 {weights['owlv2']} (person, dog; threshold 0.5)")
-    assert len(OutputStore(str(out)).committed_units()) == 2  # the empty video too
+    assert len(OutputStore(str(out)).committed_units()) == 3  # the empty video too
     table = read_masks(str(out))
-    assert set(table.column("video_id").to_pylist()) == {"squares"}
+    assert set(table.column("video_id").to_pylist()) == {"squares", "squares-cats"}
     assert set(table.column("source").to_pylist()) == {"detector"}
-    assert set(table.column("category").to_pylist()) <= {"person", "dog"}
+    categories = {}
+    for video_id, category in zip(*(table.column(c).to_pylist() for c in ("video_id", "category"))):
+        categories.setdefault(video_id, set()).add(category)
+    # Each video's boxes are of the categories its line asked for (the run's --text by default).
+    assert categories["squares"] <= {"person", "dog"} and categories["squares-cats"] == {"cat"}
     assert all(0.5 <= s <= 1.0 for s in table.column("detection_score").to_pylist())
     # The same rows as one process labeling the same planned jobs (the detector loaded there).
     jobs, _ = read_manifest(str(manifest))
