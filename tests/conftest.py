@@ -80,3 +80,15 @@ def one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+@pytest.fixture(params=["local", "s3"])
+def output(request, tmp_path) -> tuple[str, dict]:
+    """(output URI, storage options): a local folder, or a fresh prefix in the requesting test
+    module's moto bucket (its module-scoped ``s3`` fixture and its ``BUCKET``)."""
+    import uuid
+
+    if request.param == "local":
+        return str(tmp_path / "out"), {}
+    s3 = request.getfixturevalue("s3")
+    return f"s3://{request.module.BUCKET}/{uuid.uuid4().hex[:8]}/out", s3.storage_options

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import threading
-import uuid
 from pathlib import Path
 
 import pyarrow.dataset as pads
@@ -29,14 +28,6 @@ BUCKET = "claim-tests"
 def s3():
     with start_s3(buckets=[BUCKET]) as server:
         yield server
-
-
-@pytest.fixture(params=["local", "s3"])
-def output(request, tmp_path) -> tuple[str, dict]:
-    if request.param == "local":
-        return str(tmp_path / "out"), {}
-    s3 = request.getfixturevalue("s3")
-    return f"s3://{BUCKET}/{uuid.uuid4().hex[:8]}/out", s3.storage_options
 
 
 def labeling(shift: int, videos=("cups", "dogs", "cats"), objects=(1, 2)) -> list:

@@ -34,15 +34,6 @@ def s3():
         yield server
 
 
-@pytest.fixture(params=["local", "s3"])
-def output(request, tmp_path) -> tuple[str, dict]:
-    """(output URI, storage options) on a local folder or a fresh prefix in the moto bucket."""
-    if request.param == "local":
-        return str(tmp_path / "out"), {}
-    s3 = request.getfixturevalue("s3")
-    return f"s3://{BUCKET}/{uuid.uuid4().hex[:8]}/out", s3.storage_options
-
-
 def make_masks(video_id: str, object_id: int, frames: int, seed: int) -> dict:
     rng = np.random.default_rng(seed)
     masks = {}
