@@ -14,8 +14,9 @@ or, without ``objects``, asks for every object of the video (prompt-free masklet
 names an image instead (``{"image": "s3://bucket/img.jpg", "image_id": "cat", "objects":
 [...]}``, prompts on frame 0 or with no frame; no ``objects``: automatic masks, tuned by an
 optional ``auto`` object of :class:`~sam2_core.mask_generator.MaskGeneratorSettings` fields),
-or names the categories for the run's detector in this video (``"text": "person, dog"``,
-a video without objects, for ``jobs label --detector``, whose ``--text`` is then the default), or a folder of images (``{"image": "s3://bucket/imgs/"}``: one job per JPEG/PNG file under it,
+or names the categories the run's detector looks for in a video without objects (``"text":
+"person, dog"``, for ``jobs label --detector``, whose ``--text`` is then the default), or a
+folder of images (``{"image": "s3://bucket/imgs/"}``: one job per JPEG/PNG file under it,
 sorted, each with automatic masks and the id derived from its URI; listed when the manifest is
 read, so a missing or empty folder is a reject). JSON only, not tables. The same content may be
 a Parquet/CSV table with one prompt per row (columns ``video, video_id,
@@ -106,7 +107,8 @@ class VideoJob:
     # a video without objects or detections, with --detector: the run's detector (set by
     # pipeline.plan, with this line's categories when it names them in ``text``)
     detector: DetectorSpec | None = None
-    # a video without objects: the categories its ``text`` names for the run's detector (); none)
+    # a video without objects: the categories its ``text`` names for the run's detector (()
+    # when it names none)
     text: tuple[str, ...] = ()
 
 
