@@ -161,15 +161,16 @@ OPTIONS: list[tuple[str, dict]] = [
             "choices": ["owlv2", "grounding-dino"],
             "default": None,
             "help": "for videos listed without objects: boxes of this open-vocabulary detector "
-            "(Hugging Face transformers, the detect extra) on the keyframes start objects; needs "
-            "--text",
+            "(Hugging Face transformers, the detect extra) on the keyframes start objects, of "
+            'the categories in --text or in the line\'s own "text"',
         },
     ),
     (
         "--text",
         {
             "default": None,
-            "help": 'categories the detector looks for, comma-separated (e.g. "person, dog")',
+            "help": 'categories the detector looks for, comma-separated (e.g. "person, dog"); '
+            'a line\'s own "text" replaces them for its video',
         },
     ),
     (

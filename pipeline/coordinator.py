@@ -29,8 +29,8 @@ from pipeline.errors import RunFatalError
 from pipeline.manifest import Reject, read_manifest
 from pipeline.plan import (
     Unit,
-    categories_without_detector,
     conflicting_jobs,
+    detector_category_rejects,
     plan_units,
     why_other_labeling,
 )
@@ -133,7 +133,7 @@ def run_labeling(config: RunConfig, worker_class: type = LabelWorker) -> RunResu
     except (OSError, ValueError) as err:
         raise RunFatalError(f"cannot read manifest {config.manifest}: {err}") from err
     jobs, clashes = conflicting_jobs(jobs)
-    jobs, undetected = categories_without_detector(jobs, config.detector)
+    jobs, undetected = detector_category_rejects(jobs, config.detector)
     rejects = list(rejects) + clashes + undetected
 
     store = _open_output(config)

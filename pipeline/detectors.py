@@ -48,9 +48,8 @@ class DetectorSpec:
         return {**dataclasses.asdict(self), "labels": list(self.labels)}
 
     def describe(self) -> str:
-        return (
-            f"{self.kind} {self.weights} ({', '.join(self.labels)}; threshold {self.threshold:g})"
-        )
+        labels = ", ".join(self.labels) or "categories per line"
+        return f"{self.kind} {self.weights} ({labels}; threshold {self.threshold:g})"
 
 
 def parse_labels(text: str) -> tuple[str, ...]:
@@ -65,10 +64,12 @@ def detector_spec(
     weights: str | None = None,
     threshold: float | None = None,
 ) -> DetectorSpec | None:
-    """The run's detector from its command-line options, or None without one. Raises
-    ValueError (one line, naming the option) for an unknown kind, ``--text`` without a
-    detector or the reverse, no category in the text, a threshold outside [0, 1], or weights
-    that are neither an existing local folder nor a hub name."""
+    """The run's detector from its command-line options, or None without one. Without
+    ``text`` its categories are empty: every video line using it must name its own (a line's
+    ``text``; :func:`pipeline.plan.detector_category_rejects`). Raises ValueError (one line,
+    naming the option) for an unknown kind, ``--text`` without a detector, a text naming no
+    category, a threshold outside [0, 1], or weights that are neither an existing local folder
+    nor a hub name."""
     if kind is None:
         for name, value in (("--text", text), ("--detector-weights", weights)):
             if value is not None:
@@ -78,10 +79,10 @@ def detector_spec(
         return None
     if kind not in DETECTORS:
         raise ValueError(f"--detector {kind!r} is not one of {', '.join(DETECTORS)}")
-    labels = parse_labels(text or "")
-    if not labels:
+    labels = () if text is None else parse_labels(text)
+    if text is not None and not labels:
         raise ValueError(
-            f"--detector {kind} needs --text with the categories to look for, e.g. --text "
+            f"--text {text!r} names no category: give the categories to look for, e.g. --text "
             '"person, dog"'
         )
     threshold = DEFAULT_THRESHOLDS[kind] if threshold is None else float(threshold)

@@ -317,29 +317,37 @@ def conflicting_jobs(jobs: Sequence[VideoJob]) -> tuple[list[VideoJob], list[Rej
     return kept, rejects
 
 
-def categories_without_detector(
+def detector_category_rejects(
     jobs: Sequence[VideoJob], detector
 ) -> tuple[list[VideoJob], list[Reject]]:
-    """Without a run ``detector``, reject the jobs whose line names detector categories
-    (``text``): nothing would look for them, and automatic masks are not what was asked."""
-    if detector is not None:
-        return list(jobs), []
+    """Reject the video jobs whose detector categories cannot be honoured: a line naming
+    categories (``text``) in a run without a ``detector`` (nothing would look for them), and,
+    when the run's detector has no categories of its own (no ``--text``), a line that would use
+    it without naming any."""
     kept: list[VideoJob] = []
     rejects: list[Reject] = []
     for job in jobs:
-        if job.text:
-            rejects.append(
-                Reject(
-                    location=job.location,
-                    field="text",
-                    reason=(
-                        f"categories {', '.join(job.text)!r} need a detector: run with "
-                        "--detector owlv2|grounding-dino"
-                    ),
-                    raw="",
-                    video=job.video,
-                )
+        reason = None
+        if detector is None and job.text:
+            reason = (
+                f"categories {', '.join(job.text)!r} need a detector: run with "
+                "--detector owlv2|grounding-dino"
             )
-        else:
+        elif (
+            detector is not None
+            and not detector.labels
+            and not job.text
+            and not job.image
+            and not job.objects
+            and job.detections is None
+            and not job.auto
+        ):
+            reason = (
+                'no categories for the detector: give this line a "text" (e.g. "person, dog") '
+                "or run with --text"
+            )
+        if reason is None:
             kept.append(job)
+        else:
+            rejects.append(Reject(job.location, "text", reason, raw="", video=job.video))
     return kept, rejects

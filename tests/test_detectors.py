@@ -98,8 +98,7 @@ def test_detector_options_are_checked_before_any_work(tmp_path, capsys):
     for args, message in [
         (("yolo", "dog"), "not one of owlv2, grounding-dino"),
         ((None, "dog"), "--text needs --detector"),
-        (("owlv2", None), "needs --text"),
-        (("owlv2", " , "), "needs --text"),
+        (("owlv2", " , "), "names no category"),
         (("owlv2", "dog", None, 1.5), "--detection-threshold must be in [0, 1]"),
         ((None, None, None, 0.3), "--detection-threshold needs --detector"),
         (("owlv2", "dog", "/no/such/owl"), "no such local folder, and not a hub name"),
@@ -112,7 +111,7 @@ def test_detector_options_are_checked_before_any_work(tmp_path, capsys):
     out = tmp_path / "out"
     for extra, message in [
         (["--text", "dog"], "error: --text needs --detector"),
-        (["--detector", "owlv2"], "error: --detector owlv2 needs --text"),
+        (["--detector", "owlv2", "--text", ","], "error: --text ',' names no category"),
     ]:
         assert main(["label", "--manifest", str(manifest), "--output", str(out), *extra]) == 1
         err = capsys.readouterr().err.strip().splitlines()
@@ -201,20 +200,51 @@ def test_bad_text_on_a_line_is_a_reject_naming_it(tmp_path, extra, reason):
     assert reason in rejects[0].reason
 
 
-def test_categories_without_a_run_detector_are_a_reject_naming_the_line(tmp_path, capsys):
+@pytest.mark.parametrize(
+    "line, detector, reason",
+    [
+        ({"video": "v.mp4", "text": "cat"}, [], "need a detector"),
+        ({"video": "v.mp4"}, ["--detector", "owlv2"], "no categories for the detector"),
+    ],
+)
+def test_categories_nobody_looks_for_or_nobody_gave_are_a_reject_naming_the_line(
+    tmp_path, line, detector, reason
+):
     import pyarrow.parquet as pq
 
     manifest = tmp_path / "m.jsonl"
-    manifest.write_text(json.dumps({"video": "v.mp4", "text": "cat"}) + "\n")
+    manifest.write_text(json.dumps(line) + "\n")
     out = tmp_path / "out"
     argv = [
         "label", "--manifest", str(manifest), "--output", str(out), "--model", "demo",
-        "--workers", "1", "--no-progress", "--strict",
+        "--workers", "1", "--no-progress", "--strict", *detector,
     ]  # fmt: skip
     assert main(argv) == 2
     (reject,) = pq.read_table(out / "rejects" / "rejects.parquet").to_pylist()
     assert (reject["location"], reject["field"]) == ("m.jsonl line 1", "text")
-    assert "need a detector" in reject["reason"]
+    assert reason in reject["reason"]
+
+
+def test_a_detector_without_run_categories_labels_lines_that_name_their_own(tmp_path):
+    from pipeline.plan import detector_category_rejects
+
+    spec = detector_spec("owlv2", None)
+    assert spec.labels == () and "categories per line" in spec.describe()
+    manifest = tmp_path / "m.jsonl"
+    lines = [
+        {"video": "a.mp4", "text": "cat"},
+        {"video": "b.mp4"},  # nothing to look for: rejected
+        {"video": "c.mp4", "detections": []},  # its own detections: no detector needed
+        {"video": "d.mp4", "auto": {"points_per_side": 8}},  # its own automatic masks
+    ]
+    manifest.write_text("".join(json.dumps(line) + "\n" for line in lines))
+    jobs, _ = read_manifest(str(manifest))
+    kept, rejects = detector_category_rejects(jobs, spec)
+    assert [j.video.rsplit("/", 1)[-1] for j in kept] == ["a.mp4", "c.mp4", "d.mp4"]
+    assert [(r.location, r.field) for r in rejects] == [("m.jsonl line 2", "text")]
+    (unit, *_) = plan_units(kept, "m", "d", identities={j.video: "x" for j in kept}, detector=spec)
+    assert unit.job.detector.labels == ("cat",)
+    assert detector_category_rejects(jobs, detector_spec("owlv2", "dog")) == (list(jobs), [])
 
 
 @pytest.mark.slow
