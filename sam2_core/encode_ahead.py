@@ -32,10 +32,12 @@ def encode_ahead_wanted(
     autocast: bool,
     training: bool = False,
 ) -> bool:
-    """Whether a propagation encodes frames ahead: never for a model in training mode (the
-    trace is of the model in eval mode); else ``option`` if set, else only on a CPU where
-    torch runs two threads, for at most ENCODE_AHEAD_MAX_OBJECTS objects, in float32 (no
-    autocast), with the model's own encoder (not a SharedEncoder batching several videos)."""
+    """Whether a propagation encodes frames ahead: never for a model in training mode (its
+    random draws would interleave across threads); else ``option`` if set (the lane then runs
+    the session's own encoder, eagerly, where the trace does not apply: a custom encoder or
+    autocast), else only on a CPU where torch runs two threads, for at most
+    ENCODE_AHEAD_MAX_OBJECTS objects, in float32 (no autocast), with the model's own encoder
+    (not a SharedEncoder batching several videos): where the traced encoder makes it pay."""
     if training:
         return False
     if option is not None:

@@ -279,7 +279,10 @@ class VideoSession:
             self.options.autocast_dtype is not None,
             self.model.training,
         ):
-            self._lane = EncoderLane(self._encode_for_lane(traced_encoder(self.model)))
+            own = not self._custom_encoder and self.options.autocast_dtype is None
+            self._lane = EncoderLane(
+                self._encode_for_lane(traced_encoder(self.model) if own else self._encode)
+            )
         try:
             for frame in order:
                 if self._lane is not None:  # encode the next frame while this one is tracked
@@ -296,11 +299,14 @@ class VideoSession:
             self._reader.close()
 
     def _encode_for_lane(self, encode: Callable[[torch.Tensor], ImageFeatures]):
-        """What the encode-ahead lane runs for a frame: read, preprocess, encode."""
+        """What the encode-ahead lane runs for a frame: read, preprocess, encode (under the
+        session's autocast, which is per thread and so entered on the lane)."""
         reader, device = self._reader, self.device
 
         def run(frame: int) -> ImageFeatures:
-            return encode(to_device(reader.load(frame), device)[None])
+            image = to_device(reader.load(frame), device)[None]
+            with self._autocast():
+                return encode(image)
 
         return run
 

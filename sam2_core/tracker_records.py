@@ -48,7 +48,8 @@ class TrackerOptions:
     ``transforms.video_frame_to_input`` and docs/PERFORMANCE.md.
     encode_ahead: encode frame t+1 on a second single-threaded lane while frame t is tracked on
     one thread (None: automatic, on a CPU where torch runs two threads, for at most two objects,
-    in float32 with the model's own encoder; see :mod:`sam2_core.encode_ahead`).
+    in float32 with the model's own encoder; True / False force it on or off, except for a
+    model in training mode; see :mod:`sam2_core.encode_ahead`).
     """
 
     storage_device: str | None = None

@@ -147,3 +147,30 @@ def test_a_model_in_training_mode_is_left_in_it_and_encoded_in_turn(mini_a_dir, 
     assert len(list(session.propagate(0, max_frames=3))) == 4
     assert model.training and all(m.training for m in model.modules())
     assert session.stats.frames_encoded_ahead == 0
+
+
+def test_a_forced_lane_keeps_the_sessions_autocast(mini, frames):
+    """Forced on under autocast, the lane runs the session's encoder under the same autocast
+    (entered on the lane's thread) rather than the float32 trace."""
+    options = dict(autocast_dtype=torch.bfloat16)
+    masks = {}
+    calls: list[tuple[bool, bool]] = []  # (on the lane's thread, under autocast)
+    for ahead in (False, True):
+        session = VideoSession(
+            mini, ArrayFrames(frames), TrackerOptions(encode_ahead=ahead, **options)
+        )
+        encode = session._encode
+
+        def spy(images, encode=encode):
+            lane = threading.current_thread().name.startswith("encode-ahead")
+            calls.append((lane, torch.is_autocast_enabled("cpu")))
+            return encode(images)
+
+        session._encode = spy
+        outs = [r.low_res for r in track_session(session, _prompts(1, 0))]
+        masks[ahead] = torch.cat(outs) > 0
+        assert session.stats.frames_encoded_ahead == (len(frames) - 1 if ahead else 0)
+    assert (True, True) in calls and all(under for _, under in calls)
+    inter = (masks[True] & masks[False]).sum()
+    union = (masks[True] | masks[False]).sum()
+    assert union > 0 and inter / union > 0.99
