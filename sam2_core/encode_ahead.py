@@ -12,6 +12,7 @@ waiting for it. The trace runs the same operators as the eager encoder (same out
 from __future__ import annotations
 
 import warnings
+import weakref
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 
@@ -63,6 +64,11 @@ class _EncodeImage(torch.nn.Module):
         return feats.levels, feats.pos
 
 
+# Traces per model, kept beside the model rather than on it: a model stays picklable and a
+# copy of it traces its own weights.
+_TRACES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
 def traced_encoder(model: SAM2Model) -> Callable[[torch.Tensor], ImageFeatures]:
     """``model.encode_image`` for 1 x 3 x S x S images as a TorchScript trace of the model in
     eval mode (the caller's to ensure), made once per model, device and dtype (the trace shares
@@ -70,7 +76,7 @@ def traced_encoder(model: SAM2Model) -> Callable[[torch.Tensor], ImageFeatures]:
     encoder where the model cannot be traced."""
     param = next(model.parameters())
     key = (param.device, param.dtype, model.image_size)
-    cache = model.__dict__.setdefault("_traced_encoders", {})
+    cache = _TRACES.setdefault(model, {})
     if key not in cache:
         example = torch.zeros(1, 3, model.image_size, model.image_size, device=param.device)
         try:

@@ -174,3 +174,30 @@ def test_a_forced_lane_keeps_the_sessions_autocast(mini, frames):
     inter = (masks[True] & masks[False]).sum()
     union = (masks[True] | masks[False]).sum()
     assert union > 0 and inter / union > 0.99
+
+
+def test_a_model_that_tracked_with_the_lane_still_pickles_and_a_copy_traces_its_own_weights(
+    mini_a_dir, frames
+):
+    import copy
+    import io
+
+    from sam2_core import build_model
+
+    model = build_model(
+        str(mini_a_dir / "config.json"), checkpoint=str(mini_a_dir / "checkpoint.pt")
+    )
+    session = VideoSession(model, ArrayFrames(frames), TrackerOptions(encode_ahead=True))
+    session.add(_prompts(1, 0)[0])
+    list(session.propagate(0, max_frames=2))
+    assert session.stats.frames_encoded_ahead == 2
+    torch.save(model, io.BytesIO())  # nothing unpicklable left on the model
+    twin = copy.deepcopy(model)
+    with torch.no_grad():
+        twin.image_encoder.trunk.patch_embed.proj.weight.mul_(2.0)
+    images = torch.rand(1, 3, model.image_size, model.image_size)
+    with torch.inference_mode():
+        mine, theirs = traced_encoder(model)(images), traced_encoder(twin)(images)
+        torch.testing.assert_close(theirs.levels[-1], twin.encode_image(images).levels[-1])
+        torch.testing.assert_close(mine.levels[-1], model.encode_image(images).levels[-1])
+    assert not torch.allclose(mine.levels[-1], theirs.levels[-1])
