@@ -42,29 +42,29 @@ only known after decoding, so the worker checks that with
 :class:`~sam2_core.prompts.ObjectPrompt` (``pipeline.labeling``).
 File syntax (lines, documents, rows) is read by :mod:`pipeline.manifest_parse`, single
 field values are checked by :mod:`pipeline.manifest_fields`, an object's prompts by
-:mod:`pipeline.manifest_objects`.
+:mod:`pipeline.manifest_objects`, image lines by :mod:`pipeline.manifest_images`; the records
+(:class:`VideoJob`, :class:`Reject`) are :mod:`pipeline.manifest_records`'s.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import posixpath
 import re
 from collections.abc import Iterable
-from dataclasses import dataclass
 from typing import Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
 from pipeline.detections import GivenDetection, parse_detections
-from pipeline.detectors import DetectorSpec
-from pipeline.images import is_image_file, list_images
 from pipeline.manifest_fields import AUTO_FIELDS as AUTO_FIELDS  # re-exported
-from pipeline.manifest_fields import bad_text, json_type, short
 from pipeline.manifest_fields import check_auto as _check_auto
 from pipeline.manifest_fields import check_text as _check_text
+from pipeline.manifest_fields import default_video_id as default_video_id
+from pipeline.manifest_fields import id_field, json_type, location_field, short
+from pipeline.manifest_images import IMAGE_FIELDS as IMAGE_FIELDS
+from pipeline.manifest_images import expand_image_folders, validate_image
 from pipeline.manifest_objects import MAX_ID as MAX_ID  # re-exported: callers import these here
 from pipeline.manifest_objects import OBJECT_FIELDS as OBJECT_FIELDS
 from pipeline.manifest_objects import PROMPT_FIELDS as PROMPT_FIELDS
@@ -82,73 +82,18 @@ from pipeline.manifest_parse import (
     parquet_rows,
 )
 from pipeline.manifest_parse import Invalid as _Invalid
+from pipeline.manifest_records import Reject as Reject
+from pipeline.manifest_records import VideoJob as VideoJob
 from pipeline.storage import has_protocol, safe_uri, url_to_fs
 
-
-@dataclass(frozen=True)
-class VideoJob:
-    """A validated video to label; ``location`` says where it came from (e.g. "m.jsonl line 3")."""
-
-    video: str
-    video_id: str
-    objects: tuple[ObjectSpec, ...]
-    location: str
-    # ``video`` is one still image, ``video_id`` its image id (a folder until read_manifest lists it)
-    image: bool = False
-    # an image or video without objects: its automatic-mask settings (MaskGeneratorSettings fields)
-    auto: tuple[tuple[str, Any], ...] = ()
-    # a video without objects: frames between keyframes where objects are looked for (set by
-    # pipeline.plan from --discover-every; 0 until then)
-    discover_every: int = 0
-    # a video without objects: its precomputed detections (pipeline.detections; None: none
-    # given), and the file they came from ("" when given inline or not yet read)
-    detections: tuple[GivenDetection, ...] | None = None
-    detections_from: str = ""
-    # a video without objects or detections, with --detector: the run's detector (set by
-    # pipeline.plan, with this line's categories when it names them in ``text``)
-    detector: DetectorSpec | None = None
-    # a video without objects: the categories its ``text`` names for the run's detector (()
-    # when it names none)
-    text: tuple[str, ...] = ()
-
-
-@dataclass(frozen=True)
-class Reject:
-    """One problem with a manifest entry: where, which field, why, and the raw entry text."""
-
-    location: str
-    field: str
-    reason: str
-    raw: str
-    video: str | None = None
-
-
 VIDEO_FIELDS = ("video", "video_id", "objects", "auto", "detections", "text")
-IMAGE_FIELDS = ("image", "image_id", "objects", "auto")
 JSONL_SUFFIXES = (".jsonl", ".ndjson", ".json")
 PARQUET_SUFFIXES = (".parquet", ".pq")
 CSV_SUFFIXES = (".csv",)
-_ID_UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
 
 
 class EmptyManifestError(ValueError):
     """The manifest holds no entries at all (an empty file, only blank lines, no rows, ``[]``)."""
-
-
-def default_video_id(uri: str) -> str:
-    """Stable id for a video URI: its file/folder name (made safe) plus a short hash of the URI.
-
-    The hash keeps ids distinct for equal names in different folders; the name keeps them readable.
-    """
-    normalized = uri.rstrip("/") or uri
-    stem = posixpath.basename(normalized.replace("\\", "/"))
-    for suffix in (".mp4", ".mov", ".mkv", ".avi", ".webm", ".m4v"):
-        if stem.lower().endswith(suffix):
-            stem = stem[: -len(suffix)]
-            break
-    stem = _ID_UNSAFE.sub("_", stem).strip("._-") or "video"
-    digest = hashlib.sha256(normalized.encode("utf-8")).hexdigest()[:10]
-    return f"{stem[:64]}-{digest}"
 
 
 def read_manifest(
@@ -203,7 +148,7 @@ def read_manifest(
         )
     jobs, rejects = _validate_entries(entries, base)
     jobs, rejects = _read_detection_files(jobs, rejects, storage_options)
-    return _expand_image_folders(jobs, rejects, storage_options)
+    return expand_image_folders(jobs, rejects, storage_options)
 
 
 # ---------------------------------------------------------------- paths
@@ -215,16 +160,6 @@ def _manifest_base(uri: str) -> str:
         return uri.rsplit("/", 1)[0]
     _, path = url_to_fs(uri)
     return posixpath.dirname(path)
-
-
-def _resolve_video(video: str, base: str) -> str:
-    """A relative video path joined to the manifest's folder (local or URL); others unchanged."""
-    if has_protocol(video) or video.startswith("/"):
-        return video
-    if "://" in base:
-        protocol, folder = base.split("://", 1)
-        return f"{protocol}://{posixpath.normpath(posixpath.join(folder, video))}"
-    return posixpath.normpath(posixpath.join(base, video))
 
 
 # ---------------------------------------------------------------- validation
@@ -285,13 +220,13 @@ def _validate_video(
             [_Invalid("line", f"expected a JSON object, got {json_type(value)}")],
         )
     if "image" in value:
-        return _validate_image(entry, base)
+        return validate_image(entry, base)
     for key in value:
         if key not in VIDEO_FIELDS:
             problems.append(_Invalid(key, f"unknown field (allowed: {', '.join(VIDEO_FIELDS)})"))
 
-    video = _location_field(value, "video", base, problems)
-    video_id = _id_field(value, "video_id", video, problems)
+    video = location_field(value, "video", base, problems)
+    video_id = id_field(value, "video_id", video, problems)
 
     objects = value.get("objects")
     specs: list[ObjectSpec] = []
@@ -369,7 +304,7 @@ def _detections_field(
         )
         return None, ""
     if isinstance(given, str):
-        location = _location_field(value, "detections", base, problems)
+        location = location_field(value, "detections", base, problems)
         return None, location or ""
     rows = entry.locations or {}
     try:
@@ -408,139 +343,3 @@ def _read_detection_files(
             job = dataclasses.replace(job, detections=detections)
         kept.append(job)
     return kept, rejects
-
-
-def _location_field(value: dict, field: str, base: str, problems: list[_Invalid]) -> str | None:
-    """``value[field]``, a video or image path/URL, resolved against the manifest's folder."""
-    location = value.get(field)
-    if not isinstance(location, str) or not location.strip():
-        problems.append(_Invalid(field, f"must be a non-empty path or URL, got {short(location)}"))
-        return None
-    if bad_text(location):
-        problems.append(_Invalid(field, f"{bad_text(location)}: {location!r:.80}"))
-        return None
-    return _resolve_video(location.strip(), base)
-
-
-def _id_field(
-    value: dict, field: str, location: str | None, problems: list[_Invalid]
-) -> str | None:
-    """``value[field]`` (a video or image id) checked, or the id derived from ``location``."""
-    given = value.get(field)
-    if given is None:
-        return default_video_id(location) if location else None
-    if not isinstance(given, str) or not given.strip() or given != given.strip():
-        problems.append(
-            _Invalid(field, f"must be a non-empty string without surrounding spaces, got {given!r}")
-        )
-        return None
-    if bad_text(given):
-        problems.append(_Invalid(field, f"{bad_text(given)}: {given!r:.80}"))
-        return None
-    return given
-
-
-def _validate_image(
-    entry: Entry, base: str
-) -> tuple[str | None, str | None, VideoJob | None, list[_Invalid]]:
-    """An image line: one image with prompted objects, one without objects (automatic
-    masks), or a folder of images (automatic masks only; listed by read_manifest)."""
-    value = entry.value
-    problems: list[_Invalid] = []
-    for key in value:
-        if key not in IMAGE_FIELDS:
-            problems.append(
-                _Invalid(key, f"unknown field for an image (allowed: {', '.join(IMAGE_FIELDS)})")
-            )
-    image = _location_field(value, "image", base, problems)
-    folder = image is not None and not is_image_file(image)
-    image_id = None
-    if folder and value.get("image_id") is not None:
-        problems.append(
-            _Invalid(
-                "image_id",
-                "a folder of images takes no image_id: each image's id is derived from its URI",
-            )
-        )
-    elif not folder:
-        image_id = _id_field(value, "image_id", image, problems)
-    objects = value.get("objects")
-    specs: list[ObjectSpec] = []
-    if objects is not None and folder:
-        problems.append(
-            _Invalid(
-                "objects",
-                "a folder of images takes no objects (its images get automatic masks); "
-                "give prompted images one line each",
-            )
-        )
-    elif objects is not None and (not isinstance(objects, list) or not objects):
-        problems.append(
-            _Invalid(
-                "objects",
-                f"must be a non-empty list (or left out for automatic masks), got {short(objects)}",
-            )
-        )
-    elif objects is not None:
-        seen_objects: set[int] = set()
-        for index, obj in enumerate(objects):
-            spec, found = _validate_object(obj, f"objects[{index}]", index, entry, image=True)
-            problems.extend(found)
-            if spec is not None and spec.object_id in seen_objects:
-                problems.append(
-                    _Invalid(
-                        f"objects[{index}].object_id",
-                        f"duplicate object id {spec.object_id} in this image",
-                    )
-                )
-            elif spec is not None:
-                seen_objects.add(spec.object_id)
-                specs.append(spec)
-    auto: tuple[tuple[str, Any], ...] = ()
-    if value.get("auto") is not None:
-        if objects is not None:
-            problems.append(
-                _Invalid("auto", "automatic-mask settings apply to an image without objects only")
-            )
-        else:
-            auto = _check_auto(value["auto"], problems)
-    job = None
-    if not problems and image is not None and (image_id is not None or folder):
-        job = VideoJob(image, image_id or "", tuple(specs), entry.location, image=True, auto=auto)
-    return image, image_id, job, problems
-
-
-def _expand_image_folders(
-    jobs: list[VideoJob], rejects: list[Reject], storage_options: dict | None
-) -> tuple[list[VideoJob], list[Reject]]:
-    """Folder lines listed into one job per image (:func:`pipeline.images.list_images`); a
-    missing or empty folder, or an image id already used by an earlier job, is a reject."""
-    if not any(job.image and not is_image_file(job.video) for job in jobs):
-        return jobs, rejects
-    out: list[VideoJob] = []
-    rejects = list(rejects)
-    owners: dict[str, str] = {}
-    for job in jobs:
-        expanded = [job]
-        if job.image and not is_image_file(job.video):
-            try:
-                uris = list_images(job.video, storage_options)
-                if not uris:
-                    raise FileNotFoundError(f"no JPEG/PNG images under {safe_uri(job.video)}")
-            except FileNotFoundError as error:
-                rejects.append(Reject(job.location, "image", str(error), "", job.video))
-                continue
-            expanded = [
-                dataclasses.replace(job, video=uri, video_id=default_video_id(uri)) for uri in uris
-            ]
-        for one in expanded:
-            where = one.location if one is job else f"{one.location} ({safe_uri(one.video)})"
-            if one.video_id in owners:
-                reason = f"{one.video_id!r} already used by {owners[one.video_id]}"
-                rejects.append(
-                    Reject(where, "image_id" if one.image else "video_id", reason, "", one.video)
-                )
-                continue
-            owners[one.video_id] = where
-            out.append(one)
-    return out, rejects

@@ -1,20 +1,25 @@
-"""Checks of single field values in a manifest entry: points, labels, box, mask, ids, text, auto.
+"""Checks of single field values in a manifest entry: points, labels, box, mask, ids, text, auto,
+locations (resolved against the manifest's folder) and the id a video or image gets by default.
 
 Each check returns the value in its typed form or raises ``Invalid`` naming the field path it
 was given (``objects[0].prompts[1].box``) and why, with the offending value shortened
-(:func:`check_auto` appends every problem of the settings object to a list instead).
+(:func:`check_auto`, :func:`check_text`, :func:`location_field` and :func:`id_field` append
+their problems to a list instead).
 :mod:`pipeline.manifest` assembles entries from these into jobs.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
+import posixpath
 import re
 import unicodedata
 from typing import Any
 
 from pipeline.manifest_parse import Invalid
 from pipeline.masks import validate_rle
+from pipeline.storage import has_protocol
 from sam2_core.prompts import (
     BOX_RULE,
     LABEL_RULE,
@@ -206,3 +211,60 @@ def check_text(value: Any, problems: list[Invalid]) -> tuple[str, ...]:
     if not labels:
         problems.append(Invalid("text", f"names no category: {value!r:.80}"))
     return labels
+
+
+_ID_UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
+
+
+def default_video_id(uri: str) -> str:
+    """Stable id for a video URI: its file/folder name (made safe) plus a short hash of the URI.
+
+    The hash keeps ids distinct for equal names in different folders; the name keeps them readable.
+    """
+    normalized = uri.rstrip("/") or uri
+    stem = posixpath.basename(normalized.replace("\\", "/"))
+    for suffix in (".mp4", ".mov", ".mkv", ".avi", ".webm", ".m4v"):
+        if stem.lower().endswith(suffix):
+            stem = stem[: -len(suffix)]
+            break
+    stem = _ID_UNSAFE.sub("_", stem).strip("._-") or "video"
+    digest = hashlib.sha256(normalized.encode("utf-8")).hexdigest()[:10]
+    return f"{stem[:64]}-{digest}"
+
+
+def resolve_location(video: str, base: str) -> str:
+    """A relative video path joined to the manifest's folder (local or URL); others unchanged."""
+    if has_protocol(video) or video.startswith("/"):
+        return video
+    if "://" in base:
+        protocol, folder = base.split("://", 1)
+        return f"{protocol}://{posixpath.normpath(posixpath.join(folder, video))}"
+    return posixpath.normpath(posixpath.join(base, video))
+
+
+def location_field(value: dict, field: str, base: str, problems: list[Invalid]) -> str | None:
+    """``value[field]``, a video or image path/URL, resolved against the manifest's folder."""
+    location = value.get(field)
+    if not isinstance(location, str) or not location.strip():
+        problems.append(Invalid(field, f"must be a non-empty path or URL, got {short(location)}"))
+        return None
+    if bad_text(location):
+        problems.append(Invalid(field, f"{bad_text(location)}: {location!r:.80}"))
+        return None
+    return resolve_location(location.strip(), base)
+
+
+def id_field(value: dict, field: str, location: str | None, problems: list[Invalid]) -> str | None:
+    """``value[field]`` (a video or image id) checked, or the id derived from ``location``."""
+    given = value.get(field)
+    if given is None:
+        return default_video_id(location) if location else None
+    if not isinstance(given, str) or not given.strip() or given != given.strip():
+        problems.append(
+            Invalid(field, f"must be a non-empty string without surrounding spaces, got {given!r}")
+        )
+        return None
+    if bad_text(given):
+        problems.append(Invalid(field, f"{bad_text(given)}: {given!r:.80}"))
+        return None
+    return given
