@@ -301,3 +301,83 @@ def test_training_to_an_s3_url_writes_there_and_resumes_from_there(tmp_path, tin
         assert model.image_size == 64
         assert jobs_main([*argv, "--output", "s3://train-out/none", "--resume"]) == 1
         assert "nothing at s3://train-out/none" in capsys.readouterr().err
+
+
+def write_sav(root, seed, step, frame_count=None):
+    """An SA-V folder from a synthetic video of ``SYNTH.num_frames * step`` frames: the mp4 and
+    ``<video>_manual.json`` with a masklet entry every ``step``-th frame (SA-V's own files:
+    step 4), ``video_frame_count`` the mp4's frames unless given."""
+    from pipeline.masks import encode_mask
+    from pipeline.synthetic_io import encode_mp4
+
+    config = SyntheticConfig(
+        height=64, width=64, num_frames=SYNTH.num_frames * step, min_objects=1, max_objects=2
+    )
+    video = generate_video(seed, config)
+    name = f"sav_{seed:06d}"
+    root.mkdir(parents=True, exist_ok=True)
+    (root / f"{name}.mp4").write_bytes(encode_mp4(video.frames))
+    masklet = [
+        [
+            {"size": [64, 64], "counts": encode_mask(video.masks[i, t])[0]}
+            for i in range(len(video.object_ids))
+        ]
+        for t in range(0, len(video.frames), step)
+    ]
+    record = {
+        "video_id": name,
+        "video_frame_count": len(video.frames) if frame_count is None else frame_count,
+        "video_height": 64,
+        "video_width": 64,
+        "masklet": masklet,
+        "masklet_id": list(range(len(video.object_ids))),
+    }
+    (root / f"{name}_manual.json").write_text(json.dumps(record))
+    return video
+
+
+@pytest.mark.parametrize("step", [1, 4])
+def test_clips_from_an_sa_v_folder_run_over_its_annotated_frames(tmp_path, step):
+    video = write_sav(tmp_path / "sav", 5, step)
+    data = load_training_data([parse_data_spec(f"sav:{tmp_path / 'sav'}")])
+    (train,) = data.train
+    assert (train.frame_step, train.num_frames) == (step, SYNTH.num_frames)
+    source = TableClips(data.train, reverse_prob=0.0, max_objects=5)
+    for seed in range(3):
+        clip = source.sample(np.random.default_rng(seed), 3)
+        start = int(clip.source.split("frames ")[1].split("-")[0])
+        frames = [(start + j) * step for j in range(3)]  # the annotated video frames
+        truth = video.masks[:, frames]
+        shown = truth[:, 0].reshape(len(truth), -1).sum(1) >= 20
+        assert np.array_equal(clip.masks, truth[shown])
+        assert np.abs(clip.frames.astype(int) - video.frames[frames]).mean() < 8  # H.264
+
+
+def test_held_out_j_and_f_on_sa_v_steps_scores_the_annotated_frames(tmp_path):
+    from pipeline.training.heldout import heldout_jf
+    from sam2_core.demo_model import build_demo_model
+
+    write_sav(tmp_path / "dense", 7, 1)
+    write_sav(tmp_path / "stepped", 7, 4)
+    model = build_demo_model("cpu")
+    reports = {}
+    for name in ("dense", "stepped"):
+        data = load_training_data([parse_data_spec(f"sav:{tmp_path / name}")])
+        reports[name] = heldout_jf(model, data.train)
+    # Predictions land on the annotated frames of the stepped file (a prediction on another
+    # frame would leave the truth's frames without one), and the demo model tracks there.
+    for report in reports.values():
+        assert report.objects and report.warnings == []
+        assert all(o.frames >= 1 and o.missing_frames == 0 for o in report.objects)
+        assert report.jf > 0.5
+
+
+@pytest.mark.parametrize(
+    "frame_count, message",
+    [(10, "do not spread evenly"), (3, "at least the 8 masklet entries"), ("many", "whole number")],
+)
+def test_sa_v_files_whose_entries_do_not_fit_the_video_are_named(tmp_path, frame_count, message):
+    write_sav(tmp_path / "sav", 5, 1, frame_count=frame_count)
+    with pytest.raises(ValueError, match=message) as caught:
+        load_training_data([parse_data_spec(f"sav:{tmp_path / 'sav'}")])
+    assert "sav_000005_manual.json" in str(caught.value)

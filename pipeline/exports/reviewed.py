@@ -43,12 +43,14 @@ class ReviewedMask:
 @dataclass
 class ReviewedExport:
     """Everything a reader found: the videos it saw (with the file that names each), the
-    frames each video's files cover, and the visible masks."""
+    frames each video's files cover, and the visible masks. ``frame_steps``: per video whose
+    files annotate only every s-th frame (SA-V), that s (absent: every frame)."""
 
     source: str
     videos: dict[str, str] = field(default_factory=dict)
     frames: dict[str, set[int]] = field(default_factory=dict)
     masks: list[ReviewedMask] = field(default_factory=list)
+    frame_steps: dict[str, int] = field(default_factory=dict)
 
     def add_frame(self, video_id: str, frame_index: int, where: str) -> None:
         self.videos.setdefault(video_id, where)

@@ -4,7 +4,10 @@
 order) of COCO RLE ``{"size": [h, w], "counts": ...}``; an object with no
 visible mask on a frame gets an all-zero RLE, as in SA-V. SA-V annotates every
 4th frame of 24 fps video; here every frame 0..last is annotated (a loader
-such as sam2's training ``JSONRawDataset`` then takes ``ann_every=1``).
+such as sam2's training ``JSONRawDataset`` then takes ``ann_every=1``). Reading,
+both are understood: entry k of ``masklet`` is video frame k x s, where s is the
+whole step that spreads the entries over ``video_frame_count`` (1 for this
+export, 4 for SA-V's files; :func:`annotation_step`).
 ``masklet_id`` holds our object ids. The file name is SA-V's ``_manual``
 suffix because that is what SA-V loaders look for; ``masklet_type`` says the
 masks are automatic.
@@ -74,10 +77,31 @@ def export_sav(reader: RunReader, dest: Destination, options: ExportOptions) -> 
     return count
 
 
+def annotation_step(frame_count: object, entries: int, where: str) -> int:
+    """Video frames per ``masklet`` entry: 1 when every frame is annotated (``export_sav``, or
+    no ``video_frame_count`` given), else the whole step s with entries on frames 0, s, 2s, ...
+    reaching the video's last s frames (SA-V: 24 fps video annotated at 6 fps, s = 4)."""
+    if frame_count is None or entries == 0 or frame_count == entries:
+        return 1
+    if isinstance(frame_count, bool) or not isinstance(frame_count, int) or frame_count < entries:
+        raise ValueError(
+            f"{where}: video_frame_count must be a whole number of at least the {entries} "
+            f"masklet entries, got {frame_count!r}"
+        )
+    step = max(round(frame_count / entries), 1)
+    if not (entries - 1) * step < frame_count <= entries * step:
+        raise ValueError(
+            f"{where}: {entries} masklet entries do not spread evenly over video_frame_count "
+            f"{frame_count} (SA-V's files annotate every 4th frame)"
+        )
+    return step
+
+
 def read_sav_review(root: str, storage_options: dict | None = None) -> ReviewedExport:
-    """Every ``*_manual.json`` under ``root``: frame i of ``masklet`` is frame i of the
-    video (every frame annotated, as ``export_sav`` writes); ``masklet_id`` holds object
-    ids (one not in the run is a new object); an all-zero RLE is an absent object."""
+    """Every ``*_manual.json`` under ``root``: entry k of ``masklet`` is frame k x s of the
+    video (:func:`annotation_step`: s = 1 when every frame is annotated, as ``export_sav``
+    writes; 4 for SA-V's own files); ``masklet_id`` holds object ids (one not in the run is a
+    new object); an all-zero RLE is an absent object."""
     fs, base = url_to_fs(root, storage_options)
     if not fs.isdir(base):
         raise FileNotFoundError(f"{root}: no such folder")
@@ -98,8 +122,12 @@ def read_sav_review(root: str, storage_options: dict | None = None) -> ReviewedE
             raise ValueError(f"{path}: needs the lists masklet (frames x objects) and masklet_id")
         height, width = data.get("video_height"), data.get("video_width")
         object_ids = [parse_object_id(v, f"{path} masklet_id[{i}]") for i, v in enumerate(ids)]
-        for frame, objects in enumerate(masklet):
-            where = f"{path} masklet[{frame}]"
+        step = annotation_step(data.get("video_frame_count"), len(masklet), path)
+        if step > 1:
+            export.frame_steps[video_id] = step
+        for entry, objects in enumerate(masklet):
+            where = f"{path} masklet[{entry}]"
+            frame = entry * step
             export.add_frame(video_id, frame, where)
             if not isinstance(objects, list) or len(objects) != len(ids):
                 raise ValueError(f"{where}: expected {len(ids)} masks, one per masklet_id")

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from pipeline.evaluate import EvalReport, evaluate_tables
 from pipeline.synthetic_eval import tracked_table
@@ -53,8 +54,13 @@ def heldout_jf(
             prompts = click_prompts(video)
             if not prompts:
                 continue
-            with open_video(video.frames_uri, storage_options) as frames:
-                preds.append(tracked_table(model, video.video_id, frames, prompts))
+            with open_video(video.frames_uri, storage_options) as reader:
+                pred = tracked_table(model, video.video_id, video.frames(reader), prompts)
+            if video.frame_step > 1:  # training frame t is video frame t x step, as in the truth
+                column = pred.schema.get_field_index("frame_index")
+                stepped = pc.multiply(pred.column(column), video.frame_step)
+                pred = pred.set_column(column, pred.schema.field(column), stepped)
+            preds.append(pred)
             truths.append(video.table)
     finally:
         model.train(was_training)

@@ -31,16 +31,35 @@ from pipeline.runs import run_jobs
 from pipeline.sink import FAILURES_FILE, OutputStore, read_masks
 from pipeline.storage import join, safe_uri, url_to_fs
 from pipeline.video import VideoReader, open_video
+from sam2_core.frames import FrameSource
 from sam2_core.training.clips import Clip, choose_clip
 
 JPEG_DIR = "JPEGImages"
+
+
+class SteppedFrames:
+    """Every ``step``-th frame of an opened video, as a frame source of its own."""
+
+    def __init__(self, frames: FrameSource, step: int):
+        self._frames, self.step = frames, step
+        self.height, self.width = frames.height, frames.width
+
+    def __len__(self) -> int:
+        return (len(self._frames) - 1) // self.step + 1
+
+    def __getitem__(self, index: int) -> np.ndarray:
+        if not 0 <= index < len(self):
+            raise IndexError(f"frame {index} out of range for {len(self)} frames")
+        return self._frames[index * self.step]
 
 
 @dataclass(frozen=True)
 class TrainingVideo:
     """One video's ground truth, kept encoded: ``table`` holds its mask rows; ``rows`` and
     ``areas`` are O x T (objects in ``object_ids`` order, frames 0..T-1): the row of each
-    drawn mask and its area (-1 and 0 where the object is not drawn)."""
+    drawn mask and its area (-1 and 0 where the object is not drawn). ``frame_step``: video
+    frames per training frame, for sources that annotate only every s-th frame (SA-V: 4);
+    training frame t is video frame t x frame_step, and clips run over the annotated frames."""
 
     video_id: str
     frames_uri: str
@@ -51,10 +70,15 @@ class TrainingVideo:
     table: pa.Table = field(repr=False)
     rows: np.ndarray = field(repr=False)
     areas: np.ndarray = field(repr=False)
+    frame_step: int = 1
 
     @property
     def num_frames(self) -> int:
         return int(self.areas.shape[1])
+
+    def frames(self, reader: FrameSource) -> FrameSource:
+        """The training frames of the opened video ``reader`` (every ``frame_step``-th)."""
+        return reader if self.frame_step == 1 else SteppedFrames(reader, self.frame_step)
 
     def masks(self, rows: np.ndarray, frames: np.ndarray) -> np.ndarray:
         """Decoded masks of objects ``rows`` on ``frames``: len(rows) x len(frames) x H x W bool."""
@@ -70,12 +94,19 @@ class TrainingVideo:
 
 
 def videos_from_table(
-    table: pa.Table, frames_uri: dict[str, str], masks_from: str
+    table: pa.Table,
+    frames_uri: dict[str, str],
+    masks_from: str,
+    frame_steps: dict[str, int] | None = None,
 ) -> list[TrainingVideo]:
-    """Group mask rows by video; ``frames_uri`` says where each video's frames are. A row the
-    model judged absent (``present`` false) counts as not drawn."""
+    """Group mask rows by video; ``frames_uri`` says where each video's frames are;
+    ``frame_steps`` the step of a video annotated only every s-th frame (its rows' frame
+    indices are multiples of s). A row the model judged absent (``present`` false) counts as
+    not drawn."""
     videos = []
+    frame_steps = frame_steps or {}
     for video_id in sorted(set(table.column("video_id").to_pylist())):
+        step = int(frame_steps.get(video_id, 1))
         part = table.filter(pc.equal(table.column("video_id"), video_id))
         rows = part.select(
             ["object_id", "frame_index", "height", "width", "area", "present"]
@@ -87,13 +118,13 @@ def videos_from_table(
             )
         ((height, width),) = sizes
         object_ids = tuple(sorted({int(r["object_id"]) for r in rows}))
-        length = max(int(r["frame_index"]) for r in rows) + 1
+        length = max(int(r["frame_index"]) for r in rows) // step + 1
         where = np.full((len(object_ids), length), -1, np.int64)
         areas = np.zeros((len(object_ids), length), np.int64)
         row_of = {oid: i for i, oid in enumerate(object_ids)}
         for k, r in enumerate(rows):
             if visible(r["present"], r["area"]):
-                i, t = row_of[int(r["object_id"])], int(r["frame_index"])
+                i, t = row_of[int(r["object_id"])], int(r["frame_index"]) // step
                 where[i, t], areas[i, t] = k, int(r["area"])
         if video_id not in frames_uri:
             raise ValueError(f"{masks_from}: no video frames known for video {video_id!r}")
@@ -108,6 +139,7 @@ def videos_from_table(
                 part,
                 where,
                 areas,
+                step,
             )
         )
     return videos
@@ -121,10 +153,11 @@ def check_frames(video: TrainingVideo, storage_options: dict | None = None) -> N
                 f"video {safe_uri(video.frames_uri)} is {reader.width}x{reader.height} but its masks "
                 f"in {video.masks_from} (video_id {video.video_id!r}) are {video.width}x{video.height}"
             )
-        if len(reader) < video.num_frames:
+        last = (video.num_frames - 1) * video.frame_step
+        if len(reader) <= last:
             raise ValueError(
                 f"video {safe_uri(video.frames_uri)} has {len(reader)} frames but its masks in "
-                f"{video.masks_from} (video_id {video.video_id!r}) reach frame {video.num_frames - 1}"
+                f"{video.masks_from} (video_id {video.video_id!r}) reach frame {last}"
             )
 
 
@@ -184,7 +217,9 @@ def davis_videos(root: str, storage_options: dict | None = None) -> list[Trainin
 
 
 def sav_videos(root: str, storage_options: dict | None = None) -> list[TrainingVideo]:
-    """SA-V style: ``<video>.mp4`` beside ``<video>_manual.json`` (every frame annotated)."""
+    """SA-V style: ``<video>.mp4`` beside ``<video>_manual.json``: every frame annotated (as
+    ``jobs export --format sav`` writes) or every s-th (SA-V's own files: s = 4), when clips run
+    over the annotated frames."""
     export = read_sav_review(root, storage_options)
     table = reviewed_table(export, run_id="sav")
     frames_uri = {}
@@ -196,7 +231,7 @@ def sav_videos(root: str, storage_options: dict | None = None) -> list[TrainingV
                 f"{join(root, name)}: video not found for {join(root, video_id + SAV_SUFFIX)}"
             )
         frames_uri[video_id] = join(root, name)
-    return videos_from_table(table, frames_uri, f"{root} (SA-V masklets)")
+    return videos_from_table(table, frames_uri, f"{root} (SA-V masklets)", export.frame_steps)
 
 
 # ------------------------------------------------------------------------------------ clips
@@ -245,7 +280,7 @@ class TableClips:
             if choice is None:
                 continue
             ascending = np.sort(choice.order)
-            reader = self._reader(video.frames_uri)
+            reader = video.frames(self._reader(video.frames_uri))
             frames = np.stack([reader[int(t)] for t in ascending])
             masks = video.masks(choice.objects, ascending)
             if choice.order[0] > choice.order[-1]:
