@@ -58,6 +58,14 @@ def _same(torch_result, onnx_result, what: str) -> None:
     )
     scores = torch_result.object_score_logits.numpy()
     assert np.abs(onnx_result.object_score_logits - scores).max() <= TOL
+    # The host records agree too: the same masks (but where a logit is within TOL of 0),
+    # presence and prompted frames.
+    mine, theirs = onnx_result.download(), torch_result.download()
+    assert (mine.frame_index, mine.object_ids) == (theirs.frame_index, theirs.object_ids)
+    assert mine.prompted == theirs.prompted and np.array_equal(mine.present, theirs.present)
+    near = np.abs(want) <= TOL
+    assert np.array_equal(mine.masks | near, theirs.masks | near), f"{what}: masks differ"
+    assert mine.masks.dtype == theirs.masks.dtype == np.bool_
 
 
 def _propagations(session, tracker, what: str, **kwargs) -> int:

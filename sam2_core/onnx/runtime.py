@@ -19,6 +19,7 @@ import numpy as np
 from ..config import TrackingConfig
 from ..memory_rule import select_memory
 from ..modeling.sam2 import NO_OBJECT_SCORE
+from ..tracker_records import FrameMasks
 from .model import (  # noqa: F401  (re-exported: the runner's public names live here too)
     BOX_LABELS,
     PAD_LABEL,
@@ -64,13 +65,27 @@ class _Object:
 @dataclass
 class OnnxFrameResult:
     """All objects' outputs on one frame: mask_logits N x H x W (video resolution; -1024 where
-    absent), object_score_logits N, ious N."""
+    absent), object_score_logits N, ious N; prompted N, whether the frame has prompts for that
+    object. :meth:`download` gives the same host record as the PyTorch tracker's."""
 
     frame_index: int
     object_ids: list[int]
     mask_logits: np.ndarray
     object_score_logits: np.ndarray
     ious: np.ndarray
+    prompted: list[bool] = field(default_factory=list)
+
+    def download(self) -> FrameMasks:
+        """Thresholded masks and per-object scalars, as ``FrameResult.download`` gives them."""
+        return FrameMasks(
+            self.frame_index,
+            list(self.object_ids),
+            self.mask_logits > 0,
+            self.object_score_logits > 0,
+            self.object_score_logits.astype(np.float32),
+            self.ious.astype(np.float32),
+            list(self.prompted),
+        )
 
 
 class OnnxTracker:
@@ -320,4 +335,5 @@ class OnnxTracker:
             if state is not None:
                 low[i], scores[i], ious[i] = state.low[0], state.score, state.iou
         video = upsample_bilinear(low, (self.height, self.width))[:, 0]
-        return OnnxFrameResult(frame, ids, video, scores, ious)
+        prompted = [frame in self._objects[oid].points for oid in ids]
+        return OnnxFrameResult(frame, ids, video, scores, ious, prompted)
