@@ -177,7 +177,8 @@ OPTIONS: list[tuple[str, dict]] = [
         "--detector-weights",
         {
             "default": None,
-            "help": "detector weights: a Hugging Face hub name or a local folder (default "
+            "help": "detector weights: a Hugging Face hub name, a local folder or a folder URL "
+            "such as s3://bucket/owlv2/ (default "
             "google/owlv2-base-patch16-ensemble or IDEA-Research/grounding-dino-tiny)",
         },
     ),

@@ -14,12 +14,14 @@ from __future__ import annotations
 import dataclasses
 import os
 import re
+import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
 import numpy as np
 
+from pipeline.storage import has_protocol, safe_uri, url_to_fs
 from sam2_core.proposals import Detection as Detection  # re-exported: the detection record
 
 DEFAULT_WEIGHTS = {
@@ -49,7 +51,7 @@ class DetectorSpec:
 
     def describe(self) -> str:
         labels = ", ".join(self.labels) or "categories per line"
-        return f"{self.kind} {self.weights} ({labels}; threshold {self.threshold:g})"
+        return f"{self.kind} {safe_uri(self.weights)} ({labels}; threshold {self.threshold:g})"
 
 
 def parse_labels(text: str) -> tuple[str, ...]:
@@ -88,9 +90,15 @@ def detector_spec(
     threshold = DEFAULT_THRESHOLDS[kind] if threshold is None else float(threshold)
     if not 0.0 <= threshold <= 1.0:
         raise ValueError(f"--detection-threshold must be in [0, 1], got {threshold:g}")
-    if weights is not None and not os.path.exists(weights) and not _HUB_NAME.fullmatch(weights):
+    if (
+        weights is not None
+        and not has_protocol(weights)
+        and not os.path.exists(weights)
+        and not _HUB_NAME.fullmatch(weights)
+    ):
         raise ValueError(
-            f"--detector-weights {weights!r}: no such local folder, and not a hub name (owner/name)"
+            f"--detector-weights {weights!r}: no such local folder, not a folder URL "
+            "(s3://...), and not a hub name (owner/name)"
         )
     return DetectorSpec(kind, labels, weights or DEFAULT_WEIGHTS[kind], threshold)
 
@@ -126,17 +134,32 @@ def load_detector(kind: str, weights: str, device: str = "cpu", threshold: float
     return detector
 
 
-def load_spec(spec: DetectorSpec, device: str = "cpu"):
-    """:func:`load_detector` for a run's :class:`DetectorSpec`. Local weights that do not
-    load are the input's fault (InputError: the run stops, no worker retries them); a hub
-    name that does not load may be the network's (the error as raised)."""
+def load_spec(spec: DetectorSpec, device: str = "cpu", storage_options: dict | None = None):
+    """:func:`load_detector` for a run's :class:`DetectorSpec`. Weights at a folder URL
+    (``s3://bucket/owlv2/``, read with ``storage_options``) are copied to a temporary folder
+    and loaded from there. Local or URL weights that do not load are the input's fault
+    (InputError naming the location without credentials: the run stops, no worker retries
+    them); a hub name that does not load may be the network's (the error as raised)."""
+    from pipeline.errors import InputError
+
+    if has_protocol(spec.weights):
+        with tempfile.TemporaryDirectory(prefix="detector-weights-") as folder:
+            try:
+                fs, path = url_to_fs(spec.weights, storage_options)
+                if not fs.isdir(path):
+                    raise FileNotFoundError("no such folder")
+                fs.get(path.rstrip("/") + "/", folder + "/", recursive=True)
+                return load_detector(spec.kind, folder, device, spec.threshold)
+            except OSError as error:
+                raise InputError(
+                    f"cannot load {spec.kind} weights from {safe_uri(spec.weights)}: "
+                    f"{type(error).__name__}: {safe_uri(str(error))}"
+                ) from None
     try:
         return load_detector(spec.kind, spec.weights, device, spec.threshold)
     except OSError as error:
         if not os.path.exists(spec.weights):
             raise
-        from pipeline.errors import InputError
-
         raise InputError(f"cannot load {spec.kind} weights from {spec.weights}: {error}") from None
 
 

@@ -60,11 +60,14 @@ def discovery_record(job: VideoJob) -> dict:
     return record
 
 
-def proposal_source(model, job: VideoJob, frames, detector=None) -> ProposalSource | None:
+def proposal_source(
+    model, job: VideoJob, frames, detector=None, storage_options: dict | None = None
+) -> ProposalSource | None:
     """Where ``job``'s objects are proposed: its precomputed detections (each frame with some
     is a keyframe), the run's detector on every ``discover_every``-th frame (``detector``: the
-    worker's loaded one; loaded here when None), or None for automatic masks. Raises
-    InputError naming the line and field for detections that do not fit the video."""
+    worker's loaded one; loaded here when None, its weights read with ``storage_options``), or
+    None for automatic masks. Raises InputError naming the line and field for detections that
+    do not fit the video."""
     n, h, w = len(frames), frames.height, frames.width
     if job.detections is not None:
         try:
@@ -78,7 +81,7 @@ def proposal_source(model, job: VideoJob, frames, detector=None) -> ProposalSour
     if detector is None:
         from pipeline.detectors import load_spec
 
-        detector = load_spec(job.detector, str(getattr(model, "device", "cpu")))
+        detector = load_spec(job.detector, str(getattr(model, "device", "cpu")), storage_options)
     labels = job.detector.labels
 
     def detect(_frame: int, image: np.ndarray) -> list[Detection]:
@@ -118,7 +121,7 @@ def label_masklets(
                 on_frame(min(seen, n), 2 * n)
 
         source = _TimedProposals(
-            proposal_source(model, job, frames, detector)
+            proposal_source(model, job, frames, detector, storage_options)
             or AutomaticMasks(model, settings.every, settings.generator, settings.min_area)
         )
         found = discover_objects(

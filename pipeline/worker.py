@@ -119,7 +119,7 @@ class LabelWorker:
             models = {device: self._build(device, checkpoint) for device in plan.devices}
             self.model = models[plan.devices[0]]
             if config.detector is not None:
-                self.detector = load_spec(config.detector, plan.devices[0])
+                self.detector = load_spec(config.detector, plan.devices[0], config.storage_options)
             encoders = {}
             if config.videos_at_once > 1:
                 from sam2_core.shared_encoder import SharedEncoder

@@ -86,6 +86,23 @@ def test_grounding_dino_detections_are_pixel_boxes_of_the_named_categories(weigh
     assert detector.detect(frame, LABELS) == found
 
 
+def test_detector_weights_at_a_folder_url_load_as_the_local_folder_does(weights, frame):
+    from s3_server import start_s3
+
+    with start_s3(buckets=["models"]) as s3:
+        s3.filesystem().put(weights["owlv2"] + "/", "models/detectors/owlv2/", recursive=True)
+        spec = detector_spec("owlv2", "dog", "s3://models/detectors/owlv2", 0.0)
+        remote = load_spec(spec, "cpu", s3.storage_options)
+        local = load_spec(dataclasses.replace(spec, weights=weights["owlv2"]), "cpu")
+        assert remote.detect(frame, LABELS) == local.detect(frame, LABELS) != []
+        # A folder URL that is not there is the input's fault, named without credentials.
+        missing = dataclasses.replace(spec, weights="s3://models/detectors/none")
+        with pytest.raises(InputError, match="s3://models/detectors/none: FileNotFoundError"):
+            load_spec(missing, "cpu", s3.storage_options)
+    secret = detector_spec("owlv2", "dog", "https://user:token@host/owlv2?X-Amz-Signature=abc")
+    assert "token" not in secret.describe() and "Signature" not in secret.describe()
+
+
 def test_detector_options_are_checked_before_any_work(tmp_path, capsys):
     assert detector_spec(None, None) is None
     spec = detector_spec("grounding-dino", " person, dog ,, person")
@@ -101,7 +118,7 @@ def test_detector_options_are_checked_before_any_work(tmp_path, capsys):
         (("owlv2", " , "), "names no category"),
         (("owlv2", "dog", None, 1.5), "--detection-threshold must be in [0, 1]"),
         ((None, None, None, 0.3), "--detection-threshold needs --detector"),
-        (("owlv2", "dog", "/no/such/owl"), "no such local folder, and not a hub name"),
+        (("owlv2", "dog", "/no/such/owl"), "no such local folder, not a folder URL"),
     ]:
         with pytest.raises(ValueError) as caught:
             detector_spec(*args)
