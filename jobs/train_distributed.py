@@ -18,7 +18,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from pipeline.storage import join, safe_uri
+from pipeline.storage import is_local, join, safe_uri, url_to_fs
 from pipeline.training.output import TrainOutput
 from sam2_core.training import CONFIG_FILE, MODEL_FILE, STATE_FILE
 
@@ -84,6 +84,18 @@ def _worker_loop(config: dict) -> None:
         job.output.close()
 
 
+def _ray_storage(storage: str, args: argparse.Namespace):
+    """Ray Train's storage (path, filesystem): a local path as it is; a URL through our own
+    fsspec filesystem with the run's storage options (so an S3 endpoint, region or keys given
+    there reach Ray Train too, which would otherwise resolve the URL on its own)."""
+    fs, path = url_to_fs(storage, args.storage_options)
+    if is_local(fs):
+        return path, None
+    import pyarrow.fs as pafs
+
+    return path, pafs.PyFileSystem(pafs.FSSpecHandler(fs))
+
+
 def run_distributed(args: argparse.Namespace) -> int:
     """Train on ``args.workers`` Ray Train workers; 0 done, 1 bad options or a failed run."""
     try:
@@ -105,7 +117,7 @@ def run_distributed(args: argparse.Namespace) -> int:
     from jobs.train import absolute_paths
 
     args = absolute_paths(args)
-    storage = args.storage or join(args.output, "ray")
+    storage, storage_fs = _ray_storage(args.storage or join(args.output, "ray"), args)
     if not ray.is_initialized():
         ray.init(address=args.ray_address, log_to_driver=True)
     use_gpu = args.gpus_per_worker > 0
@@ -120,6 +132,7 @@ def run_distributed(args: argparse.Namespace) -> int:
         run_config=ray.train.RunConfig(
             name=args.output.rstrip("/").rpartition("/")[2] or "train",
             storage_path=storage,
+            storage_filesystem=storage_fs,
             failure_config=ray.train.FailureConfig(max_failures=args.max_failures),
             checkpoint_config=ray.train.CheckpointConfig(num_to_keep=2),
         ),

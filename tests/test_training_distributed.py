@@ -98,3 +98,21 @@ def test_a_killed_worker_is_replaced_and_the_run_resumes_exactly(tmp_path, ray_t
     )
     assert jobs_main(_argv(tmp_path, tmp_path / "ref", 8, "--micro-batch", "1")) == 0
     _assert_same(_weights(tmp_path / "ref"), _weights(out))
+
+
+def test_two_workers_train_into_an_s3_url_the_weights_one_local_process_gets(tmp_path, ray_train):
+    """The staging folder is pushed to the URL by the run (checkpoints from the Ray Train
+    workers included): the model there equals a one-process run with the same global batch."""
+    from s3_server import start_s3
+
+    assert jobs_main(_argv(tmp_path, tmp_path / "one", 4, "--micro-batch", "1")) == 0
+    with start_s3(buckets=["train-out"]) as s3:
+        url = "s3://train-out/runs/two"
+        storage = ["--storage-options", json.dumps(s3.storage_options)]
+        assert jobs_main(_argv(tmp_path, url, 4, "--workers", "2", *storage)) == 0
+        fs = s3.filesystem()
+        names = {p.rpartition("runs/two/")[2] for p in fs.find("train-out/runs/two")}
+        assert {"model.pt", "config.json", "train_state.pt", "log.jsonl"} <= names
+        fs.get("train-out/runs/two/model.pt", str(tmp_path / "two-model.pt"))
+    two = torch.load(tmp_path / "two-model.pt", weights_only=True)["model"]
+    _assert_same(_weights(tmp_path / "one"), two)
