@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 import torch
 
 from .memory_rule import Keep, retention, select_memory
+from .modeling.common import KeptWhileUnchanged
 from .modeling.sam2 import HeadsOutput, ImageFeatures, SAM2Model
 from .transfer import host_values, to_device
 
@@ -117,8 +118,7 @@ class MemoryBank:
         self.pointer_span = min(pointer_span or num_frames, cfg.max_obj_ptrs_in_encoder)
         self._objects: dict[int, ObjectMemory] = {}
         self._memory_pos: torch.Tensor | None = None
-        self._slot_pos: torch.Tensor | None = None
-        self._slot_pos_key: tuple | None = None
+        self._slot_pos = KeptWhileUnchanged()
 
     # ------------------------------------------------------------------ storing
 
@@ -331,15 +331,12 @@ class MemoryBank:
         mem (row ``num_maskmem - slot - 1`` for slot ``slot``). Kept while the temporal encodings
         are unchanged and no gradient is recorded; recomputed (with its history) otherwise."""
         tpos = self.model.maskmem_tpos_enc
-        key = (tpos._version, tpos.device, tpos.dtype, torch.is_inference_mode_enabled())
-        record = torch.is_grad_enabled() and tpos.requires_grad
-        if self._slot_pos is not None and self._slot_pos_key == key and not record:
-            return self._slot_pos
-        pos = self._position(feats).flatten(2).transpose(1, 2)  # 1 x hw x mem
-        table = pos + tpos.reshape(tpos.shape[0], 1, -1)
-        if not record:
-            self._slot_pos, self._slot_pos_key = table, key
-        return table
+
+        def compute() -> torch.Tensor:
+            pos = self._position(feats).flatten(2).transpose(1, 2)  # 1 x hw x mem
+            return pos + tpos.reshape(tpos.shape[0], 1, -1)
+
+        return self._slot_pos.get((tpos,), compute)
 
     def _position(self, feats: ImageFeatures) -> torch.Tensor:
         """Position encoding of a memory (the same for every frame): 1 x mem x h x w."""

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -52,6 +54,40 @@ class MLPBlock(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.lin2(self.act(self.lin1(x)))
+
+
+class KeptWhileUnchanged:
+    """A tensor computed from ``sources`` (parameters or buffers) and kept between calls while
+    they are unchanged: the same in-place versions, device and dtype, the same inference mode
+    and the same ``extra`` key (e.g. a grid size). While a gradient is recorded through a
+    source, or a trace or compile is under way, it is computed afresh every call (so that it
+    carries its history, or the graph records the computation rather than a constant)."""
+
+    def __init__(self):
+        self._key: tuple | None = None
+        self._value: torch.Tensor | None = None
+
+    def get(
+        self, sources: Sequence[torch.Tensor], compute: Callable[[], torch.Tensor], extra=()
+    ) -> torch.Tensor:
+        live = (
+            torch.compiler.is_compiling()
+            or torch.jit.is_tracing()
+            or (torch.is_grad_enabled() and any(s.requires_grad for s in sources))
+        )
+        if live:
+            return compute()
+        first = sources[0]
+        key = (
+            extra,
+            tuple(s._version for s in sources),
+            first.device,
+            first.dtype,
+            torch.is_inference_mode_enabled(),
+        )
+        if self._value is None or self._key != key:
+            self._value, self._key = compute(), key
+        return self._value
 
 
 def _under_autocast(x: torch.Tensor) -> bool:

@@ -7,7 +7,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..config import TrunkConfig
-from .common import MLP, LayerNorm
+from .common import MLP, KeptWhileUnchanged, LayerNorm
 
 
 def _pool(x: torch.Tensor, pool: nn.Module | None) -> torch.Tensor:
@@ -139,7 +139,7 @@ class Hiera(nn.Module):
         self.pos_embed_window = nn.Parameter(
             torch.zeros(1, cfg.embed_dim, cfg.window_spec[0], cfg.window_spec[0])
         )
-        self._pos_cache: tuple[tuple, torch.Tensor] | None = None
+        self._pos_cache = KeptWhileUnchanged()
 
         blocks = []
         dim, heads, stage = cfg.embed_dim, cfg.num_heads, 0
@@ -171,20 +171,12 @@ class Hiera(nn.Module):
         weights and the grid, so it is kept between calls (one bicubic resize and one tile less
         per image) while no gradient is recorded and the weights are unchanged."""
         win = self.pos_embed_window
-        traced = torch.compiler.is_compiling() or torch.jit.is_tracing()
-        record = traced or (
-            torch.is_grad_enabled() and (self.pos_embed.requires_grad or win.requires_grad)
-        )
-        cached = self._pos_cache
-        versions = (self.pos_embed._version, win._version) if not record else None
-        key = (h, w, versions, win.device, win.dtype, torch.is_inference_mode_enabled())
-        if not record and cached is not None and cached[0] == key:
-            return cached[1]
-        pos = F.interpolate(self.pos_embed, size=(h, w), mode="bicubic")
-        pos = (pos + win.tile(1, 1, h // win.shape[2], w // win.shape[3])).permute(0, 2, 3, 1)
-        if not record:
-            self._pos_cache = (key, pos)
-        return pos
+
+        def compute() -> torch.Tensor:
+            pos = F.interpolate(self.pos_embed, size=(h, w), mode="bicubic")
+            return (pos + win.tile(1, 1, h // win.shape[2], w // win.shape[3])).permute(0, 2, 3, 1)
+
+        return self._pos_cache.get((self.pos_embed, win), compute, extra=(h, w))
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
         x = self.patch_embed(x)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .common import LayerNorm2d
+from .common import KeptWhileUnchanged, LayerNorm2d
 from .precision import float32_island
 
 # Point labels understood by the encoder. Boxes enter as two points labelled
@@ -76,18 +76,15 @@ class PromptEncoder(nn.Module):
             nn.Conv2d(mask_in_chans, embed_dim, kernel_size=1),
         )
         self.no_mask_embed = nn.Embedding(1, embed_dim)
-        self._dense_pe: tuple[tuple, torch.Tensor] | None = None
+        self._dense_pe = KeptWhileUnchanged()
 
     def get_dense_pe(self) -> torch.Tensor:
         """Position encoding of the image embedding grid: 1 x C x h x w. A constant of the
         (fixed, random) encoding matrix: kept between calls while the matrix is unchanged."""
-        matrix = self.pe_layer.positional_encoding_gaussian_matrix
-        if torch.compiler.is_compiling() or torch.jit.is_tracing():
-            return self.pe_layer.grid(*self.image_embedding_size).unsqueeze(0)
-        key = (matrix._version, matrix.device, matrix.dtype, torch.is_inference_mode_enabled())
-        if self._dense_pe is None or self._dense_pe[0] != key:
-            self._dense_pe = (key, self.pe_layer.grid(*self.image_embedding_size).unsqueeze(0))
-        return self._dense_pe[1]
+        return self._dense_pe.get(
+            (self.pe_layer.positional_encoding_gaussian_matrix,),
+            lambda: self.pe_layer.grid(*self.image_embedding_size).unsqueeze(0),
+        )
 
     def embed_points(self, coords: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         """B x N x 2 coordinates (model input pixels) and B x N labels -> B x (N + 1) x C.
