@@ -30,18 +30,11 @@ EVAL_RUN_ID = "train-eval"
 EVAL_MODEL = "training"
 
 
-def track_synthetic(
-    model: SAM2Model, seed: int, config: SyntheticConfig, id_prefix: str = "synthetic"
-) -> tuple[pa.Table, pa.Table]:
-    """Track one synthetic video from the manifest's clicks; (prediction table, ground-truth
-    table). A predicted mask counts only where the object is judged present."""
-    return track_generated(model, generate_video(seed, config), id_prefix)
-
-
 def track_generated(
     model: SAM2Model, video: SyntheticVideo, id_prefix: str = "synthetic"
 ) -> tuple[pa.Table, pa.Table]:
-    """:func:`track_synthetic` for a video already generated (any generator of the record)."""
+    """Track one synthetic video (of any generator) from the manifest's clicks; (prediction
+    table, ground-truth table). A predicted mask counts only where the object is judged present."""
     video_id = video_id_for_seed(video.seed, id_prefix)
     entry = manifest_entry(f"{video_id}.mp4", video_id, video)
     frames = ArrayFrames(video.frames)
@@ -78,13 +71,7 @@ def tracked_table(
 def synthetic_jf(model: SAM2Model, seeds: Iterable[int], config: SyntheticConfig) -> EvalReport:
     """J&F of ``model`` on synthetic videos of ``seeds`` (one click per object, as the manifest),
     run in eval mode; the model's training mode is restored afterwards."""
-    was_training = model.training
-    model.eval()
-    try:
-        preds, gts = zip(*(track_synthetic(model, int(s), config) for s in seeds))
-    finally:
-        model.train(was_training)
-    return evaluate_tables(pa.concat_tables(preds), pa.concat_tables(gts))
+    return _videos_jf(model, (generate_video(int(s), config) for s in seeds), "synthetic")
 
 
 def family_jf(
@@ -98,15 +85,17 @@ def family_jf(
     default to the family's), prompted and tracked as :func:`synthetic_jf`."""
     from sam2_core.synthetic_families import generate_family_video
 
+    videos = (generate_family_video(family, int(s), height, width) for s in seeds)
+    return _videos_jf(model, videos, family)
+
+
+def _videos_jf(model: SAM2Model, videos: Iterable[SyntheticVideo], id_prefix: str) -> EvalReport:
+    """J&F of ``model`` in eval mode over ``videos`` (generated as they are tracked); the
+    model's training mode is restored afterwards."""
     was_training = model.training
     model.eval()
     try:
-        preds, gts = zip(
-            *(
-                track_generated(model, generate_family_video(family, int(s), height, width), family)
-                for s in seeds
-            )
-        )
+        preds, gts = zip(*(track_generated(model, video, id_prefix) for video in videos))
     finally:
         model.train(was_training)
     return evaluate_tables(pa.concat_tables(preds), pa.concat_tables(gts))
