@@ -62,6 +62,32 @@ def test_rope_attention_repeats_key_rotations_per_memory_frame_and_skips_pointer
         _rope_layer(rope_k_repeat=False)(q, mem, mem, num_k_exclude_rope=4)
 
 
+class _KeysWithPointers(torch.nn.Module):
+    def __init__(self, layer: RoPEAttention):
+        super().__init__()
+        self.layer = layer
+
+    def forward(self, q: torch.Tensor, mem: torch.Tensor) -> torch.Tensor:
+        return self.layer(q, mem, mem, num_k_exclude_rope=4)
+
+
+def test_rope_is_real_arithmetic_while_tracing_and_complex_in_eager_with_the_same_numbers():
+    layer = _rope_layer()
+    q, mem = torch.randn(1, 16, 32), torch.randn(2, 3 * 16 + 4, 16)
+    with torch.no_grad():
+        eager = layer(q, mem, mem, num_k_exclude_rope=4)
+        traced = torch.jit.trace(_KeysWithPointers(layer), (q, mem))
+        assert torch.allclose(traced(q, mem), eager, atol=1e-6, rtol=0)
+    assert "complex" not in str(traced.graph)  # what ONNX and Inductor get
+    # eager: the keys are written into one tensor without grad, joined by cat with it; same numbers
+    with torch.enable_grad():
+        mem.requires_grad_(True)
+        with_grad = layer(q, mem, mem, num_k_exclude_rope=4)
+        with_grad.sum().backward()
+    assert torch.allclose(with_grad.detach(), eager, atol=1e-6, rtol=0)
+    assert mem.grad is not None and mem.grad.abs().sum() > 0
+
+
 def test_rope_tables_are_buffers_left_out_of_the_state_dict():
     layer = _rope_layer()
     assert layer.rope_cos.shape == layer.rope_sin.shape == (16, 16)
