@@ -163,8 +163,9 @@ class FrameResult:
         low = self.low_res
         n = low.shape[0]
         if low.device.type == "cpu" and n:
-            lo, hi = low.reshape(n, -1).aminmax(dim=1)
-            varying = (lo != hi).nonzero()[:, 0]
+            flat = low.reshape(n, -1)
+            lo = flat.amin(dim=1)
+            varying = (lo != flat.amax(dim=1)).nonzero()[:, 0]
             if len(varying) < n:
                 out = lo.reshape(n, 1, 1).expand(n, *self.video_size).clone()
                 if len(varying):

@@ -181,3 +181,34 @@ def test_decoder_position_encoding_is_computed_once_while_its_matrix_stays(mini)
         assert not torch.equal(changed, first)
     finally:
         matrix.copy_(saved)
+
+
+@torch.inference_mode()
+def test_objects_with_the_same_constant_mask_share_one_memory_encoding(mini):
+    torch.manual_seed(0)
+    c, h = mini.cfg.hidden_dim, mini.image_size // 16
+    embedding = torch.randn(1, c, h, h)
+    size = mini.image_size
+    absent, full = torch.full((size, size), -1024.0), torch.full((size, size), 50.0)
+    masks = torch.stack(
+        [torch.randn(size, size) * 8, absent, torch.randn(size, size) * 8, absent, full, full]
+    )[:, None]
+    scores = torch.tensor([[2.0], [-3.0], [1.0], [-2.0], [4.0], [5.0]])
+    batches = []
+    hook = mini.memory_encoder.register_forward_pre_hook(
+        lambda _, args: batches.append(args[1].shape[0])
+    )
+    try:
+        feats, pos = mini.encode_memory(embedding, masks, scores, False)
+        alone = [
+            mini.encode_memory(embedding, masks[i : i + 1], scores[i : i + 1], False)
+            for i in range(6)
+        ]
+    finally:
+        hook.remove()
+    assert batches[0] == 4  # two varying masks, one per distinct constant
+    for i, (f, p) in enumerate(alone):
+        assert torch.allclose(feats[i : i + 1], f, atol=1e-5, rtol=0), i
+        assert torch.equal(pos[i : i + 1], p)
+    # absent objects also carry the no-object embedding: theirs differ from the full ones
+    assert torch.equal(feats[1], feats[3]) and not torch.allclose(feats[1], feats[4])

@@ -56,6 +56,17 @@ class MLPBlock(nn.Module):
         return self.lin2(self.act(self.lin1(x)))
 
 
+def graph_capture() -> bool:
+    """True while a trace, script, compile or export records the model: no data-dependent
+    shortcuts and no complex tensors then, and nothing taken from a cache as a constant."""
+    return (
+        torch.jit.is_tracing()
+        or torch.jit.is_scripting()
+        or torch.compiler.is_compiling()
+        or torch.onnx.is_in_onnx_export()
+    )
+
+
 class KeptWhileUnchanged:
     """A tensor computed from ``sources`` (parameters or buffers) and kept between calls while
     they are unchanged: the same in-place versions, device and dtype, the same inference mode
@@ -70,10 +81,8 @@ class KeptWhileUnchanged:
     def get(
         self, sources: Sequence[torch.Tensor], compute: Callable[[], torch.Tensor], extra=()
     ) -> torch.Tensor:
-        live = (
-            torch.compiler.is_compiling()
-            or torch.jit.is_tracing()
-            or (torch.is_grad_enabled() and any(s.requires_grad for s in sources))
+        live = graph_capture() or (
+            torch.is_grad_enabled() and any(s.requires_grad for s in sources)
         )
         if live:
             return compute()

@@ -16,7 +16,7 @@ from torch import nn
 
 from ..config import ModelConfig
 from ..transforms import SAM2_IMAGE_CONVENTION
-from .common import MLP, sine_encoding_1d
+from .common import MLP, graph_capture, sine_encoding_1d
 from .image_encoder import ImageEncoder
 from .mask_decoder import MaskDecoder
 from .memory import MemoryAttention, MemoryEncoder
@@ -341,11 +341,50 @@ class SAM2Model(nn.Module):
             mask = mask * t.sigmoid_scale_for_mem_enc
         if t.sigmoid_bias_for_mem_enc != 0.0:
             mask = mask + t.sigmoid_bias_for_mem_enc
-        feats, pos = self.memory_encoder(embedding, mask)
+        feats, pos = self._encode_distinct_masks(embedding, mask)
         if t.no_obj_embed_spatial:
             absent = (object_score_logits <= 0).float()[..., None, None]  # B x 1 x 1 x 1
             feats = feats + absent * self.no_obj_embed_spatial[..., None, None]
         return feats, pos
+
+    def _encode_distinct_masks(
+        self, embedding: torch.Tensor, mask: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The memory encoder over B masks, each distinct input encoded once.
+
+        With one frame shared by all objects, two objects whose masks are the same constant
+        (absent objects: every pixel at the sigmoid's floor) get the same memory, so one of them
+        is encoded for all. Only on the CPU, where finding them costs no wait for a device, in
+        inference, and not while a graph is recorded (the choice depends on the values).
+        """
+        b = mask.shape[0]
+        if (
+            b == 1
+            or embedding.shape[0] != 1
+            or mask.device.type != "cpu"
+            or self.training
+            or graph_capture()
+        ):
+            return self.memory_encoder(embedding, mask)
+        flat = mask.reshape(b, -1)
+        lo = flat.amin(dim=1)  # amin and amax apart: several times faster than aminmax(dim=1)
+        constant = (lo == flat.amax(dim=1)).tolist()
+        if sum(constant) < 2:
+            return self.memory_encoder(embedding, mask)
+        rows: list[int] = []  # the objects encoded
+        source: list[int] = []  # per object: its row among them
+        first_with: dict[float, int] = {}
+        for i, (value, same) in enumerate(zip(lo.tolist(), constant)):
+            if same and value in first_with:
+                source.append(first_with[value])
+                continue
+            if same:
+                first_with[value] = len(rows)
+            source.append(len(rows))
+            rows.append(i)
+        feats, pos = self.memory_encoder(embedding, mask[rows])
+        index = torch.tensor(source, device=mask.device)
+        return feats[index], pos[index]
 
     @float32_island
     def pointer_position_encoding(self, rel_pos: torch.Tensor, max_obj_ptrs: int) -> torch.Tensor:

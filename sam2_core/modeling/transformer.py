@@ -8,7 +8,7 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
-from .common import MLP, LayerNorm, attention
+from .common import MLP, LayerNorm, attention, graph_capture
 
 
 class Attention(nn.Module):
@@ -85,16 +85,6 @@ def axial_rope_frequencies(
     return rotations.real.contiguous(), rotations.imag.contiguous()
 
 
-def _plain_arithmetic() -> bool:
-    """True while tracing, scripting, compiling or exporting: no complex tensors there."""
-    return (
-        torch.jit.is_tracing()
-        or torch.jit.is_scripting()
-        or torch.compiler.is_compiling()
-        or torch.onnx.is_in_onnx_export()
-    )
-
-
 def _complex_pairs(x: torch.Tensor, repeats: int) -> torch.Tensor:
     """B x heads x (repeats * L) x d float32 seen as B x heads x repeats x L x d/2 complex (a view)."""
     return torch.view_as_complex(x.unflatten(-2, (repeats, -1)).unflatten(-1, (-1, 2)))
@@ -113,7 +103,7 @@ def rotate(
     so that compilers (Inductor, ONNX) need no complex support.
     """
     cos, sin = freqs
-    if _plain_arithmetic():
+    if graph_capture():
         if repeats > 1:
             cos, sin = cos.repeat(repeats, 1), sin.repeat(repeats, 1)
         pairs = x.float().unflatten(-1, (-1, 2))
@@ -135,7 +125,7 @@ def _rotate_keys(
     if n_rope == k.shape[-2]:
         return rotate(k, freqs, repeats)
     in_place = k.dtype == torch.float32 and not (k.requires_grad and torch.is_grad_enabled())
-    if not in_place or _plain_arithmetic():
+    if not in_place or graph_capture():
         return torch.cat([rotate(k[:, :, :n_rope], freqs, repeats), k[:, :, n_rope:]], dim=2)
     out = torch.empty_like(k, memory_format=torch.contiguous_format)
     cis = torch.complex(freqs[0].float(), freqs[1].float())
