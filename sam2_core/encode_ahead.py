@@ -11,18 +11,23 @@ waiting for it. The trace runs the same operators as the eager encoder (same out
 
 from __future__ import annotations
 
+import threading
 import warnings
 import weakref
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
 
 import torch
+from torch import nn
 
 from .modeling.sam2 import ImageFeatures, SAM2Model
 
-# At most this many objects tracked, encoding ahead pays on a two-core CPU; with more the
-# tracking lane, down to one thread, becomes the bottleneck (docs/PERFORMANCE.md).
-ENCODE_AHEAD_MAX_OBJECTS = 2
+# Measured on a two-core CPU (docs/PERFORMANCE.md): encoding ahead pays for up to this many
+# objects (with 16 the encoder is too small a share of a frame); up to NARROW_MAX_OBJECTS the
+# tracking lane stays at one thread while the lane encodes, with more it takes its second
+# thread back once the next frame is encoded.
+ENCODE_AHEAD_MAX_OBJECTS = 8
+NARROW_MAX_OBJECTS = 2
 
 
 def encode_ahead_wanted(
@@ -50,6 +55,14 @@ def encode_ahead_wanted(
         and not custom_encoder
         and not autocast
     )
+
+
+def tracking_modules(model: SAM2Model, num_objects: int) -> list[nn.Module]:
+    """Where the tracking lane looks whether it may widen (see :class:`EncoderLane`): the
+    model's modules outside its image encoder, for more than NARROW_MAX_OBJECTS objects."""
+    if num_objects <= NARROW_MAX_OBJECTS:
+        return []
+    return [m for name, m in model.named_modules() if name and not name.startswith("image_encoder")]
 
 
 class _EncodeImage(torch.nn.Module):
@@ -98,19 +111,35 @@ def traced_encoder(model: SAM2Model) -> Callable[[torch.Tensor], ImageFeatures]:
 class EncoderLane:
     """A second single-threaded lane that encodes frames ahead of the tracking thread.
 
-    ``encode(frame)`` runs on the lane (reading and preprocessing included). While the lane is
-    open the calling thread runs torch with one thread too; :meth:`close` restores its count.
+    ``encode(frame)`` runs on the lane (reading and preprocessing included). While the lane
+    encodes, the calling thread runs torch with one thread too; :meth:`close` restores its count.
+    With ``widen`` modules (the tracking parts of a model), the calling thread takes its threads
+    back as soon as the lane has nothing left to encode: checked before each call of those
+    modules from the calling thread. That pays with several objects, whose batched tracking
+    kernels use two threads well; with one or two the calling thread stays at one thread.
     """
 
-    def __init__(self, encode: Callable[[int], ImageFeatures]):
+    def __init__(self, encode: Callable[[int], ImageFeatures], widen: Iterable[nn.Module] = ()):
         self._encode = encode
         self._pending: dict[int, Future] = {}
         self._threads = torch.get_num_threads()
         torch.set_num_threads(1)
+        self._narrow = True
+        self._owner = threading.get_ident()
         self._pool = ThreadPoolExecutor(
             max_workers=1, thread_name_prefix="encode-ahead", initializer=self._one_thread
         )
+        self._hooks = [m.register_forward_pre_hook(self._widen_when_encoded) for m in widen]
         self.frames_encoded = 0
+
+    def _widen_when_encoded(self, *_) -> None:
+        if (
+            self._narrow
+            and threading.get_ident() == self._owner
+            and all(f.done() for f in self._pending.values())
+        ):
+            torch.set_num_threads(self._threads)
+            self._narrow = False
 
     @staticmethod
     def _one_thread() -> None:
@@ -123,6 +152,9 @@ class EncoderLane:
     def start(self, frame: int) -> None:
         """Begin encoding ``frame`` on the lane (once)."""
         if frame not in self._pending:
+            if not self._narrow:
+                torch.set_num_threads(1)
+                self._narrow = True
             self._pending[frame] = self._pool.submit(self._run, frame)
 
     def take(self, frame: int) -> ImageFeatures | None:
@@ -140,4 +172,6 @@ class EncoderLane:
             future.cancel()
         self._pending.clear()
         self._pool.shutdown(wait=True)
+        for hook in self._hooks:
+            hook.remove()
         torch.set_num_threads(self._threads)

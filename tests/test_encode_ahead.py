@@ -12,7 +12,12 @@ import pytest
 import torch
 
 from sam2_core import encode_ahead, tracker
-from sam2_core.encode_ahead import ENCODE_AHEAD_MAX_OBJECTS, encode_ahead_wanted, traced_encoder
+from sam2_core.encode_ahead import (
+    ENCODE_AHEAD_MAX_OBJECTS,
+    NARROW_MAX_OBJECTS,
+    encode_ahead_wanted,
+    traced_encoder,
+)
 from sam2_core.frames import ArrayFrames
 from sam2_core.tracker import ObjectPrompt, TrackerOptions, VideoSession, track_session
 
@@ -35,7 +40,7 @@ def _run(mini, frames, n: int, frame: int, ahead: bool):
     return out, session.stats
 
 
-@pytest.mark.parametrize("n", [1, 2])
+@pytest.mark.parametrize("n", [1, 2, 4])
 def test_encoding_ahead_gives_the_outputs_of_encoding_in_turn_forward_and_in_reverse(
     mini, frames, n
 ):
@@ -72,6 +77,64 @@ def test_the_lane_encodes_on_another_thread_with_one_torch_thread_each(mini, fra
     assert len(seen) == len(frames) - 1
     assert all(ident != main and n == 1 for ident, n in seen), seen
     assert set(during) == {1}
+
+
+@pytest.mark.parametrize("n", [NARROW_MAX_OBJECTS, NARROW_MAX_OBJECTS + 2])
+def test_with_several_objects_the_tracking_lane_takes_its_threads_back_once_encoded(
+    mini, frames, monkeypatch, n
+):
+    """Each frame's memory attention starts while the lane still encodes the next frame (held
+    until then); once that is encoded, the memory encoder runs on two threads if there are
+    more than NARROW_MAX_OBJECTS objects, else still on one."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    permits, encoded = threading.Semaphore(0), threading.Event()
+    traced = traced_encoder(mini)
+    lane_calls = []
+
+    def held(model):
+        def encode(images):
+            lane_calls.append(1)
+            if len(lane_calls) > 1:  # frame 1 is needed before any memory attention runs
+                assert permits.acquire(timeout=30)
+            feats = traced(images)
+            encoded.set()
+            return feats
+
+        return encode
+
+    session = VideoSession(mini, ArrayFrames(frames), TrackerOptions(encode_ahead=True))
+    at_attention, at_encoder = [], []
+
+    def attention_starts(*_):
+        pending = list(session._lane._pending.values())
+        at_attention.append((torch.get_num_threads(), bool(pending)))
+        if pending:
+            encoded.clear()
+            permits.release()
+            assert encoded.wait(30)
+            while not all(f.done() for f in pending):
+                threading.Event().wait(0.001)
+
+    monkeypatch.setattr(tracker, "traced_encoder", held)
+    hooks = [
+        mini.memory_attention.register_forward_pre_hook(attention_starts),
+        mini.memory_encoder.register_forward_pre_hook(
+            lambda *_: at_encoder.append(torch.get_num_threads())
+        ),
+    ]
+    try:
+        session.add_all(_prompts(n, 0))  # its memories are encoded as the propagation starts
+        results = list(session.propagate(0))
+    finally:
+        for hook in hooks:
+            hook.remove()
+        torch.set_num_threads(threads)
+    assert len(results) == len(frames) and len(at_encoder) == len(frames)
+    held_frames = [t for t, pending in at_attention if pending]
+    assert len(held_frames) == len(frames) - 2 and set(held_frames) == {1}
+    expected = 2 if n > NARROW_MAX_OBJECTS else 1
+    assert set(at_encoder[1:]) == {expected}, at_encoder  # the first: the prompts' memories
 
 
 def test_thread_count_and_lane_are_restored_when_the_caller_stops_early(mini, frames):
