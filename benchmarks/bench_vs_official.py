@@ -333,11 +333,14 @@ class ModuleTimer:
 
 
 def mask_agreement(reference: list[torch.Tensor], other: list[torch.Tensor]) -> dict:
-    """IoU per object per frame of ``other``'s masks against ``reference``'s (both empty: 1)."""
+    """IoU per object per frame of ``other``'s masks against ``reference``'s (both empty: 1), and
+    the share of the reference's object-frames where the object is present (a non-empty mask):
+    absent objects cost less on both sides (no memory or upsampling work that varies)."""
     if len(reference) != len(other):
         raise ValueError(f"{len(reference)} frames against {len(other)}")
-    ious = []
+    ious, present = [], []
     for a, b in zip(reference, other):
+        present.append(a.flatten(1).any(1))
         inter = (a & b).flatten(1).sum(1).double()
         union = (a | b).flatten(1).sum(1).double()
         ious.append(torch.where(union > 0, inter / union.clamp(min=1), torch.ones_like(union)))
@@ -347,6 +350,7 @@ def mask_agreement(reference: list[torch.Tensor], other: list[torch.Tensor]) -> 
         "mean_iou": float(iou.mean()),
         "min_iou": float(iou.min()),
         "below_0_99": int((iou < 0.99).sum()),
+        "reference_present": float(torch.cat(present).double().mean()),
     }
 
 
@@ -528,6 +532,9 @@ def print_report(doc: dict) -> None:
                     r["masks_vs_official"]["mean_iou"]
                     if "masks_vs_official" in r
                     else float("nan"),
+                    r["masks_vs_official"]["reference_present"]
+                    if "masks_vs_official" in r
+                    else float("nan"),
                 ]
             )
     title = (
@@ -544,6 +551,7 @@ def print_report(doc: dict) -> None:
             "x whole",
             "x steady",
             "mean IoU",
+            "present",
         ],
         rows,
         title,

@@ -310,6 +310,7 @@ def test_bench_vs_official_times_both_and_checks_their_masks_agree(mini_a_dir, t
             # Same weights, frames and clicks: the masks are near-identical (parity holds; Meta
             # stores its memory in bfloat16, ours in float32 by default).
             assert agree["mean_iou"] > 0.97
+            assert 0 < agree["reference_present"] <= 1  # the prompted frame has every object
 
 
 def test_bench_vs_official_needs_meta_and_one_of_ours():
