@@ -23,6 +23,7 @@ import contextlib
 import dataclasses
 import importlib.util
 import json
+import tempfile
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -117,6 +118,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         action="store_true",
         help="one more untimed pass per variant and object count with module timers: ms per steady frame per part",
     )
+    p.add_argument(
+        "--present",
+        action="store_true",
+        help="raise the object-score head's last bias in the checkpoint both sides load, so that "
+        "every object stays present (mini_a's random weights lose every object after the "
+        "prompted frame, and absent objects cost less on both sides)",
+    )
     add_common_arguments(p)
     args = p.parse_args(argv)
     if args.warmup < 0:
@@ -134,6 +142,25 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     if args.checkpoint == "mini":
         args.checkpoint = MINI_A_CHECKPOINT
     return args
+
+
+# Added to the object-score logit: far above any score the random heads give, so that every
+# object is judged present on every frame, by both sides alike.
+PRESENT_SHIFT = 30.0
+
+
+def always_present_checkpoint(checkpoint: str, folder: Path) -> str:
+    """A copy of an official-format ``checkpoint`` in ``folder`` whose object-score head's last
+    bias is raised by PRESENT_SHIFT; its path."""
+    state = torch.load(checkpoint, map_location="cpu", weights_only=True)
+    weights = state["model"]
+    head = sorted(k for k in weights if ".pred_obj_score_head." in k and k.endswith(".bias"))
+    if not head:
+        raise SystemExit(f"{checkpoint}: no object-score head (pred_obj_score_head) to raise")
+    weights[head[-1]] = weights[head[-1]] + PRESENT_SHIFT  # the head's last layer
+    path = folder / "present.pt"
+    torch.save(state, path)
+    return str(path)
 
 
 # ---------------------------------------------------------------------- Meta's side
@@ -364,8 +391,12 @@ def run(args: argparse.Namespace) -> dict:
     if args.threads:
         torch.set_num_threads(args.threads)
     torch.manual_seed(0)
-    official = build_official(args.model, args.checkpoint, args.device)
-    ours = load_model(args.model, args.checkpoint, args.device)
+    checkpoint = args.checkpoint
+    with tempfile.TemporaryDirectory() as folder:
+        if args.present:
+            checkpoint = always_present_checkpoint(args.checkpoint, Path(folder))
+        official = build_official(args.model, checkpoint, args.device)
+        ours = load_model(args.model, checkpoint, args.device)
     height, width = args.size
     source = MovingDiscs(args.frames, height, width, num_discs=max(args.objects))
     frames = [source[i] for i in range(len(source))]
@@ -452,6 +483,7 @@ def run(args: argparse.Namespace) -> dict:
     settings = {
         "model": args.model,
         "checkpoint": args.checkpoint,
+        "objects_kept_present": args.present,
         "image_size": int(ours.image_size),
         "parameters": int(sum(p.numel() for p in ours.parameters())),
         "objects": args.objects,

@@ -349,3 +349,23 @@ def test_random_official_weights_load_strictly_on_both_sides(tmp_path):
     _, again = random_official.write_random_official("sam2.1_hiera_tiny", tmp_path / "b", seed=3)
     saved = torch.load(again, weights_only=True)["model"]
     assert all(torch.equal(saved[k], theirs[k]) for k in saved)  # the seed decides the weights
+
+
+def test_bench_vs_official_can_keep_every_object_present(mini_a_dir, tmp_path):
+    from benchmarks import bench_vs_official
+
+    if not bench_vs_official.official_available():
+        pytest.skip("Meta's sam2 package (the [reference] extra) is not installed")
+    doc = bench_vs_official.main(
+        [
+            "--objects", "2", "--frames", "5", "--warmup", "1", "--repeats", "1",
+            "--size", "64x80", "--variants", "official,ours", "--present",
+            "--json", str(tmp_path / "present.json"),
+        ]
+    )  # fmt: skip
+    (entry,) = doc["figures"]["results"]
+    agree = entry["ours"]["masks_vs_official"]
+    assert doc["settings"]["objects_kept_present"] is True
+    assert agree["reference_present"] == 1.0 and agree["mean_iou"] > 0.97
+    # the checkpoint named in the settings is the caller's, unchanged
+    assert doc["settings"]["checkpoint"] == str(mini_a_dir / "checkpoint.pt")
