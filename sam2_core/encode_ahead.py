@@ -3,7 +3,8 @@
 On a two-core CPU, torch's two intra-op threads share a small model's many small kernels
 poorly (one object: about 1.3x faster on two threads than on one). With few objects the image
 encoder is a large share of a frame and does not depend on the tracking state, so two
-single-threaded lanes do better: one encodes frame t+1 while the other tracks frame t. The
+single-threaded lanes do better: one encodes frame t+1 while the other tracks frame t (with
+several objects the tracking lane widens back to two threads once frame t+1 is encoded). The
 encoder runs as a TorchScript trace of ``SAM2Model.encode_image``, whose graph executes without
 holding Python's GIL; run eagerly, the two lanes would slow each other down by about a fifth
 waiting for it. The trace runs the same operators as the eager encoder (same outputs).
@@ -37,13 +38,15 @@ def encode_ahead_wanted(
     custom_encoder: bool,
     autocast: bool,
     training: bool = False,
+    compiled: bool = False,
 ) -> bool:
     """Whether a propagation encodes frames ahead: never for a model in training mode (its
     random draws would interleave across threads); else ``option`` if set (the lane then runs
     the session's own encoder, eagerly, where the trace does not apply: a custom encoder or
     autocast), else only on a CPU where torch runs two threads, for at most
     ENCODE_AHEAD_MAX_OBJECTS objects, in float32 (no autocast), with the model's own encoder
-    (not a SharedEncoder batching several videos): where the traced encoder makes it pay."""
+    (not a SharedEncoder batching several videos), without compiled parts (the compiler
+    already fuses them; traces and module hooks do not mix with it): where it pays."""
     if training:
         return False
     if option is not None:
@@ -54,6 +57,7 @@ def encode_ahead_wanted(
         and 0 < num_objects <= ENCODE_AHEAD_MAX_OBJECTS
         and not custom_encoder
         and not autocast
+        and not compiled
     )
 
 

@@ -278,6 +278,7 @@ class VideoSession:
             self._custom_encoder,
             self.options.autocast_dtype is not None,
             self.model.training,
+            self.model.hot_parts_compiled,
         ):
             own = not self._custom_encoder and self.options.autocast_dtype is None
             self._lane = EncoderLane(

@@ -15,6 +15,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from . import transfer
 from .memory_bank import FrameState
 from .modeling.sam2 import SAM2Model
 from .prompts import ObjectPrompt
@@ -162,7 +163,7 @@ class FrameResult:
         """
         low = self.low_res
         n = low.shape[0]
-        if low.device.type == "cpu" and n:
+        if transfer.values_free_to_read(low.device) and n:
             flat = low.reshape(n, -1)
             lo = flat.amin(dim=1)
             varying = (lo != flat.amax(dim=1)).nonzero()[:, 0]

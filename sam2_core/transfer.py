@@ -14,6 +14,13 @@ from __future__ import annotations
 import torch
 
 
+def values_free_to_read(device: torch.device) -> bool:
+    """Whether looking at a tensor's values on ``device`` from Python (a branch on them, a
+    ``tolist``) costs no wait: on the CPU only. Shortcuts that depend on values (skipping
+    constant masks) are taken only there; elsewhere the tracker stays on the no-wait path."""
+    return device.type == "cpu"
+
+
 def pinned(x: torch.Tensor, device: torch.device) -> torch.Tensor:
     """``x`` (a host tensor) in page-locked memory when it is going to a CUDA device, so that
     a non-blocking upload really does not block."""

@@ -188,6 +188,9 @@ def test_automatic_rule_picks_the_lane_only_where_it_pays(monkeypatch):
     assert not encode_ahead_wanted(None, cuda, 1, custom_encoder=False, autocast=False)
     assert not encode_ahead_wanted(None, cpu, 1, custom_encoder=True, autocast=False)
     assert not encode_ahead_wanted(None, cpu, 1, custom_encoder=False, autocast=True)
+    assert not encode_ahead_wanted(
+        None, cpu, 1, custom_encoder=False, autocast=False, compiled=True
+    )
     assert encode_ahead_wanted(True, cuda, 9, custom_encoder=True, autocast=True)
     assert not encode_ahead_wanted(False, cpu, 1, custom_encoder=False, autocast=False)
     assert not encode_ahead_wanted(

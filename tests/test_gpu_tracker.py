@@ -13,6 +13,7 @@ import torch
 from torch.overrides import TorchFunctionMode
 from torch.utils._python_dispatch import TorchDispatchMode
 
+from sam2_core import transfer
 from sam2_core.frames import ArrayFrames
 from sam2_core.prompts import ObjectPrompt
 from sam2_core.shared_encoder import SharedEncoder
@@ -131,9 +132,13 @@ def _clicks(n: int, frames_with_prompts: tuple[int, ...] = (0,)) -> list[ObjectP
 
 @pytest.mark.parametrize("offload", [False, True], ids=["on-device", "offloaded"])
 @pytest.mark.parametrize("num_objects", [1, 4, 16])
-def test_tracking_a_frame_waits_for_the_device_at_most_twice(mini, num_objects, offload):
+def test_tracking_a_frame_waits_for_the_device_at_most_twice(
+    mini, num_objects, offload, monkeypatch
+):
     # Frames are read and preprocessed on the prefetch thread (host work, not counted: the
-    # modes count on this thread only); their upload is counted.
+    # modes count on this thread only); their upload is counted. The shortcuts that read
+    # values where that is free (on the CPU: constant masks) are off, as on a device.
+    monkeypatch.setattr(transfer, "values_free_to_read", lambda device: False)
     options = TrackerOptions(storage_device="cpu" if offload else None, prefetch_frames=2)
     session = VideoSession(mini, _video(5), options)
     for p in _clicks(num_objects):

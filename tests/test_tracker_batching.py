@@ -10,6 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils._python_dispatch import TorchDispatchMode
 
+from sam2_core import transfer
 from sam2_core.frames import ArrayFrames
 from sam2_core.tracker import FrameResult, ObjectPrompt, VideoSession, track_session
 
@@ -184,7 +185,7 @@ def test_decoder_position_encoding_is_computed_once_while_its_matrix_stays(mini)
 
 
 @torch.inference_mode()
-def test_objects_with_the_same_constant_mask_share_one_memory_encoding(mini):
+def test_objects_with_the_same_constant_mask_share_one_memory_encoding(mini, monkeypatch):
     torch.manual_seed(0)
     c, h = mini.cfg.hidden_dim, mini.image_size // 16
     embedding = torch.randn(1, c, h, h)
@@ -212,3 +213,13 @@ def test_objects_with_the_same_constant_mask_share_one_memory_encoding(mini):
         assert torch.equal(pos[i : i + 1], p)
     # absent objects also carry the no-object embedding: theirs differ from the full ones
     assert torch.equal(feats[1], feats[3]) and not torch.allclose(feats[1], feats[4])
+    # where reading values would wait for a device, every mask is encoded, unread
+    monkeypatch.setattr(transfer, "values_free_to_read", lambda device: False)
+    hook = mini.memory_encoder.register_forward_pre_hook(
+        lambda _, args: batches.append(args[1].shape[0])
+    )
+    try:
+        again, _ = mini.encode_memory(embedding, masks, scores, False)
+    finally:
+        hook.remove()
+    assert batches[-1] == 6 and torch.allclose(again, feats, atol=1e-5, rtol=0)

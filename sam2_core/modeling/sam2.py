@@ -14,6 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .. import transfer
 from ..config import ModelConfig
 from ..transforms import SAM2_IMAGE_CONVENTION
 from .common import MLP, graph_capture, sine_encoding_1d
@@ -361,7 +362,7 @@ class SAM2Model(nn.Module):
         if (
             b == 1
             or embedding.shape[0] != 1
-            or mask.device.type != "cpu"
+            or not transfer.values_free_to_read(mask.device)
             or self.training
             or graph_capture()
         ):
