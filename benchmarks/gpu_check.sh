@@ -10,7 +10,8 @@
 #                      one-copy download of masks and scores against the logits
 #   vs_official_<model>.json   the performance issue's table: sam2.1_hiera_tiny and _large at
 #                      1024 with seeded random weights (benchmarks.random_official), 1/4/16
-#                      objects, ours against Meta's SAM2VideoPredictor on the same GPU, float32
+#                      objects, ours against Meta's SAM2VideoPredictor on the same GPU, float32,
+#                      every object kept present (--present: random weights lose them)
 #   tracker_<model>_<dtype>.json  ours alone: float32, bfloat16, and bfloat16 + compile (tiny)
 #   summary.json       exit codes of each step
 # Exits 2 when no CUDA device is present, 1 when a step failed, 0 otherwise.
@@ -55,7 +56,7 @@ for name in sam2.1_hiera_tiny sam2.1_hiera_large; do
     "$python" -m benchmarks.random_official --model "$name" --output "$w" || { speed_rc=1; continue; }
     "$python" -m benchmarks.bench_vs_official --model "$w/config.json" --checkpoint "$w/checkpoint.pt" \
         --device cuda --objects 1,4,16 --frames "$frames" --repeats 2 --variants official,ours \
-        --json "$out/vs_official_$name.json" || speed_rc=1
+        --present --json "$out/vs_official_$name.json" || speed_rc=1
     for dtype in float32 bfloat16; do
         "$python" -m benchmarks.bench_tracker --model "$w/config.json" --checkpoint "$w/checkpoint.pt" \
             --device cuda --dtype "$dtype" --objects 1,4,16 --frames "$frames" --repeats 2 \
