@@ -71,7 +71,7 @@ from pipeline.manifest_objects import PROMPT_FIELDS as PROMPT_FIELDS
 from pipeline.manifest_objects import ObjectSpec as ObjectSpec
 from pipeline.manifest_objects import Prompt as Prompt
 from pipeline.manifest_objects import fit_prompt_to_frame as fit_prompt_to_frame
-from pipeline.manifest_objects import validate_object as _validate_object
+from pipeline.manifest_objects import validate_objects
 from pipeline.manifest_parse import (
     NO_VALUE,
     Entry,
@@ -243,21 +243,8 @@ def _validate_video(
                 )
             )
     else:
-        seen_objects: set[int] = set()
-        for index, obj in enumerate(objects):
-            spec, found = _validate_object(obj, f"objects[{index}]", index, entry)
-            problems.extend(found)
-            if spec is None:
-                continue
-            if spec.object_id in seen_objects:
-                problems.append(
-                    _Invalid(
-                        f"objects[{index}].object_id",
-                        f"duplicate object id {spec.object_id} in this video",
-                    )
-                )
-            seen_objects.add(spec.object_id)
-            specs.append(spec)
+        specs, found = validate_objects(objects, entry)
+        problems.extend(found)
     if objects is not None and value.get("auto") is not None:
         problems.append(
             _Invalid("auto", "automatic-mask settings apply to a video without objects only")

@@ -17,6 +17,7 @@ import re
 import unicodedata
 from typing import Any
 
+from pipeline.detectors import parse_labels
 from pipeline.manifest_parse import Invalid
 from pipeline.masks import validate_rle
 from pipeline.storage import has_protocol
@@ -199,8 +200,6 @@ def check_auto(value: Any, problems: list[Invalid]) -> tuple[tuple[str, Any], ..
 def check_text(value: Any, problems: list[Invalid]) -> tuple[str, ...]:
     """A video line's ``text``: the categories the run's detector looks for in this video,
     comma-separated as ``--text`` (blanks and repeats dropped)."""
-    from pipeline.detectors import parse_labels
-
     if not isinstance(value, str):
         problems.append(Invalid("text", f'must be text such as "person, dog", got {short(value)}'))
         return ()

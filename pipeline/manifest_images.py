@@ -8,7 +8,7 @@ from typing import Any
 
 from pipeline.images import is_image_file, list_images
 from pipeline.manifest_fields import check_auto, default_video_id, id_field, location_field, short
-from pipeline.manifest_objects import ObjectSpec, validate_object
+from pipeline.manifest_objects import ObjectSpec, validate_objects
 from pipeline.manifest_parse import Entry, Invalid
 from pipeline.manifest_records import Reject, VideoJob
 from pipeline.storage import safe_uri
@@ -58,20 +58,8 @@ def validate_image(
             )
         )
     elif objects is not None:
-        seen_objects: set[int] = set()
-        for index, obj in enumerate(objects):
-            spec, found = validate_object(obj, f"objects[{index}]", index, entry, image=True)
-            problems.extend(found)
-            if spec is not None and spec.object_id in seen_objects:
-                problems.append(
-                    Invalid(
-                        f"objects[{index}].object_id",
-                        f"duplicate object id {spec.object_id} in this image",
-                    )
-                )
-            elif spec is not None:
-                seen_objects.add(spec.object_id)
-                specs.append(spec)
+        specs, found = validate_objects(objects, entry, image=True)
+        problems.extend(found)
     auto: tuple[tuple[str, Any], ...] = ()
     if value.get("auto") is not None:
         if objects is not None:

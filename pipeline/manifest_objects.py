@@ -117,6 +117,32 @@ def validate_object(
     return ObjectSpec(object_id=object_id, prompts=tuple(parsed), category=category), []
 
 
+def validate_objects(
+    objects: list, entry: Entry, image: bool = False
+) -> tuple[list[ObjectSpec], list[_Invalid]]:
+    """A line's ``objects`` list: each entry's ObjectSpec (:func:`validate_object`), and the
+    problems found, a repeated object id among them."""
+    specs: list[ObjectSpec] = []
+    problems: list[_Invalid] = []
+    seen: set[int] = set()
+    for index, obj in enumerate(objects):
+        spec, found = validate_object(obj, f"objects[{index}]", index, entry, image)
+        problems.extend(found)
+        if spec is None:
+            continue
+        if spec.object_id in seen:
+            problems.append(
+                _Invalid(
+                    f"objects[{index}].object_id",
+                    f"duplicate object id {spec.object_id} in this {'image' if image else 'video'}",
+                )
+            )
+            continue
+        seen.add(spec.object_id)
+        specs.append(spec)
+    return specs, problems
+
+
 def validate_prompt(raw: Any, where: str, image: bool = False) -> Prompt:
     """One prompt; on an image (``image``) the frame may be left out and must be 0."""
     if not isinstance(raw, dict):

@@ -215,7 +215,7 @@ def plan_units(
         if not job.objects:
             from sam2_core.discovery import DEFAULT_DISCOVER_EVERY
 
-            uses_detector = detector is not None and job.detections is None and not job.auto
+            uses_detector = detector is not None and finds_with_detector(job)
             job = dataclasses.replace(
                 job,
                 discover_every=discover_every or DEFAULT_DISCOVER_EVERY,
@@ -317,6 +317,12 @@ def conflicting_jobs(jobs: Sequence[VideoJob]) -> tuple[list[VideoJob], list[Rej
     return kept, rejects
 
 
+def finds_with_detector(job: VideoJob) -> bool:
+    """Whether a run's detector, if it has one, finds ``job``'s objects: a video without
+    objects, precomputed detections or automatic-mask settings (those come first)."""
+    return not job.image and not job.objects and job.detections is None and not job.auto
+
+
 def detector_category_rejects(
     jobs: Sequence[VideoJob], detector
 ) -> tuple[list[VideoJob], list[Reject]]:
@@ -337,10 +343,7 @@ def detector_category_rejects(
             detector is not None
             and not detector.labels
             and not job.text
-            and not job.image
-            and not job.objects
-            and job.detections is None
-            and not job.auto
+            and finds_with_detector(job)
         ):
             reason = (
                 'no categories for the detector: give this line a "text" (e.g. "person, dog") '
