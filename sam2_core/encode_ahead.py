@@ -4,7 +4,7 @@ On a two-core CPU, torch's two intra-op threads share a small model's many small
 poorly (one object: about 1.3x faster on two threads than on one). With few objects the image
 encoder is a large share of a frame and does not depend on the tracking state, so two
 single-threaded lanes do better: one encodes frame t+1 while the other tracks frame t (with
-several objects the tracking lane widens back to two threads once frame t+1 is encoded). The
+several objects the tracking lane widens back to two threads after memory attention). The
 encoder runs as a TorchScript trace of ``SAM2Model.encode_image``, whose graph executes without
 holding Python's GIL; run eagerly, the two lanes would slow each other down by about a fifth
 waiting for it. The trace runs the same operators as the eager encoder (same outputs).
@@ -16,7 +16,7 @@ import threading
 import warnings
 import weakref
 from collections.abc import Callable, Iterable
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 
 import torch
 from torch import nn
@@ -26,9 +26,9 @@ from .modeling.sam2 import ImageFeatures, SAM2Model
 # Measured on a two-core CPU (docs/PERFORMANCE.md): encoding ahead pays for up to this many
 # objects (with 16 the encoder is too small a share of a frame); up to NARROW_MAX_OBJECTS the
 # tracking lane stays at one thread while the lane encodes, with more it takes its second
-# thread back once the next frame is encoded.
-ENCODE_AHEAD_MAX_OBJECTS = 8
-NARROW_MAX_OBJECTS = 2
+# thread back after memory attention.
+ENCODE_AHEAD_MAX_OBJECTS = 6
+NARROW_MAX_OBJECTS = 3
 
 
 def encode_ahead_wanted(
@@ -61,12 +61,13 @@ def encode_ahead_wanted(
     )
 
 
-def tracking_modules(model: SAM2Model, num_objects: int) -> list[nn.Module]:
-    """Where the tracking lane looks whether it may widen (see :class:`EncoderLane`): the
-    model's modules outside its image encoder, for more than NARROW_MAX_OBJECTS objects."""
+def widen_at(model: SAM2Model, num_objects: int) -> list[nn.Module]:
+    """Where the tracking lane takes its second thread back (see :class:`EncoderLane`): the
+    parts a frame runs after memory attention (the prompt encoder, the mask decoder and the
+    memory encoder), for more than NARROW_MAX_OBJECTS objects; none for fewer."""
     if num_objects <= NARROW_MAX_OBJECTS:
         return []
-    return [m for name, m in model.named_modules() if name and not name.startswith("image_encoder")]
+    return [model.sam_prompt_encoder, model.sam_mask_decoder, model.memory_encoder]
 
 
 class _EncodeImage(torch.nn.Module):
@@ -117,10 +118,12 @@ class EncoderLane:
 
     ``encode(frame)`` runs on the lane (reading and preprocessing included). While the lane
     encodes, the calling thread runs torch with one thread too; :meth:`close` restores its count.
-    With ``widen`` modules (the tracking parts of a model), the calling thread takes its threads
-    back as soon as the lane has nothing left to encode: checked before each call of those
-    modules from the calling thread. That pays with several objects, whose batched tracking
-    kernels use two threads well; with one or two the calling thread stays at one thread.
+    With ``widen`` modules, the calling thread takes its threads back when it first calls one of
+    them after each :meth:`start` (a frame's memory attention runs on one thread, about as long
+    as the lane's encoding; what follows on two). That pays with several objects, whose batched
+    tracking kernels use two threads well; with one or two the calling thread stays at one.
+    The switch point is a module, not the moment the lane finishes, so that every operation
+    runs on the same number of threads from one run to the next: the outputs are reproducible.
     """
 
     def __init__(self, encode: Callable[[int], ImageFeatures], widen: Iterable[nn.Module] = ()):
@@ -133,15 +136,12 @@ class EncoderLane:
         self._pool = ThreadPoolExecutor(
             max_workers=1, thread_name_prefix="encode-ahead", initializer=self._one_thread
         )
-        self._hooks = [m.register_forward_pre_hook(self._widen_when_encoded) for m in widen]
+        self._hooks = [m.register_forward_pre_hook(self._widen) for m in widen]
         self.frames_encoded = 0
 
-    def _widen_when_encoded(self, *_) -> None:
-        if (
-            self._narrow
-            and threading.get_ident() == self._owner
-            and all(f.done() for f in self._pending.values())
-        ):
+    def _widen(self, *_) -> None:
+        if self._narrow and threading.get_ident() == self._owner:
+            wait(self._pending.values())  # never three threads on two cores
             torch.set_num_threads(self._threads)
             self._narrow = False
 

@@ -27,7 +27,7 @@ import torch
 import torch.nn.functional as F
 
 from .batch_tracking import _merge_prompts, track_session, track_video  # noqa: F401
-from .encode_ahead import EncoderLane, encode_ahead_wanted, traced_encoder, tracking_modules
+from .encode_ahead import EncoderLane, encode_ahead_wanted, traced_encoder, widen_at
 from .frames import FramePrefetcher, FrameSource
 from .memory_bank import FrameState, MemoryBank
 from .modeling.sam2 import NO_OBJECT_SCORE, HeadsOutput, ImageFeatures, SAM2Model
@@ -283,7 +283,7 @@ class VideoSession:
             own = not self._custom_encoder and self.options.autocast_dtype is None
             self._lane = EncoderLane(
                 self._encode_for_lane(traced_encoder(self.model) if own else self._encode),
-                widen=tracking_modules(self.model, len(self._objects)),
+                widen=widen_at(self.model, len(self._objects)),
             )
         try:
             for frame in order:
